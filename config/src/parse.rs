@@ -1,0 +1,644 @@
+//! From a YAML node tree to the typed [`Config`]: every key read, every value
+//! checked, every problem collected with its position.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::diag::{self, found, Diags, Fields};
+use crate::model::*;
+use crate::yaml::{Node, Pos};
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "admin",
+    "metrics",
+    "state_dir",
+    "shutdown_grace",
+    "limits",
+    "regions",
+    "routes",
+    "routing",
+    "consistency",
+    "oplog",
+];
+
+/// Builds the config; `base` is the folder relative paths are resolved against.
+pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<Config> {
+    let f = Fields::new(root, "", TOP_KEYS, d)?;
+    let listen = f.require("listen", d).and_then(|n| listen(n, base, d));
+    let admin = f.get("admin").and_then(|n| admin(n, d));
+    let metrics = f.get("metrics").and_then(|n| metrics(n, d));
+    let state_dir = f
+        .get("state_dir")
+        .and_then(|n| diag::string(n, "state_dir", d))
+        .map_or_else(|| base.join("var/switchyard"), |s| base.join(s));
+    let shutdown_grace = f
+        .get("shutdown_grace")
+        .and_then(|n| diag::duration(n, "shutdown_grace", d))
+        .unwrap_or(Duration::from_secs(5));
+    let limits = f.get("limits").map_or_else(Limits::default, |n| limits(n, d));
+    let regions = match f.require("regions", d) {
+        Some(n) => regions(n, d),
+        None => Vec::new(),
+    };
+    let routes = f.get("routes").map_or_else(Vec::new, |n| routes(n, d));
+    let routing = f.require("routing", d).and_then(|n| routing(n, base, d));
+    let consistency = consistency(f.get("consistency"), d);
+    let oplog = oplog(f.get("oplog"), d);
+
+    let cfg = Config {
+        source: source.to_path_buf(),
+        listen: listen?,
+        admin,
+        metrics,
+        state_dir,
+        shutdown_grace,
+        limits,
+        regions,
+        routes,
+        routing: routing?,
+        consistency,
+        oplog,
+    };
+    crate::validate::cross_check(&cfg, root, d);
+    Some(cfg)
+}
+
+fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
+    let f = Fields::new(n, "listen", &["http", "https"], d)?;
+    let http = f.get("http").and_then(|n| diag::socket_addr(n, "listen.http", d));
+    let https = f.get("https").and_then(|n| {
+        let h = Fields::new(n, "listen.https", &["addr", "cert", "key"], d)?;
+        let addr = h
+            .require("addr", d)
+            .and_then(|n| diag::socket_addr(n, "listen.https.addr", d));
+        let cert = h
+            .require("cert", d)
+            .and_then(|n| diag::string(n, "listen.https.cert", d));
+        let key = h
+            .require("key", d)
+            .and_then(|n| diag::string(n, "listen.https.key", d));
+        Some(Https {
+            addr: addr?,
+            cert: base.join(cert?),
+            key: base.join(key?),
+        })
+    });
+    if f.get("http").is_none() && f.get("https").is_none() {
+        d.error(n.pos, "`listen` needs `http`, `https` or both");
+    }
+    Some(Listen { http, https })
+}
+
+fn admin(n: &Node, d: &mut Diags) -> Option<Admin> {
+    let f = Fields::new(n, "admin", &["addr", "token_env"], d)?;
+    let addr = f
+        .require("addr", d)
+        .and_then(|n| diag::socket_addr(n, "admin.addr", d));
+    let token_env = f
+        .get("token_env")
+        .and_then(|n| diag::string(n, "admin.token_env", d))
+        .unwrap_or_else(|| "SWITCHYARD_ADMIN_TOKEN".into());
+    Some(Admin {
+        addr: addr?,
+        token_env,
+    })
+}
+
+fn metrics(n: &Node, d: &mut Diags) -> Option<Metrics> {
+    let f = Fields::new(n, "metrics", &["addr"], d)?;
+    let addr = f
+        .require("addr", d)
+        .and_then(|n| diag::socket_addr(n, "metrics.addr", d))?;
+    Some(Metrics { addr })
+}
+
+fn limits(n: &Node, d: &mut Diags) -> Limits {
+    let mut out = Limits::default();
+    let Some(f) = Fields::new(
+        n,
+        "limits",
+        &["max_header_bytes", "max_header_count", "upstream_timeout"],
+        d,
+    ) else {
+        return out;
+    };
+    if let Some(v) = f
+        .get("max_header_bytes")
+        .and_then(|n| diag::integer(n, "limits.max_header_bytes", 1024, 1 << 20, d))
+    {
+        out.max_header_bytes = v as usize;
+    }
+    if let Some(v) = f
+        .get("max_header_count")
+        .and_then(|n| diag::integer(n, "limits.max_header_count", 1, 256, d))
+    {
+        out.max_header_count = v as usize;
+    }
+    if let Some(v) = f
+        .get("upstream_timeout")
+        .and_then(|n| diag::duration(n, "limits.upstream_timeout", d))
+    {
+        out.upstream_timeout = v;
+    }
+    out
+}
+
+const REGION_KEYS: &[&str] = &[
+    "type",
+    "endpoints",
+    "location",
+    "services",
+    "compliance",
+    "health",
+    "rate_limit",
+    "dial",
+];
+
+fn regions(n: &Node, d: &mut Diags) -> Vec<Region> {
+    let Some(entries) = diag::map_entries(n, "regions", d) else {
+        return Vec::new();
+    };
+    if entries.is_empty() {
+        d.error(n.pos, "`regions` must declare at least one region");
+    }
+    entries
+        .into_iter()
+        .filter_map(|(name, key, node)| region(name, key.pos, node, d))
+        .collect()
+}
+
+fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
+    let path = format!("regions.{name}");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        d.error(
+            pos,
+            format!("region name {name:?} may hold only letters, digits, `-` and `_`"),
+        );
+    }
+    let f = Fields::new(n, &path, REGION_KEYS, d)?;
+    let kind = f.require("type", d).and_then(|n| {
+        diag::one_of(
+            n,
+            &f.child("type"),
+            &[
+                ("full", RegionKind::Full),
+                ("lightweight", RegionKind::Lightweight),
+                ("read-only", RegionKind::ReadOnly),
+            ],
+            d,
+        )
+    });
+    let endpoints = f.require("endpoints", d).map_or_else(Vec::new, |n| {
+        let list = diag::strings(n, &f.child("endpoints"), d);
+        if list.is_empty() && diag::seq(n, "", &mut Diags::default()).is_some() {
+            d.error(n.pos, format!("`{}` must list at least one endpoint", f.child("endpoints")));
+        }
+        list.into_iter()
+            .filter_map(|(s, p)| endpoint(&s, p, &f.child("endpoints"), d))
+            .collect()
+    });
+    let location = f
+        .get("location")
+        .and_then(|n| location(n, &f.child("location"), d))
+        .unwrap_or_default();
+    let services: Vec<String> = f.require("services", d).map_or_else(Vec::new, |n| {
+        diag::strings(n, &f.child("services"), d)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    });
+    let data_residency = f.get("compliance").and_then(|n| {
+        let c = Fields::new(n, &f.child("compliance"), &["data_residency"], d)?;
+        c.get("data_residency")
+            .and_then(|n| diag::string(n, &c.child("data_residency"), d))
+    });
+    let health = f
+        .get("health")
+        .map_or_else(Health::default, |n| health(n, &f.child("health"), d));
+    let rate_limit = f
+        .get("rate_limit")
+        .and_then(|n| rate_limit(n, &f.child("rate_limit"), d));
+    let dial = f
+        .get("dial")
+        .and_then(|n| diag::integer(n, &f.child("dial"), 0, 100, d))
+        .and_then(|v| Percent::new(v as u8))
+        .unwrap_or(Percent::FULL);
+    Some(Region {
+        name: RegionName::new(name),
+        kind: kind?,
+        endpoints,
+        location,
+        services,
+        data_residency,
+        health,
+        rate_limit,
+        dial,
+    })
+}
+
+/// Parses `host:port` or `[v6]:port`.
+pub fn parse_endpoint(s: &str) -> Option<Endpoint> {
+    let bracketed = s.starts_with('[');
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')?
+    };
+    let port: u16 = port.parse().ok()?;
+    let host_ok = !host.is_empty()
+        && !host.contains(['/', ' ', '@'])
+        && (!host.contains(':') || (bracketed && host.parse::<std::net::Ipv6Addr>().is_ok()));
+    (host_ok && port != 0).then(|| Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn endpoint(s: &str, pos: Pos, path: &str, d: &mut Diags) -> Option<Endpoint> {
+    let e = parse_endpoint(s);
+    if e.is_none() {
+        d.error(
+            pos,
+            format!("`{path}` entries must be host:port with a port from 1 to 65535, found {s:?}"),
+        );
+    }
+    e
+}
+
+fn location(n: &Node, path: &str, d: &mut Diags) -> Option<Location> {
+    let f = Fields::new(n, path, &["continent", "country", "lat", "lon"], d)?;
+    let code = |key: &str, len: usize, d: &mut Diags| {
+        f.get(key).and_then(|n| {
+            let s = diag::string(n, &f.child(key), d)?;
+            if s.len() != len || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+                d.error(
+                    n.pos,
+                    format!(
+                        "`{}` must be a {len}-letter upper-case code, found {}",
+                        f.child(key),
+                        found(n)
+                    ),
+                );
+                return None;
+            }
+            Some(s)
+        })
+    };
+    let continent = code("continent", 2, d);
+    let country = code("country", 2, d);
+    let lat = f
+        .get("lat")
+        .and_then(|n| diag::number(n, &f.child("lat"), -90.0, 90.0, d));
+    let lon = f
+        .get("lon")
+        .and_then(|n| diag::number(n, &f.child("lon"), -180.0, 180.0, d));
+    Some(Location {
+        continent,
+        country,
+        lat,
+        lon,
+    })
+}
+
+fn health(n: &Node, path: &str, d: &mut Diags) -> Health {
+    let mut h = Health::default();
+    let Some(f) = Fields::new(n, path, &["path", "interval", "timeout", "fall", "rise"], d) else {
+        return h;
+    };
+    if let Some(p) = f.get("path").and_then(|n| diag::string(n, &f.child("path"), d)) {
+        if p.starts_with('/') {
+            h.path = p;
+        } else if let Some(n) = f.get("path") {
+            d.error(n.pos, format!("`{}` must start with `/`, found {p:?}", f.child("path")));
+        }
+    }
+    if let Some(v) = f.get("interval").and_then(|n| positive(n, &f.child("interval"), d)) {
+        h.interval = v;
+    }
+    if let Some(v) = f.get("timeout").and_then(|n| positive(n, &f.child("timeout"), d)) {
+        h.timeout = v;
+    }
+    if let Some(v) = f.get("fall").and_then(|n| diag::integer(n, &f.child("fall"), 1, 100, d)) {
+        h.fall = v as u32;
+    }
+    if let Some(v) = f.get("rise").and_then(|n| diag::integer(n, &f.child("rise"), 1, 100, d)) {
+        h.rise = v as u32;
+    }
+    h
+}
+
+fn positive(n: &Node, path: &str, d: &mut Diags) -> Option<Duration> {
+    let v = diag::duration(n, path, d)?;
+    if v.is_zero() {
+        d.error(n.pos, format!("`{path}` must be longer than 0s"));
+        return None;
+    }
+    Some(v)
+}
+
+fn rate_limit(n: &Node, path: &str, d: &mut Diags) -> Option<RateLimit> {
+    let f = Fields::new(n, path, &["rps", "burst"], d)?;
+    let rps = f
+        .require("rps", d)
+        .and_then(|n| diag::number(n, &f.child("rps"), 0.001, 10_000_000.0, d))?;
+    let burst = f
+        .get("burst")
+        .and_then(|n| diag::integer(n, &f.child("burst"), 1, 10_000_000, d))
+        .map_or_else(|| rps.ceil().max(1.0) as u32, |v| v as u32);
+    Some(RateLimit { rps, burst })
+}
+
+fn routes(n: &Node, d: &mut Diags) -> Vec<Route> {
+    let Some(entries) = diag::map_entries(n, "routes", d) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (prefix, key, value) in entries {
+        let path = format!("routes.{prefix}");
+        if !prefix.starts_with('/') {
+            d.error(key.pos, format!("route prefix {prefix:?} must start with `/`"));
+            continue;
+        }
+        // `"/api": api` or `"/api": { service: api, class: write }`
+        let (service, class) = if value.as_scalar().is_some() {
+            (diag::string(value, &path, d), None)
+        } else {
+            let Some(f) = Fields::new(value, &path, &["service", "class"], d) else {
+                continue;
+            };
+            let service = f
+                .require("service", d)
+                .and_then(|n| diag::string(n, &f.child("service"), d));
+            let class = f.get("class").and_then(|n| {
+                diag::one_of(
+                    n,
+                    &f.child("class"),
+                    &[("read", RequestClass::Read), ("write", RequestClass::Write)],
+                    d,
+                )
+            });
+            (service, class)
+        };
+        if let Some(service) = service {
+            out.push(Route {
+                prefix: prefix.to_string(),
+                service,
+                class,
+            });
+        }
+    }
+    out
+}
+
+fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
+    let f = Fields::new(
+        n,
+        "routing",
+        &["policy", "weights", "geo", "residency", "latency", "retry_budget"],
+        d,
+    )?;
+    let policy = f.require("policy", d).and_then(|n| {
+        diag::one_of(
+            n,
+            "routing.policy",
+            &[
+                ("weighted", Policy::Weighted),
+                ("geo", Policy::Geo),
+                ("latency", Policy::Latency),
+            ],
+            d,
+        )
+    });
+    let mut weights = BTreeMap::new();
+    if let Some(n) = f.get("weights") {
+        for (name, _, v) in diag::map_entries(n, "routing.weights", d).unwrap_or_default() {
+            if let Some(w) = diag::integer(v, &format!("routing.weights.{name}"), 0, 1_000_000, d) {
+                weights.insert(RegionName::new(name), w as u32);
+            }
+        }
+    }
+    let geo = f.get("geo").map_or_else(Geo::default, |n| geo(n, base, d));
+    let mut residency = BTreeMap::new();
+    if let Some(n) = f.get("residency") {
+        for (country, _, v) in diag::map_entries(n, "routing.residency", d).unwrap_or_default() {
+            if let Some(zone) = diag::string(v, &format!("routing.residency.{country}"), d) {
+                residency.insert(country.to_string(), zone);
+            }
+        }
+    }
+    let mut latency = LatencyTuning::default();
+    if let Some(l) = f
+        .get("latency")
+        .and_then(|n| Fields::new(n, "routing.latency", &["ewma_alpha", "tolerance"], d))
+    {
+        if let Some(v) = l
+            .get("ewma_alpha")
+            .and_then(|n| diag::number(n, "routing.latency.ewma_alpha", 0.01, 1.0, d))
+        {
+            latency.ewma_alpha = v;
+        }
+        if let Some(v) = l
+            .get("tolerance")
+            .and_then(|n| diag::number(n, "routing.latency.tolerance", 1.0, 10.0, d))
+        {
+            latency.tolerance = v;
+        }
+    }
+    let retry_budget = f
+        .get("retry_budget")
+        .and_then(|n| diag::number(n, "routing.retry_budget", 0.0, 1.0, d))
+        .unwrap_or(0.2);
+    Some(Routing {
+        policy: policy?,
+        weights,
+        geo,
+        residency,
+        latency,
+        retry_budget,
+    })
+}
+
+fn geo(n: &Node, base: &Path, d: &mut Diags) -> Geo {
+    let mut g = Geo::default();
+    let Some(f) = Fields::new(n, "routing.geo", &["networks", "mmdb", "header", "prefer"], d) else {
+        return g;
+    };
+    if let Some(n) = f.get("networks") {
+        for (cidr, key, v) in diag::map_entries(n, "routing.geo.networks", d).unwrap_or_default() {
+            let net = cidr
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| cidr.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+            let Some(net) = net else {
+                d.error(
+                    key.pos,
+                    format!("`routing.geo.networks` keys must be CIDR blocks such as 10.0.0.0/8, found {cidr:?}"),
+                );
+                continue;
+            };
+            if let Some(country) = diag::string(v, &format!("routing.geo.networks.{cidr}"), d) {
+                g.networks.push((net, country));
+            }
+        }
+        // Most specific network first, so the first match wins.
+        g.networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+    }
+    g.mmdb = f
+        .get("mmdb")
+        .and_then(|n| diag::string(n, "routing.geo.mmdb", d))
+        .map(|s| base.join(s));
+    g.header = f
+        .get("header")
+        .and_then(|n| diag::string(n, "routing.geo.header", d));
+    if let Some(n) = f.get("prefer") {
+        for (key, _, v) in diag::map_entries(n, "routing.geo.prefer", d).unwrap_or_default() {
+            let list = diag::strings(v, &format!("routing.geo.prefer.{key}"), d);
+            g.prefer.insert(
+                key.to_string(),
+                list.into_iter().map(|(s, _)| RegionName::new(&s)).collect(),
+            );
+        }
+    }
+    g
+}
+
+fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
+    let mut c = Consistency {
+        default_class: "bounded".into(),
+        classes: BTreeMap::from([
+            ("strong".to_string(), Duration::ZERO),
+            ("bounded".to_string(), Duration::from_secs(2)),
+            ("relaxed".to_string(), Duration::from_secs(30)),
+        ]),
+        partition: PartitionKey::default(),
+        default_owner: None,
+        owners: BTreeMap::new(),
+        idempotency: Idempotency::Generate,
+    };
+    let Some(f) = n.and_then(|n| {
+        Fields::new(
+            n,
+            "consistency",
+            &["freshness", "partition", "owners", "idempotency"],
+            d,
+        )
+    }) else {
+        return c;
+    };
+    if let Some(fr) = f
+        .get("freshness")
+        .and_then(|n| Fields::new(n, "consistency.freshness", &["default", "classes"], d))
+    {
+        if let Some(n) = fr.get("classes") {
+            let mut classes = BTreeMap::new();
+            for (name, _, v) in
+                diag::map_entries(n, "consistency.freshness.classes", d).unwrap_or_default()
+            {
+                if let Some(bound) =
+                    diag::duration(v, &format!("consistency.freshness.classes.{name}"), d)
+                {
+                    classes.insert(name.to_string(), bound);
+                }
+            }
+            c.classes = classes;
+        }
+        if let Some(n) = fr.get("default") {
+            if let Some(name) = diag::string(n, "consistency.freshness.default", d) {
+                if !c.classes.contains_key(&name) {
+                    let known: Vec<&str> = c.classes.keys().map(String::as_str).collect();
+                    d.error(
+                        n.pos,
+                        format!(
+                            "`consistency.freshness.default` must name a class ({}), found {name:?}",
+                            known.join(" | ")
+                        ),
+                    );
+                }
+                c.default_class = name;
+            }
+        }
+    }
+    if let Some(p) = f
+        .get("partition")
+        .and_then(|n| Fields::new(n, "consistency.partition", &["header", "path_segment"], d))
+    {
+        c.partition.header = p
+            .get("header")
+            .and_then(|n| diag::string(n, "consistency.partition.header", d));
+        c.partition.path_segment = p
+            .get("path_segment")
+            .and_then(|n| diag::integer(n, "consistency.partition.path_segment", 0, 64, d))
+            .map(|v| v as usize);
+    }
+    if let Some(n) = f.get("owners") {
+        for (part, _, v) in diag::map_entries(n, "consistency.owners", d).unwrap_or_default() {
+            if let Some(region) = diag::string(v, &format!("consistency.owners.{part}"), d) {
+                if part == "default" {
+                    c.default_owner = Some(RegionName::new(&region));
+                } else {
+                    c.owners.insert(part.to_string(), RegionName::new(&region));
+                }
+            }
+        }
+    }
+    if let Some(n) = f.get("idempotency") {
+        if let Some(v) = diag::one_of(
+            n,
+            "consistency.idempotency",
+            &[
+                ("generate", Idempotency::Generate),
+                ("require", Idempotency::Require),
+                ("off", Idempotency::Off),
+            ],
+            d,
+        ) {
+            c.idempotency = v;
+        }
+    }
+    c
+}
+
+fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
+    let mut o = Oplog {
+        fsync: Fsync::Batch,
+        max_body_bytes: 1 << 20,
+    };
+    let Some(f) = n.and_then(|n| Fields::new(n, "oplog", &["fsync", "max_body_bytes"], d)) else {
+        return o;
+    };
+    if let Some(v) = f.get("fsync").and_then(|n| {
+        diag::one_of(
+            n,
+            "oplog.fsync",
+            &[
+                ("always", Fsync::Always),
+                ("batch", Fsync::Batch),
+                ("off", Fsync::Off),
+            ],
+            d,
+        )
+    }) {
+        o.fsync = v;
+    }
+    if let Some(v) = f
+        .get("max_body_bytes")
+        .and_then(|n| diag::integer(n, "oplog.max_body_bytes", 0, 1 << 30, d))
+    {
+        o.max_body_bytes = v as usize;
+    }
+    o
+}
+
+/// Resolves `p` against `base` unless it is absolute.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    base.join(p)
+}

@@ -1,0 +1,219 @@
+//! Snapshot tests of the messages `switchyard check` prints.
+
+use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn errors(text: &str) -> String {
+    match parse_str(text, Path::new("edge.yaml")) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+const MINIMAL: &str = "listen: { http: 127.0.0.1:8080 }
+regions:
+  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }
+routing: { policy: weighted }
+";
+
+#[test]
+fn design_example_is_accepted_as_is() {
+    let cfg = parse_str(EXAMPLE, Path::new("/etc/sy/switchyard.yaml")).expect("example is valid");
+    assert_eq!(cfg.regions.len(), 2);
+    assert_eq!(cfg.regions[0].name.as_str(), "us-east-1");
+    assert_eq!(cfg.regions[0].kind, RegionKind::Full);
+    assert_eq!(cfg.regions[0].health.timeout, Duration::from_millis(500));
+    assert_eq!(cfg.regions[1].dial.get(), 0);
+    assert_eq!(cfg.routing.policy, Policy::Weighted);
+    assert_eq!(cfg.routing.weights[&RegionName::new("us-east-1")], 80);
+    assert_eq!(cfg.routing.geo.networks[0].1, "DE");
+    assert_eq!(cfg.routing.residency["DE"], "EU");
+    assert_eq!(cfg.consistency.classes["relaxed"], Duration::from_secs(30));
+    assert_eq!(cfg.consistency.partition.header.as_deref(), Some("X-Partition"));
+    assert_eq!(cfg.oplog.fsync, Fsync::Batch);
+    // Paths are relative to the config file's folder.
+    assert_eq!(
+        cfg.listen.https.as_ref().map(|h| h.cert.clone()),
+        Some(Path::new("/etc/sy/tls/edge.crt").to_path_buf())
+    );
+    assert_eq!(cfg.state_dir, Path::new("/etc/sy/var/switchyard"));
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let cfg = parse_str(MINIMAL, Path::new("edge.yaml")).expect("minimal is valid");
+    assert_eq!(cfg.regions[0].dial.get(), 100);
+    assert_eq!(cfg.regions[0].health.path, "/health");
+    assert_eq!(cfg.limits.max_header_count, 100);
+    assert_eq!(cfg.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(cfg.consistency.default_class, "bounded");
+    assert!(cfg.admin.is_none());
+}
+
+#[test]
+fn typo_in_region_type() {
+    let text = MINIMAL.replace("type: full", "type: fulll");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:3:14: `regions.a.type` must be one of full | lightweight | read-only, found \"fulll\""
+    );
+}
+
+#[test]
+fn unknown_region_in_weights() {
+    let text = MINIMAL.replace("{ policy: weighted }", "{ policy: weighted, weights: { a: 1, b: 2 } }");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:4:47: `routing.weights.b` names region \"b\", which is not declared under `regions` (declared: a)"
+    );
+}
+
+#[test]
+fn unknown_key() {
+    let text = format!("{MINIMAL}colour: blue\n");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let text = format!("{MINIMAL}shutdown_grace: 5 seconds please\n");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:5:17: `shutdown_grace` must be a duration such as 500ms, 2s or 1m, found \"5 seconds please\""
+    );
+    let bare = format!("{MINIMAL}shutdown_grace: 5\n");
+    assert!(errors(&bare).contains("must be a duration"));
+}
+
+#[test]
+fn weight_and_dial_out_of_range() {
+    let text = MINIMAL
+        .replace("services: [api] }", "services: [api], dial: 120 }")
+        .replace("{ policy: weighted }", "{ policy: weighted, weights: { a: -3 } }");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:3:71: `regions.a.dial` must be a whole number from 0 to 100, found \"120\"\n\
+         edge.yaml:4:44: `routing.weights.a` must be a whole number from 0 to 1000000, found \"-3\""
+    );
+}
+
+#[test]
+fn every_error_is_collected() {
+    let text = "listen: { http: nowhere }
+regions:
+  a: { type: primary, endpoints: [\"127.0.0.1\"], services: [api], health: { interval: soon } }
+routing: { policy: fastest }
+oplog: { fsync: sometimes }
+";
+    assert_eq!(
+        errors(text),
+        "edge.yaml:1:17: `listen.http` must be an IP address and port such as 127.0.0.1:8080, found \"nowhere\"\n\
+         edge.yaml:3:14: `regions.a.type` must be one of full | lightweight | read-only, found \"primary\"\n\
+         edge.yaml:3:35: `regions.a.endpoints` entries must be host:port with a port from 1 to 65535, found \"127.0.0.1\"\n\
+         edge.yaml:3:86: `regions.a.health.interval` must be a duration such as 500ms, 2s or 1m, found \"soon\"\n\
+         edge.yaml:4:20: `routing.policy` must be one of weighted | geo | latency, found \"fastest\"\n\
+         edge.yaml:5:17: `oplog.fsync` must be one of always | batch | off, found \"sometimes\""
+    );
+}
+
+#[test]
+fn missing_required_sections() {
+    assert_eq!(
+        errors("listen: { http: 127.0.0.1:1 }\n"),
+        "edge.yaml:1:1: missing required key `regions`\nedge.yaml:1:1: missing required key `routing`"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_position() {
+    let e = errors("listen: [\n");
+    assert!(e.starts_with("edge.yaml:"), "{e}");
+    assert!(e.contains("YAML syntax error"), "{e}");
+}
+
+#[test]
+fn owner_must_be_a_writable_declared_region() {
+    let text = MINIMAL.replace(
+        "  a: { type: full",
+        "  r: { type: read-only, endpoints: [\"127.0.0.1:2\"], services: [api] }\n  a: { type: full",
+    ) + "consistency: { owners: { default: r, p1: zz } }\n";
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:6:26: `consistency.owners.default` names \"r\", a read-only region, which cannot own writes\n\
+         edge.yaml:6:38: `consistency.owners.p1` names region \"zz\", which is not declared under `regions` (declared: r, a)"
+    );
+}
+
+#[test]
+fn geo_prefer_names_are_checked() {
+    let text = MINIMAL.replace(
+        "{ policy: weighted }",
+        "{ policy: geo, geo: { prefer: { Europe: [a], default: [a, b] } } }",
+    );
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:4:42: `routing.geo.prefer` keys must be a country code, a continent code or `default`, found \"Europe\"\n\
+         edge.yaml:4:68: `routing.geo.prefer.default` names region \"b\", which is not declared under `regions` (declared: a)"
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+    assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+    assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+    assert_eq!(parse_duration("12"), None);
+    assert_eq!(parse_duration(""), None);
+}
+
+#[test]
+fn endpoints() {
+    assert_eq!(
+        parse_endpoint("api.example.com:443").map(|e| e.to_string()),
+        Some("api.example.com:443".into())
+    );
+    assert_eq!(
+        parse_endpoint("[::1]:80").map(|e| e.to_string()),
+        Some("[::1]:80".into())
+    );
+    assert_eq!(parse_endpoint("127.0.0.1"), None);
+    assert_eq!(parse_endpoint("h:0"), None);
+    assert_eq!(parse_endpoint("::1:80"), None);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Whatever the bytes, the loader answers with a config or positioned
+        // errors; it never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_str(&text, Path::new("x.yaml"));
+        }
+
+        #[test]
+        fn mutated_example_never_panics(cut in 0usize..1500, insert in "[ :{}\\[\\],a-z0-9\n-]{0,8}") {
+            let mut text = EXAMPLE.to_string();
+            let at = cut.min(text.len());
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.insert_str(at, &insert);
+            if let Err(e) = parse_str(&text, Path::new("x.yaml")) {
+                for d in e.diagnostics() {
+                    prop_assert!(d.pos.line >= 1 && d.pos.col >= 1);
+                }
+            }
+        }
+
+        #[test]
+        fn durations_roundtrip_ms(ms in 0u64..10_000_000) {
+            prop_assert_eq!(parse_duration(&format!("{ms}ms")), Some(Duration::from_millis(ms)));
+        }
+    }
+}
