@@ -2,7 +2,7 @@
 //! checked, every problem collected with its position.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -636,9 +636,4 @@ fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
         o.max_body_bytes = v as usize;
     }
     o
-}
-
-/// Resolves `p` against `base` unless it is absolute.
-pub fn resolve(base: &Path, p: &str) -> PathBuf {
-    base.join(p)
 }

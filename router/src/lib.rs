@@ -1,1 +1,24 @@
+//! The Switchyard edge router: classifies each request, decides which region
+//! serves it, and forwards it there on pingora. Decision code takes plain
+//! inputs so tests and benches run it without sockets; only `proxy` touches
+//! pingora's session.
 
+pub mod admin;
+pub mod app;
+pub mod classify;
+pub mod ctl;
+pub mod decide;
+pub mod demo;
+pub mod error;
+pub mod geo;
+pub mod headers;
+pub mod health;
+pub mod hygiene;
+pub mod live;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod resolve;
+pub mod state;
+pub mod topology;

@@ -1,1 +1,66 @@
-fn main(){}
+//! `switchyard-region`: run one reference region.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard_region::{spawn, RegionOpts, Role};
+
+#[derive(Parser)]
+#[command(name = "switchyard-region", about = "A reference region server for trying Switchyard")]
+struct Args {
+    /// The region's name, reported in health and responses.
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// primary takes writes; replica replicates from --replicate-from.
+    #[arg(long, default_value = "primary", value_parser = parse_role)]
+    role: Role,
+    /// Services this region reports in its health JSON (comma separated).
+    #[arg(long, default_value = "api", value_delimiter = ',')]
+    services: Vec<String>,
+    /// Base URL of the owner to replicate from, e.g. http://127.0.0.1:9001.
+    #[arg(long)]
+    replicate_from: Option<String>,
+    /// Replication lag to hold commits back by, e.g. 500ms.
+    #[arg(long, default_value = "0s", value_parser = humantime_duration)]
+    lag: Duration,
+    /// Delay added to every response, to simulate distance, e.g. 80ms.
+    #[arg(long, default_value = "0s", value_parser = humantime_duration)]
+    delay: Duration,
+    #[arg(long, default_value = "X-Partition")]
+    partition_header: String,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "primary" => Ok(Role::Primary),
+        "replica" => Ok(Role::Replica),
+        _ => Err(format!("role must be primary or replica, found {s:?}")),
+    }
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    let ms = s.strip_suffix("ms").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
+    let secs = s.strip_suffix('s').and_then(|v| v.parse::<f64>().ok()).map(Duration::from_secs_f64);
+    ms.or(secs).ok_or_else(|| format!("expected a duration such as 80ms or 2s, found {s:?}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let opts = RegionOpts {
+        name: a.name,
+        role: a.role,
+        services: a.services,
+        replicate_from: a.replicate_from,
+        lag: a.lag,
+        delay: a.delay,
+        partition_header: a.partition_header,
+    };
+    let (addr, _region) = spawn(a.listen, opts).await?;
+    println!("region listening on {addr}");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Classification: what a request is, from plain inputs (method, path,
+//! headers, client address), before any region is considered.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use switchyard_config::{parse_duration, RequestClass};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::Reject;
+use crate::geo::Place;
+use crate::headers::FRESHNESS;
+use crate::topology::{service_hash, Topology};
+
+/// What the router knows of a request when it decides where it goes.
+#[derive(Debug, Clone)]
+pub struct Classified<'a> {
+    pub service: &'a str,
+    pub service_hash: u64,
+    pub class: RequestClass,
+    /// The replica lag this read accepts.
+    pub freshness: Duration,
+    pub partition: Option<&'a str>,
+    pub client_ip: IpAddr,
+    pub place: Place,
+    /// The residency zone the client's data must stay in, if any.
+    pub zone: Option<&'a str>,
+    /// Hash of the partition key, else of the client address: what sticky picks use.
+    pub sticky: u64,
+}
+
+/// Reads are safe methods unless a route says otherwise.
+pub fn class_of(method: &Method) -> RequestClass {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE => RequestClass::Read,
+        _ => RequestClass::Write,
+    }
+}
+
+pub fn classify<'a>(
+    topo: &'a Topology,
+    method: &Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    client_ip: IpAddr,
+) -> Result<Classified<'a>, Reject> {
+    let cfg = &*topo.config;
+    let route = cfg
+        .routes
+        .iter()
+        .filter(|r| path.starts_with(r.prefix.as_str()))
+        .max_by_key(|r| r.prefix.len());
+    let service = route
+        .map(|r| r.service.as_str())
+        .or_else(|| cfg.default_service())
+        .ok_or_else(|| Reject::not_found("no service is configured for this path"))?;
+    let class = route.and_then(|r| r.class).unwrap_or_else(|| class_of(method));
+    let freshness = freshness(topo, headers)?;
+    let partition = partition_key(topo, path, headers);
+    let place = topo.geo.locate(client_ip, headers);
+    let zone = place
+        .country
+        .and_then(|c| cfg.routing.residency.get(c.as_str()))
+        .map(String::as_str);
+    let sticky = match partition {
+        Some(p) => xxh3_64(p.as_bytes()),
+        None => match client_ip {
+            IpAddr::V4(v4) => xxh3_64(&v4.octets()),
+            IpAddr::V6(v6) => xxh3_64(&v6.octets()),
+        },
+    };
+    Ok(Classified {
+        service,
+        service_hash: service_hash(service),
+        class,
+        freshness,
+        partition,
+        client_ip,
+        place,
+        zone,
+        sticky,
+    })
+}
+
+/// The bound a read accepts: `X-Freshness` naming a class or giving a
+/// duration, else the configured default class.
+fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<Duration, Reject> {
+    let c = &topo.config.consistency;
+    let Some(v) = headers.get(FRESHNESS) else {
+        return Ok(c.classes.get(&c.default_class).copied().unwrap_or_default());
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| Reject::bad_request("X-Freshness must be text"))?
+        .trim();
+    if let Some(bound) = c.classes.get(s) {
+        return Ok(*bound);
+    }
+    parse_duration(s).ok_or_else(|| {
+        let names: Vec<&str> = c.classes.keys().map(String::as_str).collect();
+        Reject::bad_request(format!(
+            "X-Freshness must name a class ({}) or give a bound such as 750ms, found {s:?}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The partition key from the configured header or path segment.
+fn partition_key<'a>(topo: &Topology, path: &'a str, headers: &'a HeaderMap) -> Option<&'a str> {
+    let p = &topo.config.consistency.partition;
+    if let Some(h) = &p.header {
+        if let Some(v) = headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
+            let v = v.trim();
+            if !v.is_empty() {
+                return Some(v);
+            }
+        }
+    }
+    let seg = p.path_segment?;
+    path.trim_start_matches('/')
+        .split('/')
+        .nth(seg)
+        .filter(|s| !s.is_empty())
+}

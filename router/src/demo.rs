@@ -1,0 +1,263 @@
+//! `switchyard demo`: three reference regions at simulated distances (a full
+//! owner in us-east-1, a full replica in eu-west-1 ~80 ms away, a read-only
+//! replica in ap-northeast-1 ~160 ms away), the real router in front of them
+//! with geo routing, and a client mix from three places. It prints how
+//! traffic splits by region and class while it runs, and a summary at the end.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use switchyard_region::{RegionOpts, Role};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How long the client mix runs, e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Requests per second the client mix sends.
+    #[arg(long, default_value_t = 100)]
+    pub rps: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    switchyard_config::parse_duration(s).ok_or_else(|| format!("expected a duration such as 15s, found {s:?}"))
+}
+
+/// Published typical round trips from US-East.
+const EU_RTT: Duration = Duration::from_millis(80);
+const TOKYO_RTT: Duration = Duration::from_millis(160);
+
+struct Place {
+    name: &'static str,
+    source: IpAddr,
+    share: u32,
+}
+
+const PLACES: [Place; 3] = [
+    Place { name: "US", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), share: 50 },
+    Place { name: "DE", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)), share: 30 },
+    Place { name: "JP", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3)), share: 20 },
+];
+
+#[derive(Default)]
+struct Tally {
+    /// (region, class) → latencies in ms.
+    by_region: BTreeMap<(String, &'static str), Vec<f64>>,
+    /// Status → count.
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+/// Kills the router child when the demo ends, however it ends.
+struct RouterChild(Child);
+
+impl Drop for RouterChild {
+    fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SIGTERM: the router drains and exits on its own.
+        #[allow(unsafe_code)]
+        // SAFETY: signalling our own child process by its pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn demo_config(us: SocketAddr, eu: SocketAddr, ap: SocketAddr, dir: &std::path::Path) -> String {
+    format!(
+        r#"# Written by `switchyard demo`.
+listen: {{ http: 127.0.0.1:0 }}
+admin: {{ addr: 127.0.0.1:0, token_env: SWITCHYARD_DEMO_TOKEN }}
+metrics: {{ addr: 127.0.0.1:0 }}
+state_dir: {state}
+regions:
+  us-east-1:
+    type: full
+    endpoints: ["{us}"]
+    location: {{ continent: NA, country: US, lat: 38.9, lon: -77.0 }}
+    services: [api]
+    compliance: {{ data_residency: US }}
+    health: {{ interval: 500ms, timeout: 1s }}
+  eu-west-1:
+    type: full
+    endpoints: ["{eu}"]
+    location: {{ continent: EU, country: IE, lat: 53.3, lon: -6.3 }}
+    services: [api]
+    compliance: {{ data_residency: EU }}
+    health: {{ interval: 500ms, timeout: 1s }}
+  ap-northeast-1:
+    type: read-only
+    endpoints: ["{ap}"]
+    location: {{ continent: AS, country: JP, lat: 35.7, lon: 139.7 }}
+    services: [api]
+    compliance: {{ data_residency: JP }}
+    health: {{ interval: 500ms, timeout: 1s }}
+routing:
+  policy: geo
+  geo:
+    networks: {{ "127.0.0.2/32": DE, "127.0.0.3/32": JP }}
+    prefer: {{ EU: [eu-west-1, us-east-1], AS: [ap-northeast-1, us-east-1], default: [us-east-1, eu-west-1] }}
+consistency:
+  freshness: {{ default: bounded, classes: {{ strong: 0s, bounded: 2s, relaxed: 30s }} }}
+  partition: {{ header: X-Partition }}
+  owners: {{ default: us-east-1 }}
+"#,
+        state = dir.join("state").display(),
+    )
+}
+
+fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, SocketAddr)> {
+    let exe = std::env::current_exe().context("cannot find the switchyard binary")?;
+    let mut child = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_DEMO_TOKEN", "demo")
+        .env("SWITCHYARD_LOG", std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the router")?;
+    let stdout = child.stdout.take().context("router stdout")?;
+    let child = RouterChild(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let http = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok());
+    match http {
+        Some(addr) => Ok((child, addr)),
+        None => bail!("the router did not start: {line:?}"),
+    }
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let region = |name: &str, role, delay, lag, from: Option<String>| RegionOpts {
+        name: name.into(),
+        role,
+        services: vec!["api".into()],
+        replicate_from: from,
+        lag,
+        delay,
+        partition_header: "X-Partition".into(),
+    };
+    let (us, _) = switchyard_region::spawn(any, region("us-east-1", Role::Primary, Duration::ZERO, Duration::ZERO, None)).await?;
+    let owner = Some(format!("http://{us}"));
+    let (eu, _) = switchyard_region::spawn(any, region("eu-west-1", Role::Replica, EU_RTT, Duration::from_millis(200), owner.clone())).await?;
+    let (ap, _) = switchyard_region::spawn(any, region("ap-northeast-1", Role::Replica, TOKYO_RTT, Duration::from_millis(400), owner)).await?;
+    let config = dir.join("switchyard.yaml");
+    std::fs::write(&config, demo_config(us, eu, ap, &dir))?;
+    println!("regions: us-east-1 {us} (owner), eu-west-1 {eu} (+80 ms, replica), ap-northeast-1 {ap} (+160 ms, read-only)");
+    let (_router, edge) = tokio::task::block_in_place(|| start_router(&config))?;
+    println!("router: http://{edge}  config: {}", config.display());
+    let mix: Vec<String> = PLACES.iter().map(|p| format!("{} {}% from {}", p.name, p.share, p.source)).collect();
+    println!("client mix: {} req/s for {:?}; 80% reads, 20% writes; {}\n", args.rps, args.duration, mix.join(", "));
+    tokio::time::sleep(Duration::from_millis(1200)).await; // first health probes
+
+    let clients: Vec<reqwest::Client> = PLACES
+        .iter()
+        .map(|p| reqwest::Client::builder().local_address(p.source).timeout(Duration::from_secs(5)).build())
+        .collect::<Result<_, _>>()?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rps.max(1))));
+    let mut next_report = Duration::from_secs(1);
+    let mut n: u64 = 0;
+    while start.elapsed() < args.duration {
+        tick.tick().await;
+        n += 1;
+        let pick = (n * 37 % 100) as u32;
+        let place = if pick < PLACES[0].share { 0 } else if pick < PLACES[0].share + PLACES[1].share { 1 } else { 2 };
+        let client = clients[place].clone();
+        let write = n % 5 == 0;
+        // Reads follow the writes a little behind, so most find their key.
+        let key = format!("k{}", (n - n % 5) % 200);
+        let url = format!("http://{edge}/kv/{key}");
+        let shared = tally.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let req = if write { client.put(&url).body(format!("v{n}")) } else { client.get(&url) };
+            let result = req.send().await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(resp) => {
+                    let region = resp
+                        .headers()
+                        .get("x-switchyard-region")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("(router)")
+                        .to_string();
+                    *s.statuses.entry(resp.status().as_u16()).or_default() += 1;
+                    s.by_region.entry((region, if write { "write" } else { "read" })).or_default().push(ms);
+                }
+                Err(_) => s.errors += 1,
+            }
+        });
+        if start.elapsed() >= next_report {
+            print_progress(next_report, &tally.lock().unwrap_or_else(|e| e.into_inner()));
+            next_report += Duration::from_secs(1);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = tally.lock().unwrap_or_else(|e| e.into_inner());
+    print_summary(&s);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn print_progress(at: Duration, s: &Tally) {
+    let mut line = format!("t={:>3}s ", at.as_secs());
+    for ((region, class), v) in &s.by_region {
+        line.push_str(&format!(" {region}/{class}={}", v.len()));
+    }
+    if s.errors > 0 {
+        line.push_str(&format!("  errors={}", s.errors));
+    }
+    println!("{line}");
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn print_summary(s: &Tally) {
+    let total: usize = s.by_region.values().map(Vec::len).sum();
+    println!("\nsummary: {total} answered, {} transport errors", s.errors);
+    println!("{:<16} {:<6} {:>7} {:>7} {:>9} {:>9}", "region", "class", "count", "share", "p50 ms", "p99 ms");
+    for ((region, class), v) in &s.by_region {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{region:<16} {class:<6} {:>7} {:>6.1}% {:>9.1} {:>9.1}",
+            v.len(),
+            100.0 * v.len() as f64 / total.max(1) as f64,
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
+    let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("statuses: {}", statuses.join(", "));
+}

@@ -1,0 +1,39 @@
+//! Answers the router gives itself instead of forwarding: the one place that
+//! maps a refusal to its HTTP status, reason and `Retry-After`.
+
+use std::borrow::Cow;
+
+/// A request the router answers on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u32>,
+}
+
+impl Reject {
+    fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        Reject {
+            status,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+    pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, reason)
+    }
+    pub fn not_found(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(404, reason)
+    }
+    pub fn headers_too_large(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(431, reason)
+    }
+    /// No region may serve the request now; the client may come back.
+    pub fn unavailable(reason: impl Into<Cow<'static, str>>) -> Self {
+        Reject {
+            retry_after: Some(1),
+            ..Self::new(503, reason)
+        }
+    }
+}

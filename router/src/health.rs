@@ -1,0 +1,193 @@
+//! Active health checks: each endpoint is probed at its region's interval;
+//! `fall` failures in a row take it down and `rise` successes bring it back.
+//! The health JSON feeds the region's live state (lag, applied position, role,
+//! epoch) and spec-drift detection against the Region Artifact.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use switchyard_config::{Region, RegionKind};
+
+use crate::live::{EndpointLive, RegionLive, ReportedRole};
+use crate::state::RouterState;
+
+/// The optional fields of a region's health body.
+#[derive(Debug, Default, Deserialize)]
+pub struct HealthReport {
+    pub replica_lag_ms: Option<u64>,
+    pub applied_position: Option<u64>,
+    pub role: Option<String>,
+    pub epoch: Option<u64>,
+    pub services: Option<Vec<String>>,
+}
+
+/// How a region departs from its artifact, judged from one report.
+pub fn drift(spec: &Region, report: &HealthReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(reported) = &report.services {
+        for s in &spec.services {
+            if !reported.contains(s) {
+                out.push(format!("declares service {s} but does not report it"));
+            }
+        }
+    }
+    if spec.kind == RegionKind::ReadOnly && report.role.as_deref() == Some("primary") {
+        out.push("is read-only but reports role primary".to_string());
+    }
+    out
+}
+
+/// Applies one successful report to the region's live state.
+fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
+    live.lag_ms.store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
+    if let Some(p) = report.applied_position {
+        live.applied_position.store(p, Ordering::Relaxed);
+    }
+    if let Some(e) = report.epoch {
+        live.reported_epoch.store(e, Ordering::Relaxed);
+    }
+    let role = match report.role.as_deref() {
+        Some("primary") => ReportedRole::Primary,
+        Some("replica") => ReportedRole::Replica,
+        _ => ReportedRole::Unknown,
+    };
+    live.role.store(role as u8, Ordering::Relaxed);
+    let found = drift(spec, report);
+    if let Ok(mut d) = live.drift.lock() {
+        if *d != found {
+            if !found.is_empty() {
+                tracing::warn!(region = %spec.name, drift = ?found, "region drifted from its artifact");
+            }
+            *d = found;
+        }
+    }
+}
+
+/// One probe: `Ok(report)` for a 2xx answer within the timeout.
+async fn probe(
+    client: &reqwest::Client,
+    endpoint: &EndpointLive,
+    path: &str,
+    timeout: Duration,
+) -> Result<HealthReport, String> {
+    let addr = *endpoint
+        .addrs
+        .load()
+        .first()
+        .ok_or_else(|| "no address resolved".to_string())?;
+    let url = format!("http://{addr}{path}");
+    let resp = client
+        .get(&url)
+        .header(http::header::HOST, endpoint.spec.to_string())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(serde_json::from_slice(&body).unwrap_or_default())
+}
+
+/// Probes `endpoint` until it is retired.
+pub async fn check_endpoint(state: Arc<RouterState>, region: String, endpoint: Arc<EndpointLive>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap_or_default();
+    let (mut ok_run, mut fail_run) = (0u32, 0u32);
+    loop {
+        if endpoint.is_retired() {
+            return;
+        }
+        let topo = state.topology.load_full();
+        let Some(entry) = topo.region(&region) else {
+            return;
+        };
+        let h = entry.spec.health.clone();
+        let alpha = topo.config.routing.latency.ewma_alpha;
+        let started = Instant::now();
+        let result = probe(&client, &endpoint, &h.path, h.timeout).await;
+        let rtt = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(report) => {
+                ok_run += 1;
+                fail_run = 0;
+                entry.live.probe_rtt.observe(rtt, alpha);
+                absorb(&entry.spec, &entry.live, report);
+                if ok_run >= h.rise && !endpoint.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(region, endpoint = %endpoint.spec, "endpoint up");
+                }
+            }
+            Err(why) => {
+                fail_run += 1;
+                ok_run = 0;
+                // A slow-not-dead region must look slow: a timeout counts in full.
+                entry.live.probe_rtt.observe(rtt.max(h.timeout.as_secs_f64()), alpha);
+                if fail_run >= h.fall && endpoint.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(region, endpoint = %endpoint.spec, reason = %why, "endpoint down");
+                }
+            }
+        }
+        let healthy = entry.endpoints.any_up();
+        entry.live.healthy.store(healthy, Ordering::Relaxed);
+        crate::metrics::region_gauges(&entry.spec.name, &entry.live);
+        tokio::time::sleep(h.interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Starts health and DNS tasks for every endpoint of `state`'s topology that
+/// has none yet (all at start, the new ones after a reload).
+pub fn start_tasks(state: &Arc<RouterState>, resolver: &Arc<hickory_resolver::TokioResolver>) {
+    let topo = state.topology.load_full();
+    for r in &topo.regions {
+        for e in &r.endpoints.endpoints {
+            if e.tasks_started.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            state
+                .control
+                .spawn(crate::resolve::keep_resolved(resolver.clone(), e.clone()));
+            state.control.spawn(check_endpoint(
+                state.clone(),
+                r.spec.name.to_string(),
+                e.clone(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_missing_services_or_a_primary_read_only() {
+        let cfg = switchyard_config::parse_str(
+            "listen: { http: 127.0.0.1:1 }
+regions:
+  ro: { type: read-only, endpoints: [\"127.0.0.1:2\"], services: [api, search] }
+routing: { policy: weighted }
+",
+            std::path::Path::new("x.yaml"),
+        )
+        .expect("valid");
+        let spec = &cfg.regions[0];
+        let ok = HealthReport {
+            services: Some(vec!["api".into(), "search".into()]),
+            role: Some("replica".into()),
+            ..Default::default()
+        };
+        assert!(drift(spec, &ok).is_empty());
+        let bad = HealthReport {
+            services: Some(vec!["api".into()]),
+            role: Some("primary".into()),
+            ..Default::default()
+        };
+        assert_eq!(drift(spec, &bad).len(), 2);
+        assert!(drift(spec, &HealthReport::default()).is_empty());
+    }
+}

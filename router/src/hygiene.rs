@@ -1,0 +1,164 @@
+//! Request hygiene at the edge: header limits, the framing rules that stop
+//! request smuggling, and the header rewrites every forwarded request gets.
+
+use std::net::IpAddr;
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
+use switchyard_config::Limits;
+
+use crate::error::Reject;
+use crate::headers::{FENCING_TOKEN, FORWARDED_FOR, REQUEST_ID, RYW, SWITCHYARD_PREFIX};
+
+/// Checks the header section against the limits: over either → `431`.
+/// `request_line` is the length of the method, target and version.
+pub fn check_limits(headers: &HeaderMap, request_line: usize, limits: &Limits) -> Result<(), Reject> {
+    if headers.len() > limits.max_header_count {
+        return Err(Reject::headers_too_large(format!(
+            "request has {} header fields; the limit is {}",
+            headers.len(),
+            limits.max_header_count
+        )));
+    }
+    // Each field costs its name, value, ": " and CRLF, as on the wire.
+    let bytes = request_line
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if bytes > limits.max_header_bytes {
+        return Err(Reject::headers_too_large(format!(
+            "request header section is {bytes} bytes; the limit is {}",
+            limits.max_header_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects ambiguous framing: both `Content-Length` and `Transfer-Encoding`,
+/// or `Content-Length`s that disagree. Such a request is never forwarded.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
+    let has_te = headers.contains_key(TRANSFER_ENCODING);
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter().peekable();
+    if lengths.peek().is_none() {
+        return Ok(());
+    }
+    if has_te {
+        return Err(Reject::bad_request(
+            "request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut seen: Option<&[u8]> = None;
+    for v in lengths {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Reject::bad_request("Content-Length is not a number"));
+            }
+            match seen {
+                Some(prev) if prev != part => {
+                    return Err(Reject::bad_request("request has differing Content-Length values"))
+                }
+                _ => seen = Some(part),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names of client headers that only Switchyard may set.
+pub fn reserved_headers(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
+    headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            (k.starts_with(SWITCHYARD_PREFIX) && k != RYW) || k == FENCING_TOKEN
+        })
+        .cloned()
+        .collect()
+}
+
+/// `X-Forwarded-For` with the client appended to what earlier hops wrote.
+pub fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
+    let mut out = String::with_capacity(64);
+    for v in headers.get_all(FORWARDED_FOR) {
+        if let Ok(s) = v.to_str() {
+            if !s.trim().is_empty() {
+                out.push_str(s.trim());
+                out.push_str(", ");
+            }
+        }
+    }
+    out.push_str(&client.to_string());
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// A fresh request id when the client sent none.
+pub fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    if headers.contains_key(REQUEST_ID) {
+        return None;
+    }
+    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
+        assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
+        let both = check_framing(&map(&[("content-length", "5"), ("transfer-encoding", "chunked")]));
+        assert_eq!(both.map_err(|r| r.status), Err(400));
+        let differ = check_framing(&map(&[("content-length", "5"), ("content-length", "6")]));
+        assert_eq!(differ.map_err(|r| r.status), Err(400));
+        let listed = check_framing(&map(&[("content-length", "5, 7")]));
+        assert_eq!(listed.map_err(|r| r.status), Err(400));
+    }
+
+    #[test]
+    fn limits() {
+        let l = Limits::default();
+        let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(check_limits(&map(&many), 20, &l).map_err(|r| r.status), Err(431));
+        assert!(check_limits(&map(&many[..100]), 20, &l).is_ok());
+        let big = "a".repeat(70 * 1024);
+        assert_eq!(check_limits(&map(&[("x-big", &big)]), 20, &l).map_err(|r| r.status), Err(431));
+    }
+
+    #[test]
+    fn reserved_are_found_but_ryw_is_kept() {
+        let h = map(&[
+            ("x-switchyard-region", "evil"),
+            ("x-switchyard-ryw", "token"),
+            ("x-fencing-token", "99"),
+            ("x-other", "ok"),
+        ]);
+        let names: Vec<String> = reserved_headers(&h).iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, vec!["x-switchyard-region", "x-fencing-token"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        let v = forwarded_for(&h, "127.0.0.1".parse().expect("ip"));
+        assert_eq!(v, "1.2.3.4, 5.6.7.8, 127.0.0.1");
+        let v = forwarded_for(&HeaderMap::new(), "::1".parse().expect("ip"));
+        assert_eq!(v, "::1");
+    }
+}

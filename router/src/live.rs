@@ -1,0 +1,260 @@
+//! Live per-region and per-endpoint state that health checks, DNS and the
+//! proxy update at run time. Plain atomics: the hot path reads them without
+//! locks, and they outlive config reloads for regions and endpoints that stay.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use switchyard_config::{Endpoint, Percent};
+
+/// An `f64` stored in an `AtomicU64`; `NaN` means "no sample yet".
+#[derive(Debug)]
+pub struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    pub fn empty() -> Self {
+        AtomicF64(AtomicU64::new(f64::NAN.to_bits()))
+    }
+    pub fn get(&self) -> Option<f64> {
+        let v = f64::from_bits(self.0.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    /// Folds a sample into an exponentially weighted moving average. Racing
+    /// writers may drop a sample; an average can afford that.
+    pub fn observe(&self, sample: f64, alpha: f64) {
+        let next = match self.get() {
+            None => sample,
+            Some(prev) => prev + alpha * (sample - prev),
+        };
+        self.set(next);
+    }
+}
+
+/// The role a region's health JSON reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReportedRole {
+    Unknown = 0,
+    Primary = 1,
+    Replica = 2,
+}
+
+/// What the router knows of one region right now.
+#[derive(Debug)]
+pub struct RegionLive {
+    /// At least one endpoint is up.
+    pub healthy: AtomicBool,
+    pub lag_ms: AtomicU64,
+    pub applied_position: AtomicU64,
+    pub reported_epoch: AtomicU64,
+    pub role: AtomicU8,
+    /// The share of traffic the region takes, starting from its config.
+    pub dial: AtomicU8,
+    /// Taken out of rotation by an operator or by brownout detection.
+    pub ejected: AtomicBool,
+    /// Why the region departs from its Region Artifact; empty when it does not.
+    pub drift: Mutex<Vec<String>>,
+    /// Moving average of health probe round trips, in seconds.
+    pub probe_rtt: AtomicF64,
+    /// Moving average of upstream response-header times, in seconds.
+    pub response_time: AtomicF64,
+    /// When `response_time` last got a sample, as nanos since `epoch_start`.
+    pub response_sampled_at: AtomicU64,
+    pub started: Instant,
+}
+
+impl RegionLive {
+    pub fn new(dial: Percent) -> Self {
+        RegionLive {
+            healthy: AtomicBool::new(true),
+            lag_ms: AtomicU64::new(0),
+            applied_position: AtomicU64::new(0),
+            reported_epoch: AtomicU64::new(0),
+            role: AtomicU8::new(ReportedRole::Unknown as u8),
+            dial: AtomicU8::new(dial.get()),
+            ejected: AtomicBool::new(false),
+            drift: Mutex::new(Vec::new()),
+            probe_rtt: AtomicF64::empty(),
+            response_time: AtomicF64::empty(),
+            response_sampled_at: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn dial(&self) -> u8 {
+        self.dial.load(Ordering::Relaxed)
+    }
+
+    pub fn drift(&self) -> Vec<String> {
+        self.drift.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    pub fn is_drifted(&self) -> bool {
+        self.drift.lock().map(|d| !d.is_empty()).unwrap_or(false)
+    }
+
+    pub fn role(&self) -> ReportedRole {
+        match self.role.load(Ordering::Relaxed) {
+            1 => ReportedRole::Primary,
+            2 => ReportedRole::Replica,
+            _ => ReportedRole::Unknown,
+        }
+    }
+
+    pub fn record_response_time(&self, secs: f64, alpha: f64) {
+        self.response_time.observe(secs, alpha);
+        self.response_sampled_at
+            .store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Seconds since the last response-time sample.
+    pub fn response_sample_age(&self) -> f64 {
+        let at = self.response_sampled_at.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_nanos() as u64;
+        now.saturating_sub(at) as f64 / 1e9
+    }
+}
+
+/// One endpoint of a region: its resolved addresses and its health.
+#[derive(Debug)]
+pub struct EndpointLive {
+    pub spec: Endpoint,
+    /// Addresses from the last resolution; a literal IP resolves to itself.
+    pub addrs: ArcSwap<Vec<SocketAddr>>,
+    pub healthy: AtomicBool,
+    /// Set when a reload drops this endpoint; its tasks then stop.
+    pub retired: AtomicBool,
+    /// Set once its health and DNS tasks run, so a reload starts them once.
+    pub tasks_started: AtomicBool,
+}
+
+impl EndpointLive {
+    pub fn new(spec: Endpoint) -> Self {
+        let literal: Vec<SocketAddr> = spec
+            .host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| vec![SocketAddr::new(ip, spec.port)])
+            .unwrap_or_default();
+        EndpointLive {
+            spec,
+            addrs: ArcSwap::from_pointee(literal),
+            healthy: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
+            tasks_started: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.addrs.load().is_empty()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// A region's endpoints with a round-robin cursor.
+#[derive(Debug)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<EndpointLive>>,
+    cursor: AtomicUsize,
+}
+
+impl EndpointSet {
+    pub fn new(endpoints: Vec<Arc<EndpointLive>>) -> Self {
+        EndpointSet {
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next address of an endpoint that is up, round robin; `skip` is an
+    /// address that just failed, avoided when another is up.
+    pub fn pick(&self, skip: Option<SocketAddr>) -> Option<SocketAddr> {
+        let n = self.endpoints.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for i in 0..n {
+            let e = &self.endpoints[(start + i) % n];
+            if !e.is_up() {
+                continue;
+            }
+            let addrs = e.addrs.load();
+            let addr = addrs[start % addrs.len()];
+            if Some(addr) == skip {
+                fallback.get_or_insert(addr);
+                continue;
+            }
+            return Some(addr);
+        }
+        fallback
+    }
+
+    pub fn any_up(&self) -> bool {
+        self.endpoints.iter().any(|e| e.is_up())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> Arc<EndpointLive> {
+        Arc::new(EndpointLive::new(Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+        }))
+    }
+
+    #[test]
+    fn round_robin_skips_down_endpoints() {
+        let set = EndpointSet::new(vec![ep(1), ep(2), ep(3)]);
+        set.endpoints[1].healthy.store(false, Ordering::Relaxed);
+        let picks: Vec<u16> = (0..6).filter_map(|_| set.pick(None)).map(|a| a.port()).collect();
+        assert!(!picks.contains(&2));
+        assert!(picks.contains(&1) && picks.contains(&3));
+    }
+
+    #[test]
+    fn skip_is_a_last_resort() {
+        let set = EndpointSet::new(vec![ep(1), ep(2)]);
+        let one: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        for _ in 0..4 {
+            assert_eq!(set.pick(Some(one)).map(|a| a.port()), Some(2));
+        }
+        set.endpoints[1].healthy.store(false, Ordering::Relaxed);
+        assert_eq!(set.pick(Some(one)), Some(one));
+    }
+
+    #[test]
+    fn unresolved_names_are_not_up() {
+        let e = EndpointLive::new(Endpoint {
+            host: "region.example".into(),
+            port: 80,
+        });
+        assert!(!e.is_up());
+    }
+
+    #[test]
+    fn ewma_folds_samples() {
+        let a = AtomicF64::empty();
+        assert_eq!(a.get(), None);
+        a.observe(10.0, 0.5);
+        a.observe(20.0, 0.5);
+        assert_eq!(a.get(), Some(15.0));
+    }
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics. Names start with `switchyard_`; counters end in
+//! `_total`, durations in `_seconds`; labels stay low-cardinality (region,
+//! class, status code).
+
+use std::sync::atomic::Ordering;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchyard_config::{RegionName, RequestClass};
+
+use crate::live::RegionLive;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the global recorder; the handle renders the text format.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    metrics::describe_counter!("switchyard_requests_total", "Requests answered, by region, class and status");
+    metrics::describe_histogram!("switchyard_request_duration_seconds", "Time from request to response header, by region and class");
+    metrics::describe_counter!("switchyard_upstream_errors_total", "Failed upstream attempts, by region and kind");
+    metrics::describe_counter!("switchyard_retries_total", "Requests retried on another region, by the region that failed");
+    metrics::describe_counter!("switchyard_retries_denied_total", "Retries the retry budget refused");
+    metrics::describe_counter!("switchyard_rejected_total", "Requests the router answered itself, by status");
+    metrics::describe_gauge!("switchyard_region_healthy", "1 when at least one endpoint of the region is up");
+    metrics::describe_gauge!("switchyard_region_replica_lag_seconds", "Replica lag the region reports");
+    metrics::describe_gauge!("switchyard_region_dial_percent", "Share of its policy traffic the region takes");
+    metrics::describe_gauge!("switchyard_region_drifted", "1 when the region departs from its Region Artifact");
+    metrics::describe_gauge!("switchyard_region_probe_rtt_seconds", "Moving average of health probe round trips");
+    metrics::describe_counter!("switchyard_config_reloads_total", "Config reloads, by result");
+}
+
+pub fn class_label(class: RequestClass) -> &'static str {
+    match class {
+        RequestClass::Read => "read",
+        RequestClass::Write => "write",
+    }
+}
+
+/// Labels a status without allocating for the common ones.
+pub fn status_label(status: u16) -> metrics::SharedString {
+    match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        204 => "204".into(),
+        304 => "304".into(),
+        404 => "404".into(),
+        429 => "429".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
+}
+
+pub fn request(region: &RegionName, class: RequestClass, status: u16, secs: f64) {
+    let region = metrics::SharedString::from(region.0.clone());
+    counter!("switchyard_requests_total", "region" => region.clone(), "class" => class_label(class), "status" => status_label(status)).increment(1);
+    histogram!("switchyard_request_duration_seconds", "region" => region, "class" => class_label(class)).record(secs);
+}
+
+pub fn rejected(status: u16) {
+    counter!("switchyard_rejected_total", "status" => status_label(status)).increment(1);
+}
+
+pub fn upstream_error(region: &RegionName, kind: &'static str) {
+    counter!("switchyard_upstream_errors_total", "region" => metrics::SharedString::from(region.0.clone()), "kind" => kind).increment(1);
+}
+
+pub fn retry(region: &RegionName) {
+    counter!("switchyard_retries_total", "region" => metrics::SharedString::from(region.0.clone())).increment(1);
+}
+
+pub fn retry_denied() {
+    counter!("switchyard_retries_denied_total").increment(1);
+}
+
+pub fn reload(ok: bool) {
+    counter!("switchyard_config_reloads_total", "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn region_gauges(name: &RegionName, live: &RegionLive) {
+    let region = metrics::SharedString::from(name.0.clone());
+    gauge!("switchyard_region_healthy", "region" => region.clone()).set(if live.is_healthy() { 1.0 } else { 0.0 });
+    gauge!("switchyard_region_replica_lag_seconds", "region" => region.clone())
+        .set(live.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+    gauge!("switchyard_region_dial_percent", "region" => region.clone()).set(f64::from(live.dial()));
+    gauge!("switchyard_region_drifted", "region" => region.clone()).set(if live.is_drifted() { 1.0 } else { 0.0 });
+    if let Some(rtt) = live.probe_rtt.get() {
+        gauge!("switchyard_region_probe_rtt_seconds", "region" => region).set(rtt);
+    }
+}

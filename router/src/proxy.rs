@@ -1,0 +1,321 @@
+//! The one `impl ProxyHttp`: each pingora phase does one step of a request's
+//! way (see docs/request-lifecycle.md) and delegates the deciding to plain
+//! modules that never see a `Session`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use switchyard_config::RequestClass;
+use tower::retry::budget::Budget;
+
+use crate::classify::classify;
+use crate::decide::{decide, Order};
+use crate::error::Reject;
+use crate::headers::{FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID};
+use crate::hygiene;
+use crate::metrics;
+use crate::state::{InflightGuard, RouterState};
+use crate::topology::{RegionIdx, Topology};
+
+/// Upstream connections kept idle this long for reuse.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Edge {
+    pub state: Arc<RouterState>,
+}
+
+/// Per-request state, carried through the phases.
+pub struct Ctx {
+    topo: Arc<Topology>,
+    started: Instant,
+    reject: Option<Reject>,
+    class: RequestClass,
+    /// Regions to try, best first; `next` indexes the one to try next.
+    order: Order,
+    next: usize,
+    region: Option<RegionIdx>,
+    addr: Option<SocketAddr>,
+    /// Set once the one retry this request may have is spent.
+    retried: bool,
+    /// Set when a phase of ours asked pingora to retry this attempt.
+    retry_requested: bool,
+    upstream_started: Option<Instant>,
+    _inflight: InflightGuard,
+}
+
+fn client_ip(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(PingoraAddr::as_inet)
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip())
+}
+
+/// Length of the request line as on the wire (method, target, version, CRLF).
+fn request_line_len(req: &RequestHeader) -> usize {
+    req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12
+}
+
+/// Writes the router's own answer: status, reason text, `Retry-After`.
+async fn respond(session: &mut Session, reject: &Reject) -> Result<()> {
+    let body = Bytes::from(format!("{}\n", reject.reason));
+    let mut resp = ResponseHeader::build(reject.status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some(secs) = reject.retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
+    if reject.status == 400 || reject.status == 431 {
+        // The framing cannot be trusted: never read another request from it.
+        session.set_keepalive(None);
+    }
+    metrics::rejected(reject.status);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+impl Edge {
+    /// Whether the current attempt may be retried on the next region.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        ctx.class == RequestClass::Read && !ctx.retried && ctx.next < ctx.order.len()
+    }
+
+    /// Spends the retry if the budget allows it.
+    fn take_retry(&self, ctx: &mut Ctx) -> bool {
+        if !self.may_retry(ctx) {
+            return false;
+        }
+        if !self.state.retry_budget.withdraw() {
+            metrics::retry_denied();
+            return false;
+        }
+        ctx.retried = true;
+        if let Some(r) = ctx.region {
+            metrics::retry(&ctx.topo.regions[r as usize].spec.name);
+        }
+        true
+    }
+
+    fn classify_and_route(&self, session: &mut Session, ctx: &mut Ctx) -> std::result::Result<(), Reject> {
+        let ip = client_ip(session);
+        let req = session.req_header();
+        let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
+        ctx.class = classified.class;
+        ctx.order = decide(&ctx.topo, &classified)?;
+        if ctx.class == RequestClass::Read {
+            self.state.retry_budget.deposit();
+        }
+        Ok(())
+    }
+
+    /// Strips reserved headers, appends `X-Forwarded-For`, sets `X-Request-Id`.
+    fn rewrite_request(session: &mut Session) -> Result<()> {
+        let ip = client_ip(session);
+        let req = session.req_header_mut();
+        for name in hygiene::reserved_headers(&req.headers) {
+            req.remove_header(&name);
+        }
+        let xff = hygiene::forwarded_for(&req.headers, ip);
+        req.insert_header(FORWARDED_FOR, xff)?;
+        if let Some(id) = hygiene::request_id(&req.headers) {
+            req.insert_header(REQUEST_ID, id)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            topo: self.state.topology.load_full(),
+            started: Instant::now(),
+            reject: None,
+            class: RequestClass::Read,
+            order: Order::new(),
+            next: 0,
+            region: None,
+            addr: None,
+            retried: false,
+            retry_requested: false,
+            upstream_started: None,
+            _inflight: InflightGuard::new(&self.state),
+        }
+    }
+
+    /// Limits and framing, before anything else looks at the request.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        let limits = &ctx.topo.config.limits;
+        let verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
+            .and_then(|()| hygiene::check_framing(&req.headers));
+        ctx.reject = verdict.err();
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.reject.is_none() {
+            if let Err(r) = self.classify_and_route(session, ctx) {
+                ctx.reject = Some(r);
+            }
+        }
+        if let Some(reject) = ctx.reject.clone() {
+            respond(session, &reject).await?;
+            return Ok(true);
+        }
+        Self::rewrite_request(session)?;
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let failed_addr = ctx.addr.take();
+        while let Some(&idx) = ctx.order.get(ctx.next) {
+            ctx.next += 1;
+            let entry = &ctx.topo.regions[idx as usize];
+            if let Some(addr) = entry.endpoints.pick(failed_addr) {
+                ctx.region = Some(idx);
+                ctx.addr = Some(addr);
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.read_timeout = Some(ctx.topo.config.limits.upstream_timeout);
+                peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+                return Ok(Box::new(peer));
+            }
+        }
+        Error::e_explain(
+            ErrorType::HTTPStatus(503),
+            "no endpoint of any eligible region is up",
+        )
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.class == RequestClass::Write {
+            upstream_request.insert_header(FENCING_TOKEN, "1")?;
+        }
+        ctx.retry_requested = false;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(idx) = ctx.region else {
+            return Ok(());
+        };
+        let topo = ctx.topo.clone();
+        let entry = &topo.regions[idx as usize];
+        if let Some(t) = ctx.upstream_started {
+            let alpha = ctx.topo.config.routing.latency.ewma_alpha;
+            entry.live.record_response_time(t.elapsed().as_secs_f64(), alpha);
+        }
+        if resp.status.is_server_error() {
+            metrics::upstream_error(&entry.spec.name, "5xx");
+            if self.take_retry(ctx) {
+                ctx.retry_requested = true;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(resp.status.as_u16()),
+                    "upstream answered 5xx; retrying on the next region",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        resp.insert_header(REGION, entry.spec.name.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(idx) = ctx.region {
+            metrics::upstream_error(&ctx.topo.regions[idx as usize].spec.name, "connect");
+        }
+        let retry = self.take_retry(ctx);
+        ctx.retry_requested = retry;
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.retry_requested {
+            return e;
+        }
+        // A broken connection before any answer: a read may go elsewhere once.
+        let retry = e.retry() && self.take_retry(ctx);
+        if let Some(idx) = ctx.region {
+            metrics::upstream_error(&ctx.topo.regions[idx as usize].spec.name, "proxy");
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, reason) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, e.context.as_ref().map(|c| c.as_str().to_string())),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, Some("the region did not answer in time".to_string()))
+            }
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => (502, Some("the region could not be reached".to_string())),
+                pingora::ErrorSource::Downstream => (0, None),
+                _ => (500, Some("internal error".to_string())),
+            },
+        };
+        if status > 0 && session.response_written().is_none() {
+            let mut reject = Reject::bad_request(reason.unwrap_or_else(|| "error".into()));
+            reject.status = status;
+            if status == 503 {
+                reject.retry_after = Some(1);
+            }
+            if let Err(err) = respond(session, &reject).await {
+                tracing::debug!(error = %err, "could not write the error response");
+            }
+        }
+        let _ = ctx;
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(idx) = ctx.region {
+            let name = &ctx.topo.regions[idx as usize].spec.name;
+            metrics::request(name, ctx.class, status, ctx.started.elapsed().as_secs_f64());
+        }
+    }
+}
