@@ -231,9 +231,11 @@ fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
         .and_then(|n| diag::integer(n, &f.child("dial"), 0, 100, d))
         .and_then(|v| Percent::new(v as u8))
         .unwrap_or(Percent::FULL);
+    // A bad `type` is already reported; keep the region so that checks naming
+    // it do not report it again as undeclared.
     Some(Region {
         name: RegionName::new(name),
-        kind: kind?,
+        kind: kind.unwrap_or(RegionKind::Full),
         endpoints,
         location,
         services,
@@ -519,7 +521,10 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
             ("bounded".to_string(), Duration::from_secs(2)),
             ("relaxed".to_string(), Duration::from_secs(30)),
         ]),
-        partition: PartitionKey::default(),
+        partition: PartitionKey {
+            header: Some("X-Partition".into()),
+            path_segment: None,
+        },
         default_owner: None,
         owners: BTreeMap::new(),
         idempotency: Idempotency::Generate,
@@ -571,9 +576,12 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
         .get("partition")
         .and_then(|n| Fields::new(n, "consistency.partition", &["header", "path_segment"], d))
     {
-        c.partition.header = p
-            .get("header")
-            .and_then(|n| diag::string(n, "consistency.partition.header", d));
+        // A path segment alone replaces the default header.
+        if let Some(n) = p.get("header") {
+            c.partition.header = diag::string(n, "consistency.partition.header", d);
+        } else if p.get("path_segment").is_some() {
+            c.partition.header = None;
+        }
         c.partition.path_segment = p
             .get("path_segment")
             .and_then(|n| diag::integer(n, "consistency.partition.path_segment", 0, 64, d))

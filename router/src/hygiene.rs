@@ -67,6 +67,19 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
     Ok(())
 }
 
+/// Whether a raw HTTP/1 header section carries a `Content-Length` field. The
+/// parser drops `Content-Length` when `Transfer-Encoding` is present, so a
+/// request with both is only visible in its raw bytes.
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n')
+        .skip(1) // the request line
+        .any(|line| {
+            let line = line.trim_ascii_start();
+            line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+        })
+}
+
 /// Names of client headers that only Switchyard may set.
 pub fn reserved_headers(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
     headers
@@ -128,6 +141,13 @@ mod tests {
         assert_eq!(differ.map_err(|r| r.status), Err(400));
         let listed = check_framing(&map(&[("content-length", "5, 7")]));
         assert_eq!(listed.map_err(|r| r.status), Err(400));
+    }
+
+    #[test]
+    fn raw_content_length_is_found_in_any_case() {
+        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 5\r\n\r\n"));
+        assert!(!raw_has_content_length(b"POST /content-length: HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"));
     }
 
     #[test]

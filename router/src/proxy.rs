@@ -158,8 +158,19 @@ impl ProxyHttp for Edge {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let req = session.req_header();
         let limits = &ctx.topo.config.limits;
-        let verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
+        let mut verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
             .and_then(|()| hygiene::check_framing(&req.headers));
+        if verdict.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            let raw_cl = session
+                .as_downstream()
+                .as_http1()
+                .is_some_and(|h1| hygiene::raw_has_content_length(&h1.get_headers_raw_bytes()));
+            if raw_cl {
+                verdict = Err(Reject::bad_request(
+                    "request has both Content-Length and Transfer-Encoding",
+                ));
+            }
+        }
         ctx.reject = verdict.err();
         Ok(())
     }

@@ -1,0 +1,97 @@
+use serde_json::Value;
+
+use crate::support::*;
+
+fn one_region(a: &TestRegion, dir: &TempDir) -> String {
+    format!("{}regions:\n{}routing:\n  policy: weighted\n", header(dir), region_yaml("a", a.addr, ""))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_headers_are_cleaned_and_forwarding_headers_set() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir);
+    let router = Router::start_in(dir, &cfg);
+    let resp = reqwest::Client::new()
+        .get(router.url("/_echo"))
+        .header("X-Switchyard-Region", "forged")
+        .header("X-Switchyard-Anything", "forged")
+        .header("X-Fencing-Token", "99")
+        .header("X-Switchyard-Ryw", "ryw-token")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.headers()["x-switchyard-region"], "a");
+    let echo: Value = resp.json().await.expect("json");
+    let headers: Vec<(String, String)> = serde_json::from_value(echo["headers"].clone()).expect("pairs");
+    let get = |name: &str| headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    assert!(get("x-switchyard-region").is_empty(), "{headers:?}");
+    assert!(get("x-switchyard-anything").is_empty(), "{headers:?}");
+    assert!(get("x-fencing-token").is_empty(), "{headers:?}");
+    assert_eq!(get("x-switchyard-ryw"), vec!["ryw-token"]);
+    assert_eq!(get("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(get("x-request-id").len(), 1);
+    // A client's own request id is kept.
+    let echo: Value = reqwest::Client::new()
+        .get(router.url("/_echo"))
+        .header("X-Request-Id", "abc-123")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(echo["headers"].to_string().contains("abc-123"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_limits_answer_431() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir);
+    let router = Router::start_in(dir, &cfg);
+    let mut many = String::from("GET /kv/x HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(raw(router.http, many.as_bytes()).0, 431);
+    let big = format!("GET /kv/x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    assert_eq!(raw(router.http, big.as_bytes()).0, 431);
+    let fine = "GET /kv/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(router.http, fine.as_bytes()).0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_framing_is_refused_and_never_forwarded() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir);
+    let router = Router::start_in(dir, &cfg);
+    let before = a.requests();
+    let smuggle = "POST /kv/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /kv/y HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (code, text) = raw(router.http, smuggle.as_bytes());
+    assert_eq!(code, 400, "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "only one answer: {text}");
+    let two = "POST /kv/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+    assert_eq!(raw(router.http, two.as_bytes()).0, 400);
+    assert_eq!(a.requests(), before, "nothing reached the region");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_freshness_header_is_a_400_with_a_reason() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir);
+    let router = Router::start_in(dir, &cfg);
+    let resp = reqwest::Client::new()
+        .get(router.url("/kv/x"))
+        .header("X-Freshness", "eventually")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("X-Freshness must name a class"), "{body}");
+}

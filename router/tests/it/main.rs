@@ -1,0 +1,10 @@
+//! Black-box tests: the real `switchyard` binary in front of reference regions,
+//! all on loopback with free ports.
+
+mod cli;
+mod geo;
+mod hygiene;
+mod ops;
+mod routing;
+mod support;
+mod tls;

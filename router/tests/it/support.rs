@@ -1,0 +1,305 @@
+//! Test support: reference regions in-process, the real `switchyard` binary
+//! as a child process on free ports, and polling with a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_region::{Region, RegionOpts, Role};
+
+pub const TOKEN: &str = "test-admin-token";
+
+pub struct TestRegion {
+    pub addr: SocketAddr,
+    pub region: Arc<Region>,
+}
+
+impl TestRegion {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets one of the region's knobs (`lag`, `delay`, `health`, `fail`, `role`, `services`).
+    pub async fn set(&self, knob: &str, value: serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .put(format!("{}/_control/{knob}", self.url()))
+            .json(&serde_json::json!({ "value": value }))
+            .send()
+            .await
+            .expect("control request");
+        assert!(resp.status().is_success(), "setting {knob}: {}", resp.status());
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.region.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub async fn region(name: &str) -> TestRegion {
+    region_with(name, Role::Primary, None).await
+}
+
+pub async fn region_with(name: &str, role: Role, replicate_from: Option<String>) -> TestRegion {
+    let opts = RegionOpts {
+        name: name.into(),
+        role,
+        services: vec!["api".into()],
+        replicate_from,
+        lag: Duration::ZERO,
+        delay: Duration::ZERO,
+        partition_header: "X-Partition".into(),
+    };
+    let (addr, region) = switchyard_region::spawn("127.0.0.1:0".parse().expect("addr"), opts)
+        .await
+        .expect("region starts");
+    TestRegion { addr, region }
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("switchyard-it-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The running router; killed on drop.
+pub struct Router {
+    pub child: Option<Child>,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub config: PathBuf,
+    pub dir: TempDir,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// The header that every test config starts with: free ports, admin, metrics.
+pub fn header(dir: &TempDir) -> String {
+    format!(
+        "listen: {{ http: 127.0.0.1:0 }}
+admin: {{ addr: 127.0.0.1:0, token_env: SY_TEST_TOKEN }}
+metrics: {{ addr: 127.0.0.1:0 }}
+state_dir: {}
+",
+        dir.0.join("state").display()
+    )
+}
+
+/// A region block with a fast health check.
+pub fn region_yaml(name: &str, addr: impl std::fmt::Display, extra: &str) -> String {
+    format!(
+        "  {name}:
+    type: full
+    endpoints: [\"{addr}\"]
+    services: [api]
+    health: {{ interval: 100ms, timeout: 300ms, fall: 2, rise: 1 }}
+{extra}"
+    )
+}
+
+impl Router {
+    /// Starts the router with `config` (the text of the YAML file).
+    pub fn start(config: &str) -> Router {
+        let dir = TempDir::new();
+        Self::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: TempDir, config: &str) -> Router {
+        let path = dir.write("switchyard.yaml", config);
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("SY_TEST_TOKEN", TOKEN)
+            .env("SWITCHYARD_THREADS", "2")
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("router starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("ready line");
+        let field = |name: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|a| a.parse().ok())
+        };
+        let http = field("http").unwrap_or_else(|| panic!("router did not start: {line:?}"));
+        let r = Router {
+            child: Some(child),
+            http,
+            https: field("https"),
+            admin: field("admin"),
+            metrics: field("metrics"),
+            config: path,
+            dir,
+        };
+        r.wait_listening();
+        r
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.http).is_err() {
+            assert!(Instant::now() < deadline, "router never listened on {}", self.http);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: signalling the child process this test started.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let admin = self.admin.expect("admin configured");
+        reqwest::Client::new()
+            .get(format!("http://{admin}/admin/v1/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let m = self.metrics.expect("metrics configured");
+        reqwest::get(format!("http://{m}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Waits until the status shows region `name` with `healthy == want`.
+    pub async fn wait_healthy(&self, name: &str, want: bool) {
+        eventually(Duration::from_secs(10), || async {
+            self.status().await["regions"][name]["healthy"] == serde_json::Value::Bool(want)
+        })
+        .await;
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client whose requests leave from `source` (any 127/8 address works on loopback).
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().expect("ip"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GETs `url` and returns (status, serving region).
+pub async fn get_region(client: &reqwest::Client, url: &str, partition: Option<&str>) -> (u16, String) {
+    let mut req = client.get(url);
+    if let Some(p) = partition {
+        req = req.header("X-Partition", p);
+    }
+    let resp = req.send().await.expect("request");
+    let region = resp
+        .headers()
+        .get("x-switchyard-region")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (resp.status().as_u16(), region)
+}
+
+/// Sends raw bytes and returns the status line's code and the whole answer.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}

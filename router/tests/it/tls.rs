@@ -1,0 +1,38 @@
+use std::process::Command;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_rustls_negotiates_h2() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    dir.write("edge.crt", &cert.cert.pem());
+    dir.write("edge.key", &cert.key_pair.serialize_pem());
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir).replace(
+            "listen: { http: 127.0.0.1:0 }",
+            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
+        ),
+        region_yaml("a", a.addr, "")
+    );
+    let router = Router::start_in(dir, &cfg);
+    let https = router.https.expect("https bound");
+    let url = format!("https://localhost:{}/kv/x", https.port());
+    let resolve = format!("localhost:{}:127.0.0.1", https.port());
+    let run = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-D", "-", "--resolve", &resolve])
+            .args(args)
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let h2 = run(&["--http2"]);
+    assert!(h2.starts_with("http/2 404"), "{h2}");
+    assert!(h2.contains("x-switchyard-region: a"), "{h2}");
+    let h1 = run(&["--http1.1"]);
+    assert!(h1.starts_with("http/1.1 404"), "{h1}");
+}
