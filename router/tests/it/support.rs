@@ -122,12 +122,7 @@ pub fn region_yaml(name: &str, addr: impl std::fmt::Display, extra: &str) -> Str
 }
 
 impl Router {
-    /// Starts the router with `config` (the text of the YAML file).
-    pub fn start(config: &str) -> Router {
-        let dir = TempDir::new();
-        Self::start_in(dir, config)
-    }
-
+    /// Starts the router with `config` (the YAML text) written into `dir`.
     pub fn start_in(dir: TempDir, config: &str) -> Router {
         let path = dir.write("switchyard.yaml", config);
         let mut child = Command::new(binary())

@@ -1,0 +1,41 @@
+//! The reconciler's command line: bad usage and bad input exit 2 with a message.
+
+use std::process::Command;
+
+fn reconcile(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-reconcile"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn temp() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sy-reconcile-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("dir");
+    d
+}
+
+#[test]
+fn missing_arguments_exit_2() {
+    let (code, err) = reconcile(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--oplog"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_2_with_the_reason() {
+    let dir = temp();
+    let cfg = dir.join("sy.yaml");
+    std::fs::write(&cfg, "listen: { http: 127.0.0.1:1 }\nregions:\n  a: { type: fulll, endpoints: [\"127.0.0.1:2\"], services: [api] }\nrouting: { policy: weighted }\n").expect("write");
+    let (code, err) = reconcile(&["--oplog", "/nonexistent", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--oplog /nonexistent: not a folder"), "{err}");
+    let d = dir.to_str().expect("utf8");
+    let (code, err) = reconcile(&["--oplog", d, "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("sy.yaml:3:14: `regions.a.type`"), "{err}");
+    let (code, err) = reconcile(&["--oplog", d, "--config", cfg.to_str().expect("utf8"), "--report", "out.pdf"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains(".json, .md or .html"), "{err}");
+}
