@@ -37,8 +37,9 @@ fn topology(regions: usize, policy: &str) -> Topology {
         .expect("bench config is valid");
     let topo = Topology::build(Arc::new(cfg), None).expect("topology");
     for (i, r) in topo.regions.iter().enumerate() {
-        r.live.probe_rtt.set(0.010 + i as f64 * 0.001);
+        r.live.latency_score.set(0.010 + i as f64 * 0.001);
     }
+    topo.refresh_latency_order();
     topo
 }
 
@@ -47,6 +48,7 @@ fn bench_decision(c: &mut Criterion) {
         .map(|i| HeaderValue::from_str(&format!("tenant-{i}")).expect("value"))
         .collect();
     let client: IpAddr = "10.1.2.3".parse().expect("ip");
+    let partition = http::HeaderName::from_static("x-partition");
     for policy in ["weighted", "geo", "latency"] {
         let mut group = c.benchmark_group(format!("decision/{policy}"));
         for n in [3usize, 10, 50] {
@@ -58,7 +60,7 @@ fn bench_decision(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
                 b.iter(|| {
                     i = (i + 1) & 1023;
-                    headers.insert("x-partition", keys[i].clone());
+                    headers.insert(&partition, keys[i].clone());
                     let req = classify(&topo, &Method::GET, "/kv/item", &headers, client)
                         .expect("classifies");
                     black_box(decide(&topo, &req).map(|o| o.len()).unwrap_or(0))

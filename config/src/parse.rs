@@ -39,7 +39,9 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         .get("shutdown_grace")
         .and_then(|n| diag::duration(n, "shutdown_grace", d))
         .unwrap_or(Duration::from_secs(5));
-    let limits = f.get("limits").map_or_else(Limits::default, |n| limits(n, d));
+    let limits = f
+        .get("limits")
+        .map_or_else(Limits::default, |n| limits(n, d));
     let regions = match f.require("regions", d) {
         Some(n) => regions(n, d),
         None => Vec::new(),
@@ -69,7 +71,9 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
 
 fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
     let f = Fields::new(n, "listen", &["http", "https"], d)?;
-    let http = f.get("http").and_then(|n| diag::socket_addr(n, "listen.http", d));
+    let http = f
+        .get("http")
+        .and_then(|n| diag::socket_addr(n, "listen.http", d));
     let https = f.get("https").and_then(|n| {
         let h = Fields::new(n, "listen.https", &["addr", "cert", "key"], d)?;
         let addr = h
@@ -199,7 +203,10 @@ fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
     let endpoints = f.require("endpoints", d).map_or_else(Vec::new, |n| {
         let list = diag::strings(n, &f.child("endpoints"), d);
         if list.is_empty() && diag::seq(n, "", &mut Diags::default()).is_some() {
-            d.error(n.pos, format!("`{}` must list at least one endpoint", f.child("endpoints")));
+            d.error(
+                n.pos,
+                format!("`{}` must list at least one endpoint", f.child("endpoints")),
+            );
         }
         list.into_iter()
             .filter_map(|(s, p)| endpoint(&s, p, &f.child("endpoints"), d))
@@ -316,23 +323,41 @@ fn health(n: &Node, path: &str, d: &mut Diags) -> Health {
     let Some(f) = Fields::new(n, path, &["path", "interval", "timeout", "fall", "rise"], d) else {
         return h;
     };
-    if let Some(p) = f.get("path").and_then(|n| diag::string(n, &f.child("path"), d)) {
+    if let Some(p) = f
+        .get("path")
+        .and_then(|n| diag::string(n, &f.child("path"), d))
+    {
         if p.starts_with('/') {
             h.path = p;
         } else if let Some(n) = f.get("path") {
-            d.error(n.pos, format!("`{}` must start with `/`, found {p:?}", f.child("path")));
+            d.error(
+                n.pos,
+                format!("`{}` must start with `/`, found {p:?}", f.child("path")),
+            );
         }
     }
-    if let Some(v) = f.get("interval").and_then(|n| positive(n, &f.child("interval"), d)) {
+    if let Some(v) = f
+        .get("interval")
+        .and_then(|n| positive(n, &f.child("interval"), d))
+    {
         h.interval = v;
     }
-    if let Some(v) = f.get("timeout").and_then(|n| positive(n, &f.child("timeout"), d)) {
+    if let Some(v) = f
+        .get("timeout")
+        .and_then(|n| positive(n, &f.child("timeout"), d))
+    {
         h.timeout = v;
     }
-    if let Some(v) = f.get("fall").and_then(|n| diag::integer(n, &f.child("fall"), 1, 100, d)) {
+    if let Some(v) = f
+        .get("fall")
+        .and_then(|n| diag::integer(n, &f.child("fall"), 1, 100, d))
+    {
         h.fall = v as u32;
     }
-    if let Some(v) = f.get("rise").and_then(|n| diag::integer(n, &f.child("rise"), 1, 100, d)) {
+    if let Some(v) = f
+        .get("rise")
+        .and_then(|n| diag::integer(n, &f.child("rise"), 1, 100, d))
+    {
         h.rise = v as u32;
     }
     h
@@ -367,7 +392,10 @@ fn routes(n: &Node, d: &mut Diags) -> Vec<Route> {
     for (prefix, key, value) in entries {
         let path = format!("routes.{prefix}");
         if !prefix.starts_with('/') {
-            d.error(key.pos, format!("route prefix {prefix:?} must start with `/`"));
+            d.error(
+                key.pos,
+                format!("route prefix {prefix:?} must start with `/`"),
+            );
             continue;
         }
         // `"/api": api` or `"/api": { service: api, class: write }`
@@ -405,7 +433,14 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
     let f = Fields::new(
         n,
         "routing",
-        &["policy", "weights", "geo", "residency", "latency", "retry_budget"],
+        &[
+            "policy",
+            "weights",
+            "geo",
+            "residency",
+            "latency",
+            "retry_budget",
+        ],
         d,
     )?;
     let policy = f.require("policy", d).and_then(|n| {
@@ -471,7 +506,12 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
 
 fn geo(n: &Node, base: &Path, d: &mut Diags) -> Geo {
     let mut g = Geo::default();
-    let Some(f) = Fields::new(n, "routing.geo", &["networks", "mmdb", "header", "prefer"], d) else {
+    let Some(f) = Fields::new(
+        n,
+        "routing.geo",
+        &["networks", "mmdb", "header", "prefer"],
+        d,
+    ) else {
         return g;
     };
     if let Some(n) = f.get("networks") {
@@ -492,7 +532,8 @@ fn geo(n: &Node, base: &Path, d: &mut Diags) -> Geo {
             }
         }
         // Most specific network first, so the first match wins.
-        g.networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        g.networks
+            .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
     }
     g.mmdb = f
         .get("mmdb")

@@ -30,7 +30,10 @@ fn design_example_is_accepted_as_is() {
     assert_eq!(cfg.routing.geo.networks[0].1, "DE");
     assert_eq!(cfg.routing.residency["DE"], "EU");
     assert_eq!(cfg.consistency.classes["relaxed"], Duration::from_secs(30));
-    assert_eq!(cfg.consistency.partition.header.as_deref(), Some("X-Partition"));
+    assert_eq!(
+        cfg.consistency.partition.header.as_deref(),
+        Some("X-Partition")
+    );
     assert_eq!(cfg.oplog.fsync, Fsync::Batch);
     // Paths are relative to the config file's folder.
     assert_eq!(
@@ -62,7 +65,10 @@ fn typo_in_region_type() {
 
 #[test]
 fn unknown_region_in_weights() {
-    let text = MINIMAL.replace("{ policy: weighted }", "{ policy: weighted, weights: { a: 1, b: 2 } }");
+    let text = MINIMAL.replace(
+        "{ policy: weighted }",
+        "{ policy: weighted, weights: { a: 1, b: 2 } }",
+    );
     assert_eq!(
         errors(&text),
         "edge.yaml:4:47: `routing.weights.b` names region \"b\", which is not declared under `regions` (declared: a)"
@@ -93,7 +99,10 @@ fn bad_duration() {
 fn weight_and_dial_out_of_range() {
     let text = MINIMAL
         .replace("services: [api] }", "services: [api], dial: 120 }")
-        .replace("{ policy: weighted }", "{ policy: weighted, weights: { a: -3 } }");
+        .replace(
+            "{ policy: weighted }",
+            "{ policy: weighted, weights: { a: -3 } }",
+        );
     assert_eq!(
         errors(&text),
         "edge.yaml:3:71: `regions.a.dial` must be a whole number from 0 to 100, found \"120\"\n\

@@ -68,8 +68,8 @@ pub fn cross_check(cfg: &Config, root: &Node, d: &mut Diags) {
     }
 
     for (key, list) in &cfg.routing.geo.prefer {
-        let valid_key = key == "default"
-            || (key.len() == 2 && key.bytes().all(|b| b.is_ascii_uppercase()));
+        let valid_key =
+            key == "default" || (key.len() == 2 && key.bytes().all(|b| b.is_ascii_uppercase()));
         if !valid_key {
             d.error(
                 key_pos(root, &["routing", "geo", "prefer", key]),
@@ -108,7 +108,11 @@ pub fn cross_check(cfg: &Config, root: &Node, d: &mut Diags) {
     }
 
     for route in &cfg.routes {
-        if !cfg.regions.iter().any(|r| r.services.contains(&route.service)) {
+        if !cfg
+            .regions
+            .iter()
+            .any(|r| r.services.contains(&route.service))
+        {
             d.error(
                 key_pos(root, &["routes", &route.prefix]),
                 format!(

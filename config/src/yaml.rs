@@ -159,7 +159,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         let pos = Pos::from(*e.marker());
-        return Err(Diagnostic::new(pos, format!("YAML syntax error: {}", e.info())));
+        return Err(Diagnostic::new(
+            pos,
+            format!("YAML syntax error: {}", e.info()),
+        ));
     }
     if let Some(e) = builder.error {
         return Err(e);

@@ -7,7 +7,10 @@ fn reconcile(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .expect("runs");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn temp() -> std::path::PathBuf {
@@ -28,14 +31,26 @@ fn bad_input_exits_2_with_the_reason() {
     let dir = temp();
     let cfg = dir.join("sy.yaml");
     std::fs::write(&cfg, "listen: { http: 127.0.0.1:1 }\nregions:\n  a: { type: fulll, endpoints: [\"127.0.0.1:2\"], services: [api] }\nrouting: { policy: weighted }\n").expect("write");
-    let (code, err) = reconcile(&["--oplog", "/nonexistent", "--config", cfg.to_str().expect("utf8")]);
+    let (code, err) = reconcile(&[
+        "--oplog",
+        "/nonexistent",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--oplog /nonexistent: not a folder"), "{err}");
     let d = dir.to_str().expect("utf8");
     let (code, err) = reconcile(&["--oplog", d, "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("sy.yaml:3:14: `regions.a.type`"), "{err}");
-    let (code, err) = reconcile(&["--oplog", d, "--config", cfg.to_str().expect("utf8"), "--report", "out.pdf"]);
+    let (code, err) = reconcile(&[
+        "--oplog",
+        d,
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--report",
+        "out.pdf",
+    ]);
     assert_eq!(code, Some(2));
     assert!(err.contains(".json, .md or .html"), "{err}");
 }

@@ -44,9 +44,12 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
             next.run(req).await
         }
         _ => {
-            let mut resp = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            let mut resp =
+                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
             resp
         }
     }
@@ -99,7 +102,10 @@ pub fn status_json(topo: &Topology, inflight: usize) -> Value {
     }
     let mut owners = Map::new();
     if let Some(o) = topo.default_owner {
-        owners.insert("default".into(), json!({"region": topo.name(o), "epoch": 1}));
+        owners.insert(
+            "default".into(),
+            json!({"region": topo.name(o), "epoch": 1}),
+        );
     }
     for (p, o) in &topo.owners {
         owners.insert(p.clone(), json!({"region": topo.name(*o), "epoch": 1}));

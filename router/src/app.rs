@@ -180,11 +180,9 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(https) = &config.listen.https {
         check_tls_files(&https.cert, &https.key)?;
         let addr = concrete(https.addr)?;
-        let mut tls = TlsSettings::intermediate(
-            &https.cert.to_string_lossy(),
-            &https.key.to_string_lossy(),
-        )
-        .context("listen.https: cannot load the certificate or key")?;
+        let mut tls =
+            TlsSettings::intermediate(&https.cert.to_string_lossy(), &https.key.to_string_lossy())
+                .context("listen.https: cannot load the certificate or key")?;
         tls.enable_h2();
         service.add_tls_with_settings(&addr.to_string(), None, tls);
         bound.https = Some(addr);

@@ -55,14 +55,18 @@ pub fn classify<'a>(
         .map(|r| r.service.as_str())
         .or_else(|| cfg.default_service())
         .ok_or_else(|| Reject::not_found("no service is configured for this path"))?;
-    let class = route.and_then(|r| r.class).unwrap_or_else(|| class_of(method));
+    let class = route
+        .and_then(|r| r.class)
+        .unwrap_or_else(|| class_of(method));
     let freshness = freshness(topo, headers)?;
     let partition = partition_key(topo, path, headers);
     let place = topo.geo.locate(client_ip, headers);
-    let zone = place
-        .country
-        .and_then(|c| cfg.routing.residency.get(c.as_str()))
-        .map(String::as_str);
+    let zone = place.country.and_then(|c| {
+        topo.residency
+            .iter()
+            .find(|(country, _)| *country == c)
+            .map(|(_, zone)| &**zone)
+    });
     let sticky = match partition {
         Some(p) => xxh3_64(p.as_bytes()),
         None => match client_ip {
@@ -87,8 +91,8 @@ pub fn classify<'a>(
 /// duration, else the configured default class.
 fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<Duration, Reject> {
     let c = &topo.config.consistency;
-    let Some(v) = headers.get(FRESHNESS) else {
-        return Ok(c.classes.get(&c.default_class).copied().unwrap_or_default());
+    let Some(v) = headers.get(&FRESHNESS) else {
+        return Ok(topo.default_freshness);
     };
     let s = v
         .to_str()
@@ -109,8 +113,8 @@ fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<Duration, Reject> {
 /// The partition key from the configured header or path segment.
 fn partition_key<'a>(topo: &Topology, path: &'a str, headers: &'a HeaderMap) -> Option<&'a str> {
     let p = &topo.config.consistency.partition;
-    if let Some(h) = &p.header {
-        if let Some(v) = headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
+    if let Some(h) = &topo.partition_header {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
             let v = v.trim();
             if !v.is_empty() {
                 return Some(v);

@@ -37,7 +37,11 @@ pub fn run(args: CtlArgs) -> ExitCode {
 }
 
 fn execute(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.config.as_deref().map(switchyard_config::load).transpose()?;
+    let cfg = args
+        .config
+        .as_deref()
+        .map(switchyard_config::load)
+        .transpose()?;
     let admin = cfg.as_ref().and_then(|c| c.admin.clone());
     let addr = args
         .admin
@@ -49,7 +53,9 @@ fn execute(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Status => (reqwest::Method::GET, "/admin/v1/status"),
         CtlCommand::Reload => (reqwest::Method::POST, "/admin/v1/reload"),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (status, body) = rt.block_on(async {
         let resp = reqwest::Client::new()
             .request(method, format!("http://{addr}{path}"))

@@ -45,7 +45,12 @@ impl Verdict {
 }
 
 /// Whether region `idx` may serve `req`, and if not, the first rule that drops it.
-pub fn verdict(topo: &Topology, req: &Classified<'_>, owner: Option<RegionIdx>, idx: RegionIdx) -> Verdict {
+pub fn verdict(
+    topo: &Topology,
+    req: &Classified<'_>,
+    owner: Option<RegionIdx>,
+    idx: RegionIdx,
+) -> Verdict {
     let r = &topo.regions[idx as usize];
     if !r.serves_service(req.service_hash) {
         return Verdict::NoService;
@@ -83,31 +88,121 @@ pub fn dial_admits(topo: &Topology, req: &Classified<'_>, idx: RegionIdx) -> boo
     dial >= 100 || mix(req.sticky, !r.seed) % 100 < dial
 }
 
+/// At most this many regions are kept per decision: the pick, the one retry,
+/// and spares for endpoints found down on the way.
+pub const MAX_TRIES: usize = 4;
+
 /// Decides where `req` goes: the regions to try, best first.
+///
+/// Each policy walks regions in its own order and stops once it has
+/// `MAX_TRIES` admitted ones, so the rules run only on the regions it looks at.
 pub fn decide(topo: &Topology, req: &Classified<'_>) -> Result<Order, Reject> {
     let owner = topo.owner_of(req.partition);
-    let mut order: Order = (0..topo.regions.len() as RegionIdx)
-        .filter(|i| verdict(topo, req, owner, *i) == Verdict::Keep)
-        .collect();
-    if order.is_empty() {
-        return Err(nothing_eligible(topo, req, owner));
-    }
     if req.class == RequestClass::Write {
         // The owner takes every write of its partition, whatever its dial.
-        return Ok(order);
+        return match owner {
+            Some(o) if verdict(topo, req, owner, o) == Verdict::Keep => Ok(Order::from_slice(&[o])),
+            _ => Err(nothing_eligible(topo, req, owner)),
+        };
     }
+    let admits =
+        |i: RegionIdx| verdict(topo, req, owner, i) == Verdict::Keep && dial_admits(topo, req, i);
+    let mut order = Order::new();
     match topo.config.routing.policy {
-        Policy::Weighted => policy::weighted::order(topo, req.sticky, &mut order),
-        Policy::Geo => policy::geo::order(topo, &req.place, &mut order),
-        Policy::Latency => policy::latency::order(topo, req.sticky, &mut order),
+        Policy::Weighted => {
+            let listed = &topo.weighted_slots[policy::weighted::slot(req.sticky)];
+            order.extend(
+                listed
+                    .iter()
+                    .copied()
+                    .filter(|i| *i != policy::weighted::NONE && admits(*i)),
+            );
+            if order.len() < 2 && topo.regions.len() > listed.len() {
+                order = weighted_by_scoring_all(topo, req, &admits);
+            }
+        }
+        Policy::Geo => {
+            for &i in policy::geo::order(topo, &req.place) {
+                if admits(i) {
+                    order.push(i);
+                    if order.len() == MAX_TRIES {
+                        break;
+                    }
+                }
+            }
+        }
+        Policy::Latency => order = by_latency(topo, req, &admits),
     }
-    order.retain(|i| dial_admits(topo, req, *i));
     if order.is_empty() {
-        return Err(Reject::unavailable(
-            "no region may take this request: every eligible region is dialled down",
-        ));
+        let any_eligible = (0..topo.regions.len() as RegionIdx)
+            .any(|i| verdict(topo, req, owner, i) == Verdict::Keep);
+        return Err(if any_eligible {
+            Reject::unavailable(
+                "no region may take this request: every eligible region is dialled down",
+            )
+        } else {
+            nothing_eligible(topo, req, owner)
+        });
     }
     Ok(order)
+}
+
+/// The weighted slow path: score every admitted region (rendezvous) and keep the best.
+fn weighted_by_scoring_all(
+    topo: &Topology,
+    req: &Classified<'_>,
+    admits: &dyn Fn(RegionIdx) -> bool,
+) -> Order {
+    let mut ranked: SmallVec<[(f64, RegionIdx); 64]> = (0..topo.regions.len() as RegionIdx)
+        .filter(|i| admits(*i))
+        .map(|i| {
+            (
+                policy::weighted::key(&topo.regions[i as usize], req.sticky),
+                i,
+            )
+        })
+        .collect();
+    best_first(&mut ranked)
+}
+
+/// Latency: walk regions by score; those within the tolerance of the best
+/// admitted one share the load by sticky hash, the rest follow by score.
+fn by_latency(topo: &Topology, req: &Classified<'_>, admits: &dyn Fn(RegionIdx) -> bool) -> Order {
+    let tolerance = topo.config.routing.latency.tolerance;
+    let scores = topo.latency_order.load();
+    let mut tied: SmallVec<[(f64, RegionIdx); 64]> = SmallVec::new();
+    let mut rest = Order::new();
+    let mut best = None;
+    for &(i, score) in scores.iter() {
+        if !admits(i) {
+            continue;
+        }
+        let b = *best.get_or_insert(score);
+        if score <= b * tolerance {
+            tied.push((
+                policy::latency::tie_key(&topo.regions[i as usize], req.sticky),
+                i,
+            ));
+        } else {
+            rest.push(i);
+            if rest.len() >= MAX_TRIES {
+                break;
+            }
+        }
+    }
+    let mut order = best_first(&mut tied);
+    order.extend(rest.into_iter().take(MAX_TRIES - order.len()));
+    order
+}
+
+/// The `MAX_TRIES` lowest keys, in order.
+fn best_first(ranked: &mut [(f64, RegionIdx)]) -> Order {
+    let keep = ranked.len().min(MAX_TRIES);
+    if ranked.len() > keep {
+        ranked.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0));
+    }
+    ranked[..keep].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    ranked[..keep].iter().map(|(_, i)| *i).collect()
 }
 
 fn nothing_eligible(topo: &Topology, req: &Classified<'_>, owner: Option<RegionIdx>) -> Reject {
@@ -124,5 +219,125 @@ fn nothing_eligible(topo: &Topology, req: &Classified<'_>, owner: Option<RegionI
             req.service
         )),
         None => Reject::unavailable(format!("no healthy region serves {}", req.service)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use http::{HeaderMap, HeaderValue, Method};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn topo(regions: usize, routing: &str) -> Topology {
+        let mut text = String::from("listen: { http: 127.0.0.1:1 }\nregions:\n");
+        for i in 0..regions {
+            text.push_str(&format!(
+                "  r{i}: {{ type: full, endpoints: [\"127.0.0.1:{}\"], services: [api] }}\n",
+                1000 + i
+            ));
+        }
+        text.push_str(routing);
+        let cfg =
+            switchyard_config::parse_str(&text, std::path::Path::new("t.yaml")).expect("valid");
+        Topology::build(Arc::new(cfg), None).expect("topology")
+    }
+
+    fn pick_counts(t: &Topology, n: usize) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        let ip = "127.0.0.1".parse().expect("ip");
+        for k in 0..n {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-partition",
+                HeaderValue::from_str(&format!("key-{k}")).expect("value"),
+            );
+            let req = classify(t, &Method::GET, "/", &h, ip).expect("classified");
+            let order = decide(t, &req).expect("decided");
+            *counts.entry(t.name(order[0]).to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn weighted_shares_follow_weights() {
+        let t = topo(
+            3,
+            "routing: { policy: weighted, weights: { r0: 60, r1: 30, r2: 10 } }\n",
+        );
+        let c = pick_counts(&t, 20_000);
+        for (name, want) in [("r0", 0.6), ("r1", 0.3), ("r2", 0.1)] {
+            let got = c.get(name).copied().unwrap_or(0) as f64 / 20_000.0;
+            assert!((got - want).abs() < 0.02, "{name}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn weighted_falls_back_past_the_slot_list_when_its_regions_are_down() {
+        let t = topo(8, "routing: { policy: weighted }\n");
+        for r in &t.regions[..7] {
+            r.live
+                .healthy
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let c = pick_counts(&t, 500);
+        assert_eq!(c.get("r7"), Some(&500), "{c:?}");
+    }
+
+    #[test]
+    fn an_unhealthy_regions_keys_move_and_no_others_do() {
+        let t = topo(4, "routing: { policy: weighted }\n");
+        let before = pick_counts(&t, 2000);
+        t.regions[1]
+            .live
+            .healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let after = pick_counts(&t, 2000);
+        assert_eq!(after.get("r1"), None);
+        for name in ["r0", "r2", "r3"] {
+            assert!(
+                after[name] >= before[name],
+                "{name}: {before:?} → {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn latency_prefers_the_fastest_and_spreads_over_ties() {
+        let t = topo(3, "routing: { policy: latency }\n");
+        for (r, s) in t.regions.iter().zip([0.050, 0.010, 0.011]) {
+            r.live.latency_score.set(s);
+        }
+        t.refresh_latency_order();
+        let c = pick_counts(&t, 2000);
+        assert_eq!(c.get("r0"), None, "{c:?}");
+        assert!(
+            c["r1"] > 700 && c["r2"] > 700,
+            "tied within tolerance: {c:?}"
+        );
+    }
+
+    #[test]
+    fn writes_go_to_the_owner_only() {
+        let t = topo(
+            3,
+            "routing: { policy: weighted }\nconsistency: { owners: { default: r2 } }\n",
+        );
+        let ip = "127.0.0.1".parse().expect("ip");
+        let h = HeaderMap::new();
+        let req = classify(&t, &Method::PUT, "/", &h, ip).expect("classified");
+        assert_eq!(decide(&t, &req).expect("decided").as_slice(), &[2]);
+        t.regions[2]
+            .live
+            .healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let err = decide(&t, &req).expect_err("owner down");
+        assert_eq!(err.status, 503);
+        assert!(
+            err.reason.contains("owner of partition default (r2)"),
+            "{}",
+            err.reason
+        );
     }
 }

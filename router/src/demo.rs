@@ -26,7 +26,8 @@ pub struct DemoArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    switchyard_config::parse_duration(s).ok_or_else(|| format!("expected a duration such as 15s, found {s:?}"))
+    switchyard_config::parse_duration(s)
+        .ok_or_else(|| format!("expected a duration such as 15s, found {s:?}"))
 }
 
 /// Published typical round trips from US-East.
@@ -40,9 +41,21 @@ struct Place {
 }
 
 const PLACES: [Place; 3] = [
-    Place { name: "US", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), share: 50 },
-    Place { name: "DE", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)), share: 30 },
-    Place { name: "JP", source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3)), share: 20 },
+    Place {
+        name: "US",
+        source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+        share: 50,
+    },
+    Place {
+        name: "DE",
+        source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)),
+        share: 30,
+    },
+    Place {
+        name: "JP",
+        source: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3)),
+        share: 20,
+    },
 ];
 
 #[derive(Default)]
@@ -119,7 +132,10 @@ fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, Socket
         .args(["run", "--config"])
         .arg(config)
         .env("SWITCHYARD_DEMO_TOKEN", "demo")
-        .env("SWITCHYARD_LOG", std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "SWITCHYARD_LOG",
+            std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -159,22 +175,65 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         delay,
         partition_header: "X-Partition".into(),
     };
-    let (us, _) = switchyard_region::spawn(any, region("us-east-1", Role::Primary, Duration::ZERO, Duration::ZERO, None)).await?;
+    let (us, _) = switchyard_region::spawn(
+        any,
+        region(
+            "us-east-1",
+            Role::Primary,
+            Duration::ZERO,
+            Duration::ZERO,
+            None,
+        ),
+    )
+    .await?;
     let owner = Some(format!("http://{us}"));
-    let (eu, _) = switchyard_region::spawn(any, region("eu-west-1", Role::Replica, EU_RTT, Duration::from_millis(200), owner.clone())).await?;
-    let (ap, _) = switchyard_region::spawn(any, region("ap-northeast-1", Role::Replica, TOKYO_RTT, Duration::from_millis(400), owner)).await?;
+    let (eu, _) = switchyard_region::spawn(
+        any,
+        region(
+            "eu-west-1",
+            Role::Replica,
+            EU_RTT,
+            Duration::from_millis(200),
+            owner.clone(),
+        ),
+    )
+    .await?;
+    let (ap, _) = switchyard_region::spawn(
+        any,
+        region(
+            "ap-northeast-1",
+            Role::Replica,
+            TOKYO_RTT,
+            Duration::from_millis(400),
+            owner,
+        ),
+    )
+    .await?;
     let config = dir.join("switchyard.yaml");
     std::fs::write(&config, demo_config(us, eu, ap, &dir))?;
     println!("regions: us-east-1 {us} (owner), eu-west-1 {eu} (+80 ms, replica), ap-northeast-1 {ap} (+160 ms, read-only)");
     let (_router, edge) = tokio::task::block_in_place(|| start_router(&config))?;
     println!("router: http://{edge}  config: {}", config.display());
-    let mix: Vec<String> = PLACES.iter().map(|p| format!("{} {}% from {}", p.name, p.share, p.source)).collect();
-    println!("client mix: {} req/s for {:?}; 80% reads, 20% writes; {}\n", args.rps, args.duration, mix.join(", "));
+    let mix: Vec<String> = PLACES
+        .iter()
+        .map(|p| format!("{} {}% from {}", p.name, p.share, p.source))
+        .collect();
+    println!(
+        "client mix: {} req/s for {:?}; 80% reads, 20% writes; {}\n",
+        args.rps,
+        args.duration,
+        mix.join(", ")
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await; // first health probes
 
     let clients: Vec<reqwest::Client> = PLACES
         .iter()
-        .map(|p| reqwest::Client::builder().local_address(p.source).timeout(Duration::from_secs(5)).build())
+        .map(|p| {
+            reqwest::Client::builder()
+                .local_address(p.source)
+                .timeout(Duration::from_secs(5))
+                .build()
+        })
         .collect::<Result<_, _>>()?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
@@ -185,7 +244,13 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         tick.tick().await;
         n += 1;
         let pick = (n * 37 % 100) as u32;
-        let place = if pick < PLACES[0].share { 0 } else if pick < PLACES[0].share + PLACES[1].share { 1 } else { 2 };
+        let place = if pick < PLACES[0].share {
+            0
+        } else if pick < PLACES[0].share + PLACES[1].share {
+            1
+        } else {
+            2
+        };
         let client = clients[place].clone();
         let write = n % 5 == 0;
         // Reads follow the writes a little behind, so most find their key.
@@ -194,7 +259,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         let shared = tally.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let req = if write { client.put(&url).body(format!("v{n}")) } else { client.get(&url) };
+            let req = if write {
+                client.put(&url).body(format!("v{n}"))
+            } else {
+                client.get(&url)
+            };
             let result = req.send().await;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,13 +276,19 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                         .unwrap_or("(router)")
                         .to_string();
                     *s.statuses.entry(resp.status().as_u16()).or_default() += 1;
-                    s.by_region.entry((region, if write { "write" } else { "read" })).or_default().push(ms);
+                    s.by_region
+                        .entry((region, if write { "write" } else { "read" }))
+                        .or_default()
+                        .push(ms);
                 }
                 Err(_) => s.errors += 1,
             }
         });
         if start.elapsed() >= next_report {
-            print_progress(next_report, &tally.lock().unwrap_or_else(|e| e.into_inner()));
+            print_progress(
+                next_report,
+                &tally.lock().unwrap_or_else(|e| e.into_inner()),
+            );
             next_report += Duration::from_secs(1);
         }
     }
@@ -246,7 +321,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn print_summary(s: &Tally) {
     let total: usize = s.by_region.values().map(Vec::len).sum();
     println!("\nsummary: {total} answered, {} transport errors", s.errors);
-    println!("{:<16} {:<6} {:>7} {:>7} {:>9} {:>9}", "region", "class", "count", "share", "p50 ms", "p99 ms");
+    println!(
+        "{:<16} {:<6} {:>7} {:>7} {:>9} {:>9}",
+        "region", "class", "count", "share", "p50 ms", "p99 ms"
+    );
     for ((region, class), v) in &s.by_region {
         let mut v = v.clone();
         v.sort_by(f64::total_cmp);
@@ -258,6 +336,10 @@ fn print_summary(s: &Tally) {
             percentile(&v, 0.99)
         );
     }
-    let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let statuses: Vec<String> = s
+        .statuses
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     println!("statuses: {}", statuses.join(", "));
 }

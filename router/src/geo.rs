@@ -33,7 +33,7 @@ pub struct Place {
 }
 
 pub struct GeoResolver {
-    header: Option<http::HeaderName>,
+    pub header: Option<http::HeaderName>,
     networks: Vec<(IpNet, Code)>,
     mmdb: Option<maxminddb::Reader<Vec<u8>>>,
 }
@@ -111,13 +111,30 @@ const CONTINENTS: &[(&str, &str)] = &[
     ("AN", "AQ BV GS HM TF"),
 ];
 
+/// Country code → index into `CONTINENTS` + 1 (0: unknown), for all 26×26 codes.
+fn continent_table() -> &'static [u8; 676] {
+    static TABLE: std::sync::OnceLock<[u8; 676]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0u8; 676];
+        for (n, (_, list)) in CONTINENTS.iter().enumerate() {
+            for c in list.split(' ').filter_map(Code::parse) {
+                t[slot(c)] = n as u8 + 1;
+            }
+        }
+        t
+    })
+}
+
+fn slot(c: Code) -> usize {
+    (c.0[0] - b'A') as usize * 26 + (c.0[1] - b'A') as usize
+}
+
 /// The continent a country lies on.
 pub fn continent_of(country: Code) -> Option<Code> {
-    let c = country.as_str();
-    CONTINENTS
-        .iter()
-        .find(|(_, list)| list.split(' ').any(|x| x == c))
-        .and_then(|(cont, _)| Code::parse(cont))
+    let n = continent_table()[slot(country)];
+    (n > 0)
+        .then(|| Code::parse(CONTINENTS[n as usize - 1].0))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -161,6 +178,9 @@ mod tests {
     #[test]
     fn unknown_client_has_no_place() {
         let r = resolver(None);
-        assert_eq!(r.locate("10.1.1.1".parse().expect("ip"), &HeaderMap::new()), Place::default());
+        assert_eq!(
+            r.locate("10.1.1.1".parse().expect("ip"), &HeaderMap::new()),
+            Place::default()
+        );
     }
 }

@@ -41,7 +41,8 @@ pub fn drift(spec: &Region, report: &HealthReport) -> Vec<String> {
 
 /// Applies one successful report to the region's live state.
 fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
-    live.lag_ms.store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
+    live.lag_ms
+        .store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
     if let Some(p) = report.applied_position {
         live.applied_position.store(p, Ordering::Relaxed);
     }
@@ -126,11 +127,18 @@ pub async fn check_endpoint(state: Arc<RouterState>, region: String, endpoint: A
                 fail_run += 1;
                 ok_run = 0;
                 // A slow-not-dead region must look slow: a timeout counts in full.
-                entry.live.probe_rtt.observe(rtt.max(h.timeout.as_secs_f64()), alpha);
+                entry
+                    .live
+                    .probe_rtt
+                    .observe(rtt.max(h.timeout.as_secs_f64()), alpha);
                 if fail_run >= h.fall && endpoint.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(region, endpoint = %endpoint.spec, reason = %why, "endpoint down");
                 }
             }
+        }
+        if let Some(score) = crate::policy::latency::score(&entry.live) {
+            entry.live.latency_score.set(score);
+            topo.refresh_latency_order();
         }
         let healthy = entry.endpoints.any_up();
         entry.live.healthy.store(healthy, Ordering::Relaxed);

@@ -13,7 +13,11 @@ use crate::headers::{FENCING_TOKEN, FORWARDED_FOR, REQUEST_ID, RYW, SWITCHYARD_P
 
 /// Checks the header section against the limits: over either → `431`.
 /// `request_line` is the length of the method, target and version.
-pub fn check_limits(headers: &HeaderMap, request_line: usize, limits: &Limits) -> Result<(), Reject> {
+pub fn check_limits(
+    headers: &HeaderMap,
+    request_line: usize,
+    limits: &Limits,
+) -> Result<(), Reject> {
     if headers.len() > limits.max_header_count {
         return Err(Reject::headers_too_large(format!(
             "request has {} header fields; the limit is {}",
@@ -58,7 +62,9 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
             }
             match seen {
                 Some(prev) if prev != part => {
-                    return Err(Reject::bad_request("request has differing Content-Length values"))
+                    return Err(Reject::bad_request(
+                        "request has differing Content-Length values",
+                    ))
                 }
                 _ => seen = Some(part),
             }
@@ -135,7 +141,10 @@ mod tests {
         assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
         assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
         assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
-        let both = check_framing(&map(&[("content-length", "5"), ("transfer-encoding", "chunked")]));
+        let both = check_framing(&map(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ]));
         assert_eq!(both.map_err(|r| r.status), Err(400));
         let differ = check_framing(&map(&[("content-length", "5"), ("content-length", "6")]));
         assert_eq!(differ.map_err(|r| r.status), Err(400));
@@ -145,20 +154,33 @@ mod tests {
 
     #[test]
     fn raw_content_length_is_found_in_any_case() {
-        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 5\r\n\r\n"));
-        assert!(!raw_has_content_length(b"POST /content-length: HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST /content-length: HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
+        ));
     }
 
     #[test]
     fn limits() {
         let l = Limits::default();
-        let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(String, String)> =
+            (0..101).map(|i| (format!("x-h{i}"), "v".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        assert_eq!(check_limits(&map(&many), 20, &l).map_err(|r| r.status), Err(431));
+        assert_eq!(
+            check_limits(&map(&many), 20, &l).map_err(|r| r.status),
+            Err(431)
+        );
         assert!(check_limits(&map(&many[..100]), 20, &l).is_ok());
         let big = "a".repeat(70 * 1024);
-        assert_eq!(check_limits(&map(&[("x-big", &big)]), 20, &l).map_err(|r| r.status), Err(431));
+        assert_eq!(
+            check_limits(&map(&[("x-big", &big)]), 20, &l).map_err(|r| r.status),
+            Err(431)
+        );
     }
 
     #[test]
@@ -175,7 +197,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends() {
-        let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        let h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
         let v = forwarded_for(&h, "127.0.0.1".parse().expect("ip"));
         assert_eq!(v, "1.2.3.4, 5.6.7.8, 127.0.0.1");
         let v = forwarded_for(&HeaderMap::new(), "::1".parse().expect("ip"));

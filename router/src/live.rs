@@ -64,7 +64,9 @@ pub struct RegionLive {
     pub probe_rtt: AtomicF64,
     /// Moving average of upstream response-header times, in seconds.
     pub response_time: AtomicF64,
-    /// When `response_time` last got a sample, as nanos since `epoch_start`.
+    /// The latency policy's score, refreshed after each probe.
+    pub latency_score: AtomicF64,
+    /// When `response_time` last got a sample, as nanos since `started`.
     pub response_sampled_at: AtomicU64,
     pub started: Instant,
 }
@@ -82,6 +84,7 @@ impl RegionLive {
             drift: Mutex::new(Vec::new()),
             probe_rtt: AtomicF64::empty(),
             response_time: AtomicF64::empty(),
+            latency_score: AtomicF64::empty(),
             response_sampled_at: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -224,7 +227,10 @@ mod tests {
     fn round_robin_skips_down_endpoints() {
         let set = EndpointSet::new(vec![ep(1), ep(2), ep(3)]);
         set.endpoints[1].healthy.store(false, Ordering::Relaxed);
-        let picks: Vec<u16> = (0..6).filter_map(|_| set.pick(None)).map(|a| a.port()).collect();
+        let picks: Vec<u16> = (0..6)
+            .filter_map(|_| set.pick(None))
+            .map(|a| a.port())
+            .collect();
         assert!(!picks.contains(&2));
         assert!(picks.contains(&1) && picks.contains(&3));
     }

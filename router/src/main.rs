@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Edge traffic router for multi-region APIs")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Edge traffic router for multi-region APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

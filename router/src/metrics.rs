@@ -24,18 +24,54 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
-    metrics::describe_counter!("switchyard_requests_total", "Requests answered, by region, class and status");
-    metrics::describe_histogram!("switchyard_request_duration_seconds", "Time from request to response header, by region and class");
-    metrics::describe_counter!("switchyard_upstream_errors_total", "Failed upstream attempts, by region and kind");
-    metrics::describe_counter!("switchyard_retries_total", "Requests retried on another region, by the region that failed");
-    metrics::describe_counter!("switchyard_retries_denied_total", "Retries the retry budget refused");
-    metrics::describe_counter!("switchyard_rejected_total", "Requests the router answered itself, by status");
-    metrics::describe_gauge!("switchyard_region_healthy", "1 when at least one endpoint of the region is up");
-    metrics::describe_gauge!("switchyard_region_replica_lag_seconds", "Replica lag the region reports");
-    metrics::describe_gauge!("switchyard_region_dial_percent", "Share of its policy traffic the region takes");
-    metrics::describe_gauge!("switchyard_region_drifted", "1 when the region departs from its Region Artifact");
-    metrics::describe_gauge!("switchyard_region_probe_rtt_seconds", "Moving average of health probe round trips");
-    metrics::describe_counter!("switchyard_config_reloads_total", "Config reloads, by result");
+    metrics::describe_counter!(
+        "switchyard_requests_total",
+        "Requests answered, by region, class and status"
+    );
+    metrics::describe_histogram!(
+        "switchyard_request_duration_seconds",
+        "Time from request to response header, by region and class"
+    );
+    metrics::describe_counter!(
+        "switchyard_upstream_errors_total",
+        "Failed upstream attempts, by region and kind"
+    );
+    metrics::describe_counter!(
+        "switchyard_retries_total",
+        "Requests retried on another region, by the region that failed"
+    );
+    metrics::describe_counter!(
+        "switchyard_retries_denied_total",
+        "Retries the retry budget refused"
+    );
+    metrics::describe_counter!(
+        "switchyard_rejected_total",
+        "Requests the router answered itself, by status"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_healthy",
+        "1 when at least one endpoint of the region is up"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_replica_lag_seconds",
+        "Replica lag the region reports"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_dial_percent",
+        "Share of its policy traffic the region takes"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_drifted",
+        "1 when the region departs from its Region Artifact"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_probe_rtt_seconds",
+        "Moving average of health probe round trips"
+    );
+    metrics::describe_counter!(
+        "switchyard_config_reloads_total",
+        "Config reloads, by result"
+    );
 }
 
 pub fn class_label(class: RequestClass) -> &'static str {
@@ -76,7 +112,8 @@ pub fn upstream_error(region: &RegionName, kind: &'static str) {
 }
 
 pub fn retry(region: &RegionName) {
-    counter!("switchyard_retries_total", "region" => metrics::SharedString::from(region.0.clone())).increment(1);
+    counter!("switchyard_retries_total", "region" => metrics::SharedString::from(region.0.clone()))
+        .increment(1);
 }
 
 pub fn retry_denied() {
@@ -84,16 +121,26 @@ pub fn retry_denied() {
 }
 
 pub fn reload(ok: bool) {
-    counter!("switchyard_config_reloads_total", "result" => if ok { "ok" } else { "error" }).increment(1);
+    counter!("switchyard_config_reloads_total", "result" => if ok { "ok" } else { "error" })
+        .increment(1);
 }
 
 pub fn region_gauges(name: &RegionName, live: &RegionLive) {
     let region = metrics::SharedString::from(name.0.clone());
-    gauge!("switchyard_region_healthy", "region" => region.clone()).set(if live.is_healthy() { 1.0 } else { 0.0 });
+    gauge!("switchyard_region_healthy", "region" => region.clone()).set(if live.is_healthy() {
+        1.0
+    } else {
+        0.0
+    });
     gauge!("switchyard_region_replica_lag_seconds", "region" => region.clone())
         .set(live.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0);
-    gauge!("switchyard_region_dial_percent", "region" => region.clone()).set(f64::from(live.dial()));
-    gauge!("switchyard_region_drifted", "region" => region.clone()).set(if live.is_drifted() { 1.0 } else { 0.0 });
+    gauge!("switchyard_region_dial_percent", "region" => region.clone())
+        .set(f64::from(live.dial()));
+    gauge!("switchyard_region_drifted", "region" => region.clone()).set(if live.is_drifted() {
+        1.0
+    } else {
+        0.0
+    });
     if let Some(rtt) = live.probe_rtt.get() {
         gauge!("switchyard_region_probe_rtt_seconds", "region" => region).set(rtt);
     }

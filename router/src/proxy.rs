@@ -105,7 +105,11 @@ impl Edge {
         true
     }
 
-    fn classify_and_route(&self, session: &mut Session, ctx: &mut Ctx) -> std::result::Result<(), Reject> {
+    fn classify_and_route(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<(), Reject> {
         let ip = client_ip(session);
         let req = session.req_header();
         let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
@@ -238,7 +242,9 @@ impl ProxyHttp for Edge {
         let entry = &topo.regions[idx as usize];
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
-            entry.live.record_response_time(t.elapsed().as_secs_f64(), alpha);
+            entry
+                .live
+                .record_response_time(t.elapsed().as_secs_f64(), alpha);
         }
         if resp.status.is_server_error() {
             metrics::upstream_error(&entry.spec.name, "5xx");
@@ -295,12 +301,16 @@ impl ProxyHttp for Edge {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (status, reason) = match e.etype() {
-            ErrorType::HTTPStatus(code) => (*code, e.context.as_ref().map(|c| c.as_str().to_string())),
+            ErrorType::HTTPStatus(code) => {
+                (*code, e.context.as_ref().map(|c| c.as_str().to_string()))
+            }
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (504, Some("the region did not answer in time".to_string()))
             }
             _ => match e.esource() {
-                pingora::ErrorSource::Upstream => (502, Some("the region could not be reached".to_string())),
+                pingora::ErrorSource::Upstream => {
+                    (502, Some("the region could not be reached".to_string()))
+                }
                 pingora::ErrorSource::Downstream => (0, None),
                 _ => (500, Some("internal error".to_string())),
             },

@@ -21,7 +21,9 @@ impl Reloader {
         crate::metrics::reload(result.is_ok());
         match &result {
             Ok(()) => tracing::info!(config = %self.state.config_path.display(), "config reloaded"),
-            Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config")
+            }
         }
         result
     }
@@ -30,7 +32,8 @@ impl Reloader {
         let cfg = switchyard_config::load(&self.state.config_path)?;
         let old = self.state.topology.load_full();
         if cfg.listen.http != old.config.listen.http
-            || cfg.listen.https.as_ref().map(|h| h.addr) != old.config.listen.https.as_ref().map(|h| h.addr)
+            || cfg.listen.https.as_ref().map(|h| h.addr)
+                != old.config.listen.https.as_ref().map(|h| h.addr)
         {
             tracing::warn!("listener addresses changed; they take effect on restart");
         }

@@ -25,7 +25,11 @@ pub struct RouterState {
 }
 
 impl RouterState {
-    pub fn new(topology: Topology, config_path: PathBuf, control: tokio::runtime::Handle) -> Arc<Self> {
+    pub fn new(
+        topology: Topology,
+        config_path: PathBuf,
+        control: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let ratio = topology.config.routing.retry_budget as f32;
         Arc::new(RouterState {
             topology: ArcSwap::from_pointee(topology),

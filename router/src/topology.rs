@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use switchyard_config::{Config, Region, RegionKind};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -22,6 +24,8 @@ pub struct RegionEntry {
     /// Seed for this region's hashes, from its name: stable across restarts.
     pub seed: u64,
     pub weight: f64,
+    /// 1 / weight (0 for weight 0): the hot path multiplies.
+    pub inv_weight: f64,
     pub serves: Vec<u64>,
 }
 
@@ -40,10 +44,23 @@ pub struct Topology {
     pub config: Arc<Config>,
     pub regions: Vec<RegionEntry>,
     pub geo: GeoResolver,
-    /// `geo.prefer` with region names turned into indices.
-    pub prefer: HashMap<String, Vec<RegionIdx>>,
+    /// For each `geo.prefer` key, every region in preference order: the
+    /// list first, then the rest in config order.
+    pub geo_orders: HashMap<String, Vec<RegionIdx>>,
+    /// Config order, for clients no preference list covers.
+    pub config_order: Vec<RegionIdx>,
+    /// Weighted policy: each hash slot's regions in rendezvous order.
+    pub weighted_slots: Vec<[RegionIdx; crate::policy::weighted::PER_SLOT]>,
+    /// Latency policy: regions by score, best first; refreshed after probes.
+    pub latency_order: ArcSwap<Vec<(RegionIdx, f64)>>,
     pub default_owner: Option<RegionIdx>,
     pub owners: HashMap<String, RegionIdx>,
+    /// The partition header, parsed once.
+    pub partition_header: Option<http::HeaderName>,
+    /// The default freshness class's bound.
+    pub default_freshness: std::time::Duration,
+    /// Country → residency zone.
+    pub residency: Vec<(crate::geo::Code, Arc<str>)>,
 }
 
 /// Hash of a service name, as regions store it.
@@ -62,7 +79,9 @@ impl Topology {
             let live = match old {
                 Some(o) => {
                     if o.spec.dial != spec.dial {
-                        o.live.dial.store(spec.dial.get(), std::sync::atomic::Ordering::Relaxed);
+                        o.live
+                            .dial
+                            .store(spec.dial.get(), std::sync::atomic::Ordering::Relaxed);
                     }
                     o.live.clone()
                 }
@@ -82,6 +101,10 @@ impl Topology {
                 endpoints: Arc::new(EndpointSet::new(endpoints)),
                 seed: xxh3_64(spec.name.as_str().as_bytes()),
                 weight: f64::from(config.routing.weight(&spec.name)),
+                inv_weight: match config.routing.weight(&spec.name) {
+                    0 => 0.0,
+                    w => 1.0 / f64::from(w),
+                },
                 serves: spec.services.iter().map(|s| service_hash(s)).collect(),
             });
         }
@@ -92,12 +115,17 @@ impl Topology {
                 .position(|r| r.name.as_str() == name)
                 .map(|i| i as RegionIdx)
         };
-        let prefer = config
+        let prefer: HashMap<String, Vec<RegionIdx>> = config
             .routing
             .geo
             .prefer
             .iter()
-            .map(|(k, list)| (k.clone(), list.iter().filter_map(|r| index(r.as_str())).collect()))
+            .map(|(k, list)| {
+                (
+                    k.clone(),
+                    list.iter().filter_map(|r| index(r.as_str())).collect(),
+                )
+            })
             .collect();
         let default_owner = config
             .consistency
@@ -111,6 +139,22 @@ impl Topology {
                     .position(|r| r.kind != RegionKind::ReadOnly)
                     .map(|i| i as RegionIdx)
             });
+        let geo_orders = prefer
+            .iter()
+            .map(|(k, list)| {
+                (
+                    k.clone(),
+                    crate::policy::geo::full_order(list, regions.len()),
+                )
+            })
+            .collect();
+        let config_order = (0..regions.len() as RegionIdx).collect();
+        let weighted_slots = if config.routing.policy == switchyard_config::Policy::Weighted {
+            crate::policy::weighted::slots(&regions)
+        } else {
+            Vec::new()
+        };
+        let latency_order = ArcSwap::from_pointee(crate::policy::latency::order(&regions));
         let owners = config
             .consistency
             .owners
@@ -119,7 +163,11 @@ impl Topology {
             .collect();
         // Endpoints a reload dropped stop their health and DNS tasks.
         if let Some(prev) = previous {
-            for e in prev.regions.iter().flat_map(|r| r.endpoints.endpoints.iter()) {
+            for e in prev
+                .regions
+                .iter()
+                .flat_map(|r| r.endpoints.endpoints.iter())
+            {
                 let kept = regions
                     .iter()
                     .any(|r| r.endpoints.endpoints.iter().any(|x| Arc::ptr_eq(x, e)));
@@ -128,14 +176,50 @@ impl Topology {
                 }
             }
         }
+        let partition_header = config
+            .consistency
+            .partition
+            .header
+            .as_deref()
+            .map(http::HeaderName::try_from)
+            .transpose()
+            .map_err(|_| {
+                anyhow::anyhow!("consistency.partition.header is not a valid header name")
+            })?;
+        let default_freshness = config
+            .consistency
+            .classes
+            .get(&config.consistency.default_class)
+            .copied()
+            .unwrap_or_default();
+        let residency = config
+            .routing
+            .residency
+            .iter()
+            .filter_map(|(country, zone)| {
+                crate::geo::Code::parse(country).map(|c| (c, Arc::from(zone.as_str())))
+            })
+            .collect();
         Ok(Topology {
+            partition_header,
+            default_freshness,
+            residency,
             config,
             regions,
             geo,
-            prefer,
+            geo_orders,
+            config_order,
+            weighted_slots,
+            latency_order,
             default_owner,
             owners,
         })
+    }
+
+    /// Re-sorts regions by their latency scores (after a probe).
+    pub fn refresh_latency_order(&self) {
+        self.latency_order
+            .store(Arc::new(crate::policy::latency::order(&self.regions)));
     }
 
     pub fn region(&self, name: &str) -> Option<&RegionEntry> {
@@ -148,6 +232,9 @@ impl Topology {
 
     /// The owner of a partition: its own entry, else the default owner.
     pub fn owner_of(&self, partition: Option<&str>) -> Option<RegionIdx> {
+        if self.owners.is_empty() {
+            return self.default_owner;
+        }
         partition
             .and_then(|p| self.owners.get(p).copied())
             .or(self.default_owner)

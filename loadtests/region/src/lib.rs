@@ -133,7 +133,10 @@ pub async fn serve(listener: tokio::net::TcpListener, region: Arc<Region>) -> st
 }
 
 /// Binds `addr` and serves there; returns the bound address.
-pub async fn spawn(addr: SocketAddr, opts: RegionOpts) -> std::io::Result<(SocketAddr, Arc<Region>)> {
+pub async fn spawn(
+    addr: SocketAddr,
+    opts: RegionOpts,
+) -> std::io::Result<(SocketAddr, Arc<Region>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let region = Region::new(opts);
@@ -160,7 +163,8 @@ pub fn router(region: Arc<Region>) -> Router {
 
 async fn health(State(r): State<Arc<Region>>) -> Response {
     r.delay().await;
-    let status = StatusCode::from_u16(r.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
+    let status =
+        StatusCode::from_u16(r.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
     let body = json!({
         "region": r.name,
         "role": r.role(),
@@ -202,8 +206,14 @@ async fn kv(
     }
     let resp = match method {
         Method::GET | Method::HEAD => read_key(&r, &key),
-        Method::PUT | Method::POST | Method::DELETE => write_key(&r, &key, &method, &headers, &body),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT, POST or DELETE\n").into_response(),
+        Method::PUT | Method::POST | Method::DELETE => {
+            write_key(&r, &key, &method, &headers, &body)
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, PUT, POST or DELETE\n",
+        )
+            .into_response(),
     };
     with_region(&r, resp)
 }
@@ -213,7 +223,11 @@ fn read_key(r: &Region, key: &str) -> Response {
     let position = store.applied_position();
     let mut resp = match store.data.get(key) {
         Some(v) => Json(json!({"key": key, "value": v, "region": r.name})).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"key": key, "region": r.name}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"key": key, "region": r.name})),
+        )
+            .into_response(),
     };
     resp.headers_mut().insert(COMMIT_POSITION, position.into());
     resp
@@ -233,12 +247,24 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("default")
         .to_string();
-    let token = match headers.get(FENCING_TOKEN).map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok())) {
+    let token = match headers
+        .get(FENCING_TOKEN)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
+    {
         None => None,
         Some(Some(t)) => Some(t),
-        Some(None) => return (StatusCode::BAD_REQUEST, "X-Fencing-Token must be a whole number\n").into_response(),
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "X-Fencing-Token must be a whole number\n",
+            )
+                .into_response()
+        }
     };
-    let idem_key = headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let idem_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let hash = request_hash(method, key, body);
     let mut store = r.store();
 
@@ -246,10 +272,19 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
     if let Some(k) = &idem_key {
         if let Some(prev) = store.idempotency.get(k) {
             if prev.request_hash != hash {
-                return (StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key reused with a different request\n").into_response();
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Idempotency-Key reused with a different request\n",
+                )
+                    .into_response();
             }
-            let mut resp = (StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK), prev.body.clone()).into_response();
-            resp.headers_mut().insert(IDEMPOTENT_REPLAYED, "true".parse().expect("static header"));
+            let mut resp = (
+                StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK),
+                prev.body.clone(),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, "true".parse().expect("static header"));
             if let Some(p) = prev.commit_position {
                 resp.headers_mut().insert(COMMIT_POSITION, p.into());
             }
@@ -259,14 +294,22 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
     if let Fence::Stale { highest } = store.fence(&partition, token) {
         let mut resp = (
             StatusCode::CONFLICT,
-            format!("fenced: token {} is below {highest} for partition {partition}\n", token.unwrap_or(0)),
+            format!(
+                "fenced: token {} is below {highest} for partition {partition}\n",
+                token.unwrap_or(0)
+            ),
         )
             .into_response();
-        resp.headers_mut().insert(FENCED, "true".parse().expect("static header"));
+        resp.headers_mut()
+            .insert(FENCED, "true".parse().expect("static header"));
         return resp;
     }
     if r.role() != Role::Primary {
-        return (StatusCode::MISDIRECTED_REQUEST, "this region is a replica and takes no writes\n").into_response();
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this region is a replica and takes no writes\n",
+        )
+            .into_response();
     }
     let value = if *method == Method::DELETE {
         None
@@ -293,7 +336,12 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
 }
 
 /// Answers with what the region received: method, path and headers in order.
-async fn echo(State(r): State<Arc<Region>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn echo(
+    State(r): State<Arc<Region>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     r.requests.fetch_add(1, Ordering::Relaxed);
     r.delay().await;
     if let Some(resp) = injected_failure(&r) {
@@ -301,7 +349,12 @@ async fn echo(State(r): State<Arc<Region>>, method: Method, uri: Uri, headers: H
     }
     let headers: Vec<(String, String)> = headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     with_region(
         &r,
@@ -317,7 +370,10 @@ async fn fallback(State(r): State<Arc<Region>>, uri: Uri) -> Response {
         return resp;
     }
     let _ = uri;
-    with_region(&r, format!("{{\"region\":\"{}\"}}\n", r.name).into_response())
+    with_region(
+        &r,
+        format!("{{\"region\":\"{}\"}}\n", r.name).into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -354,16 +410,27 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
         ("epoch", Some(v)) => r.epoch.store(v, Ordering::Relaxed),
         ("role", _) => match serde_json::from_value::<Role>(value) {
             Ok(role) => *r.role.write().unwrap_or_else(|e| e.into_inner()) = role,
-            Err(_) => return (StatusCode::BAD_REQUEST, "role is primary or replica\n").into_response(),
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, "role is primary or replica\n").into_response()
+            }
         },
         ("services", _) => match serde_json::from_value::<Vec<String>>(value) {
             Ok(list) => *r.services.write().unwrap_or_else(|e| e.into_inner()) = list,
-            Err(_) => return (StatusCode::BAD_REQUEST, "services is a list of names\n").into_response(),
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, "services is a list of names\n").into_response()
+            }
         },
         ("replicate_from", _) => {
-            *r.replicate_from.write().unwrap_or_else(|e| e.into_inner()) = value.as_str().map(str::to_string)
+            *r.replicate_from.write().unwrap_or_else(|e| e.into_inner()) =
+                value.as_str().map(str::to_string)
         }
-        _ => return (StatusCode::BAD_REQUEST, format!("unknown knob or bad value: {knob}\n")).into_response(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown knob or bad value: {knob}\n"),
+            )
+                .into_response()
+        }
     };
     let () = done;
     StatusCode::NO_CONTENT.into_response()
@@ -378,20 +445,29 @@ async fn replicate(r: Arc<Region>) {
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     loop {
         tick.tick().await;
-        let source = r.replicate_from.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let source = r
+            .replicate_from
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let Some(source) = source.filter(|_| r.role() == Role::Replica) else {
             r.last_sync_ms.store(now_ms(), Ordering::Relaxed);
             continue;
         };
         let after = {
             let pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.back().map_or_else(|| r.store().applied_position(), |c| c.position)
+            pending
+                .back()
+                .map_or_else(|| r.store().applied_position(), |c| c.position)
         };
         let url = format!("{source}/_replication/log?after={after}");
         if let Ok(resp) = client.get(&url).send().await {
             if let Ok(commits) = resp.json::<Vec<Commit>>().await {
                 r.last_sync_ms.store(now_ms(), Ordering::Relaxed);
-                r.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(commits);
+                r.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(commits);
             }
         }
         let lag = r.lag_ms.load(Ordering::Relaxed);

@@ -7,7 +7,10 @@ use clap::Parser;
 use switchyard_region::{spawn, RegionOpts, Role};
 
 #[derive(Parser)]
-#[command(name = "switchyard-region", about = "A reference region server for trying Switchyard")]
+#[command(
+    name = "switchyard-region",
+    about = "A reference region server for trying Switchyard"
+)]
 struct Args {
     /// The region's name, reported in health and responses.
     #[arg(long)]
@@ -42,9 +45,16 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let ms = s.strip_suffix("ms").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
-    let secs = s.strip_suffix('s').and_then(|v| v.parse::<f64>().ok()).map(Duration::from_secs_f64);
-    ms.or(secs).ok_or_else(|| format!("expected a duration such as 80ms or 2s, found {s:?}"))
+    let ms = s
+        .strip_suffix("ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let secs = s
+        .strip_suffix('s')
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    ms.or(secs)
+        .ok_or_else(|| format!("expected a duration such as 80ms or 2s, found {s:?}"))
 }
 
 #[tokio::main]

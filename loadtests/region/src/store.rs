@@ -49,7 +49,9 @@ pub fn now_ms() -> u64 {
 pub enum Fence {
     Accept,
     /// The token is below the highest seen for the partition.
-    Stale { highest: u64 },
+    Stale {
+        highest: u64,
+    },
 }
 
 impl Store {

@@ -4,21 +4,26 @@
 use crate::geo::Place;
 use crate::topology::{RegionIdx, Topology};
 
-/// The preference list that applies to a place (most specific first).
-pub fn preference<'t>(topo: &'t Topology, place: &Place) -> Option<&'t [RegionIdx]> {
-    let by_country = place.country.and_then(|c| topo.prefer.get(c.as_str()));
-    let by_continent = place.continent.and_then(|c| topo.prefer.get(c.as_str()));
-    by_country
-        .or(by_continent)
-        .or_else(|| topo.prefer.get("default"))
-        .map(Vec::as_slice)
+/// Every region in preference order: the list, then the rest in config
+/// order. Built once per topology.
+pub fn full_order(list: &[RegionIdx], regions: usize) -> Vec<RegionIdx> {
+    let mut out = Vec::with_capacity(regions);
+    for i in list.iter().copied().chain(0..regions as RegionIdx) {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
 }
 
-/// Orders `candidates` in place by their rank in the preference list.
-pub fn order(topo: &Topology, place: &Place, candidates: &mut [RegionIdx]) {
-    let list = preference(topo, place).unwrap_or(&[]);
-    candidates.sort_by_key(|idx| {
-        let rank = list.iter().position(|r| r == idx).unwrap_or(usize::MAX);
-        (rank, *idx)
-    });
+/// The order that applies to a place (most specific key first).
+pub fn order<'t>(topo: &'t Topology, place: &Place) -> &'t [RegionIdx] {
+    let by_country = place.country.and_then(|c| topo.geo_orders.get(c.as_str()));
+    let by_continent = place
+        .continent
+        .and_then(|c| topo.geo_orders.get(c.as_str()));
+    by_country
+        .or(by_continent)
+        .or_else(|| topo.geo_orders.get("default"))
+        .map_or(&topo.config_order, Vec::as_slice)
 }

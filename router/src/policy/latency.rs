@@ -2,12 +2,12 @@
 //! blends its health-probe round trip with the response times of real
 //! requests; when a region gets no traffic its response average goes stale and
 //! the probe alone speaks for it, so a region that recovers is seen to recover.
-//! Regions within `tolerance` of the best count as tied and share the load by
-//! the sticky hash.
+//! The score is computed off the hot path, after each probe. Regions within
+//! `tolerance` of the best count as tied and share the load by sticky hash.
 
-use super::mix;
+use super::{mix, unit};
 use crate::live::RegionLive;
-use crate::topology::{RegionIdx, Topology};
+use crate::topology::{RegionEntry, RegionIdx};
 
 /// Responses older than this no longer count toward the score.
 const STALE_AFTER_SECS: f64 = 5.0;
@@ -25,31 +25,25 @@ pub fn score(live: &RegionLive) -> Option<f64> {
     }
 }
 
-/// Orders `candidates` in place, fastest first.
-pub fn order(topo: &Topology, sticky: u64, candidates: &mut [RegionIdx]) {
-    let tolerance = topo.config.routing.latency.tolerance;
-    let mut scored: smallvec::SmallVec<[(RegionIdx, f64); 8]> = candidates
+/// The score a region is ranked by now; unmeasured regions rank last.
+#[inline]
+pub fn current(region: &RegionEntry) -> f64 {
+    region.live.latency_score.get().unwrap_or(1e9)
+}
+
+/// Every region with its score, best first (ties in config order).
+pub fn order(regions: &[RegionEntry]) -> Vec<(RegionIdx, f64)> {
+    let mut out: Vec<(RegionIdx, f64)> = regions
         .iter()
-        .map(|i| {
-            let s = score(&topo.regions[*i as usize].live).unwrap_or(f64::MAX / 4.0);
-            (*i, s)
-        })
+        .enumerate()
+        .map(|(i, r)| (i as RegionIdx, current(r)))
         .collect();
-    let best = scored.iter().map(|(_, s)| *s).fold(f64::MAX, f64::min);
-    let band = best * tolerance;
-    scored.sort_by(|(ia, sa), (ib, sb)| {
-        let tied_a = *sa <= band;
-        let tied_b = *sb <= band;
-        match (tied_a, tied_b) {
-            (true, true) => {
-                let ha = mix(sticky, topo.regions[*ia as usize].seed);
-                let hb = mix(sticky, topo.regions[*ib as usize].seed);
-                ha.cmp(&hb)
-            }
-            _ => sa.total_cmp(sb),
-        }
-    });
-    for (slot, (idx, _)) in candidates.iter_mut().zip(scored) {
-        *slot = idx;
-    }
+    out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// Where a region falls among those tied with the best: by sticky hash.
+#[inline]
+pub fn tie_key(region: &RegionEntry, sticky: u64) -> f64 {
+    unit(mix(sticky, region.seed))
 }

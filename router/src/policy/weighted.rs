@@ -4,25 +4,65 @@
 //! its weight, the same key lands in the same region while weights are
 //! unchanged, and changing one weight moves only the keys it must.
 
-use super::{mix, unit};
-use crate::topology::{RegionIdx, Topology};
+//!
+//! The hot path does not score every region: the hash space is cut into
+//! `SLOTS` slots, and each slot's rendezvous order (its best `PER_SLOT`
+//! regions) is computed once per topology. A request takes its slot's list
+//! and walks it; only when the list runs dry (most of it unhealthy or dialled
+//! down) does it score every region itself.
 
-/// Orders `candidates` in place, best first. Weight-0 regions go last.
-pub fn order(topo: &Topology, sticky: u64, candidates: &mut [RegionIdx]) {
-    candidates.sort_by(|a, b| {
-        let sa = score(topo, sticky, *a);
-        let sb = score(topo, sticky, *b);
-        sa.total_cmp(&sb)
-    });
+use super::{fast_ln, mix, unit};
+use crate::topology::{RegionEntry, RegionIdx};
+
+/// Hash slots; with 16384 a region's share is within about ±0.5% of its weight.
+pub const SLOTS: usize = 16384;
+/// Regions kept per slot, best first.
+pub const PER_SLOT: usize = 4;
+/// Marks an empty place in a slot's list (fewer regions than `PER_SLOT`).
+pub const NONE: RegionIdx = RegionIdx::MAX;
+const SLOT_SEED: u64 = 0x5157_1C4E_D00D_F00D;
+
+/// The slot a request's sticky hash falls in.
+#[inline]
+pub fn slot(sticky: u64) -> usize {
+    (sticky >> 20) as usize % SLOTS
 }
 
-fn score(topo: &Topology, sticky: u64, idx: RegionIdx) -> f64 {
-    let r = &topo.regions[idx as usize];
-    let u = unit(mix(sticky, r.seed));
-    if r.weight > 0.0 {
-        -u.ln() / r.weight
+/// Every slot's best `PER_SLOT` regions, in rendezvous order.
+pub fn slots(regions: &[RegionEntry]) -> Vec<[RegionIdx; PER_SLOT]> {
+    let mut keyed: Vec<(f64, RegionIdx)> = Vec::with_capacity(regions.len());
+    (0..SLOTS)
+        .map(|s| {
+            let sticky = mix(s as u64, SLOT_SEED);
+            keyed.clear();
+            keyed.extend(
+                regions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (key(r, sticky), i as RegionIdx)),
+            );
+            let keep = keyed.len().min(PER_SLOT);
+            if keyed.len() > keep {
+                keyed.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0));
+            }
+            keyed[..keep].sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let mut out = [NONE; PER_SLOT];
+            for (o, (_, i)) in out.iter_mut().zip(&keyed[..keep]) {
+                *o = *i;
+            }
+            out
+        })
+        .collect()
+}
+
+/// The rank key of `region` for a request's sticky hash (lower is better).
+/// Weight-0 regions rank after every weighted one, still in sticky order.
+#[inline]
+pub fn key(region: &RegionEntry, sticky: u64) -> f64 {
+    let u = unit(mix(sticky, region.seed));
+    if region.weight > 0.0 {
+        -fast_ln(u) * region.inv_weight
     } else {
-        // After every weighted region, still in a sticky order.
-        f64::MAX / 2.0 + u
+        1e300 * (1.0 + u)
     }
 }

@@ -6,8 +6,16 @@ use crate::support::{binary, TempDir};
 fn check_accepts_the_design_example() {
     let dir = TempDir::new();
     let path = dir.write("switchyard.yaml", switchyard_config::EXAMPLE);
-    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
@@ -15,36 +23,74 @@ fn check_accepts_the_design_example() {
 fn check_reports_every_error_with_file_line_col() {
     let dir = TempDir::new();
     let text = switchyard_config::EXAMPLE
-        .replace("type: full                     # full", "type: ful                      # full")
-        .replace("weights: { us-east-1: 80, eu-west-1: 20 }", "weights: { us-east-1: 80, eu-west-2: 20 }")
+        .replace(
+            "type: full                     # full",
+            "type: ful                      # full",
+        )
+        .replace(
+            "weights: { us-east-1: 80, eu-west-1: 20 }",
+            "weights: { us-east-1: 80, eu-west-2: 20 }",
+        )
         .replace("interval: 1s", "interval: soon");
     let path = dir.write("bad.yaml", &text);
-    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).output().expect("runs");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let p = path.display();
     assert!(err.contains(&format!("{p}:9:11: `regions.us-east-1.type` must be one of full | lightweight | read-only, found \"ful\"")), "{err}");
-    assert!(err.contains(&format!("{p}:14:40: `regions.us-east-1.health.interval` must be a duration")), "{err}");
-    assert!(err.contains(&format!("{p}:26:29: `routing.weights.eu-west-2` names region \"eu-west-2\"")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{p}:14:40: `regions.us-east-1.health.interval` must be a duration"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:26:29: `routing.weights.eu-west-2` names region \"eu-west-2\""
+        )),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 3, "{err}");
 }
 
 #[test]
 fn run_refuses_an_invalid_config_with_exit_2() {
     let dir = TempDir::new();
-    let path = dir.write("bad.yaml", "listen: { http: 127.0.0.1:0 }\nregions: {}\nrouting: { policy: weighted }\nbogus: 1\n");
-    let out = Command::new(binary()).args(["run", "--config"]).arg(&path).output().expect("runs");
+    let path = dir.write(
+        "bad.yaml",
+        "listen: { http: 127.0.0.1:0 }\nregions: {}\nrouting: { policy: weighted }\nbogus: 1\n",
+    );
+    let out = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:4:1: unknown key `bogus`"), "{err}");
-    assert!(err.contains("`regions` must declare at least one region"), "{err}");
+    assert!(
+        err.contains("`regions` must declare at least one region"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_file_and_bad_usage_exit_2() {
-    let out = Command::new(binary()).args(["check", "--config", "/nonexistent/sy.yaml"]).output().expect("runs");
+    let out = Command::new(binary())
+        .args(["check", "--config", "/nonexistent/sy.yaml"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sy.yaml: cannot read config"));
-    let out = Command::new(binary()).args(["frobnicate"]).output().expect("runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sy.yaml: cannot read config")
+    );
+    let out = Command::new(binary())
+        .args(["frobnicate"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }

@@ -3,7 +3,11 @@ use serde_json::Value;
 use crate::support::*;
 
 fn one_region(a: &TestRegion, dir: &TempDir) -> String {
-    format!("{}regions:\n{}routing:\n  policy: weighted\n", header(dir), region_yaml("a", a.addr, ""))
+    format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(dir),
+        region_yaml("a", a.addr, "")
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,8 +28,15 @@ async fn client_headers_are_cleaned_and_forwarding_headers_set() {
         .expect("request");
     assert_eq!(resp.headers()["x-switchyard-region"], "a");
     let echo: Value = resp.json().await.expect("json");
-    let headers: Vec<(String, String)> = serde_json::from_value(echo["headers"].clone()).expect("pairs");
-    let get = |name: &str| headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(echo["headers"].clone()).expect("pairs");
+    let get = |name: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
     assert!(get("x-switchyard-region").is_empty(), "{headers:?}");
     assert!(get("x-switchyard-anything").is_empty(), "{headers:?}");
     assert!(get("x-fencing-token").is_empty(), "{headers:?}");
@@ -57,7 +68,10 @@ async fn header_limits_answer_431() {
     }
     many.push_str("\r\n");
     assert_eq!(raw(router.http, many.as_bytes()).0, 431);
-    let big = format!("GET /kv/x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let big = format!(
+        "GET /kv/x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
     assert_eq!(raw(router.http, big.as_bytes()).0, 431);
     let fine = "GET /kv/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     assert_eq!(raw(router.http, fine.as_bytes()).0, 404);
@@ -73,8 +87,13 @@ async fn ambiguous_framing_is_refused_and_never_forwarded() {
     let smuggle = "POST /kv/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /kv/y HTTP/1.1\r\nHost: t\r\n\r\n";
     let (code, text) = raw(router.http, smuggle.as_bytes());
     assert_eq!(code, 400, "{text}");
-    assert_eq!(text.matches("HTTP/1.1").count(), 1, "only one answer: {text}");
-    let two = "POST /kv/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "only one answer: {text}"
+    );
+    let two =
+        "POST /kv/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
     assert_eq!(raw(router.http, two.as_bytes()).0, 400);
     assert_eq!(a.requests(), before, "nothing reached the region");
 }

@@ -22,11 +22,33 @@ async fn admin_status_needs_the_bearer_token() {
     let admin = router.admin.expect("admin");
     let url = format!("http://{admin}/admin/v1/status");
     let client = reqwest::Client::new();
-    assert_eq!(client.get(&url).send().await.expect("req").status().as_u16(), 401);
-    assert_eq!(client.get(&url).bearer_auth("wrong").send().await.expect("req").status().as_u16(), 401);
+    assert_eq!(
+        client
+            .get(&url)
+            .send()
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        401
+    );
     let s = router.status().await;
     for field in ["healthy", "dial", "lag_ms", "ejected", "drift"] {
-        assert!(s["regions"]["a"].get(field).is_some(), "missing {field}: {s}");
+        assert!(
+            s["regions"]["a"].get(field).is_some(),
+            "missing {field}: {s}"
+        );
     }
     assert_eq!(s["owners"]["default"], json!({"region": "a", "epoch": 1}));
     assert!(s["ramps"].is_object());
@@ -42,11 +64,18 @@ async fn metrics_are_exported_in_prometheus_text() {
     for _ in 0..5 {
         client.get(router.url("/kv/x")).send().await.expect("req");
     }
-    client.put(router.url("/kv/x")).body("v").send().await.expect("req");
+    client
+        .put(router.url("/kv/x"))
+        .body("v")
+        .send()
+        .await
+        .expect("req");
     eventually(Duration::from_secs(5), || async {
         let m = router.metrics_text().await;
         m.contains("switchyard_requests_total{region=\"a\",class=\"read\",status=\"404\"} 5")
-            && m.contains("switchyard_requests_total{region=\"a\",class=\"write\",status=\"201\"} 1")
+            && m.contains(
+                "switchyard_requests_total{region=\"a\",class=\"write\",status=\"201\"} 1",
+            )
             && m.contains("switchyard_request_duration_seconds_bucket")
             && m.contains("switchyard_region_healthy{region=\"b\"} 1")
             && m.contains("switchyard_region_replica_lag_seconds{region=\"a\"}")
@@ -74,9 +103,17 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
             if stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
-            match client.get(&url).header("X-Partition", format!("k{i}")).send().await {
+            match client
+                .get(&url)
+                .header("X-Partition", format!("k{i}"))
+                .send()
+                .await
+            {
                 Ok(r) if r.status().as_u16() == 404 => {
-                    let region = r.headers()["x-switchyard-region"].to_str().unwrap_or("").to_string();
+                    let region = r.headers()["x-switchyard-region"]
+                        .to_str()
+                        .unwrap_or("")
+                        .to_string();
                     *regions.entry(region).or_default() += 1;
                 }
                 _ => failures += 1,
@@ -87,7 +124,10 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
     let serving = |want: &'static str| {
         let url = router.url("/kv/x");
         async move {
-            reqwest::get(url).await.map(|r| r.headers()["x-switchyard-region"] == want).unwrap_or(false)
+            reqwest::get(url)
+                .await
+                .map(|r| r.headers()["x-switchyard-region"] == want)
+                .unwrap_or(false)
         }
     };
     let admin = router.admin.expect("admin");
@@ -95,17 +135,30 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Valid change via the admin API: all traffic to b.
     std::fs::write(&router.config, weighted(&a, &b, &router.dir, 0, 100)).expect("write");
-    let resp = client.post(format!("http://{admin}/admin/v1/reload")).bearer_auth(TOKEN).send().await.expect("reload");
+    let resp = client
+        .post(format!("http://{admin}/admin/v1/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(resp.status().as_u16(), 200);
     eventually(Duration::from_secs(5), || serving("b")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Invalid change: refused with its reason, old config kept.
     std::fs::write(&router.config, "regions: [oops\n").expect("write");
-    let resp = client.post(format!("http://{admin}/admin/v1/reload")).bearer_auth(TOKEN).send().await.expect("reload");
+    let resp = client
+        .post(format!("http://{admin}/admin/v1/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(resp.status().as_u16(), 400);
     let body = resp.text().await.expect("body");
     assert!(body.contains("switchyard.yaml:"), "{body}");
-    assert!(serving("b").await, "the old config stays after a failed reload");
+    assert!(
+        serving("b").await,
+        "the old config stays after a failed reload"
+    );
     // SIGHUP reloads too: back to a.
     std::fs::write(&router.config, weighted(&a, &b, &router.dir, 100, 0)).expect("write");
     router.signal(libc::SIGHUP);
@@ -114,10 +167,19 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (failures, regions) = load.await.expect("load task");
     assert_eq!(failures, 0, "requests failed during reloads: {regions:?}");
-    assert!(regions.get("a").copied().unwrap_or(0) > 0 && regions.get("b").copied().unwrap_or(0) > 0, "{regions:?}");
+    assert!(
+        regions.get("a").copied().unwrap_or(0) > 0 && regions.get("b").copied().unwrap_or(0) > 0,
+        "{regions:?}"
+    );
     let m = router.metrics_text().await;
-    assert!(m.contains("switchyard_config_reloads_total{result=\"error\"} 1"), "{m}");
-    assert!(m.contains("switchyard_config_reloads_total{result=\"ok\"} 2"), "{m}");
+    assert!(
+        m.contains("switchyard_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_config_reloads_total{result=\"ok\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,13 +187,19 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let (a, b) = (region("a").await, region("b").await);
     a.set("delay", json!(1000)).await;
     let dir = TempDir::new();
-    let cfg = weighted(&a, &b, &dir, 1, 0).replace("interval: 100ms, timeout: 300ms", "interval: 1m, timeout: 3s");
+    let cfg = weighted(&a, &b, &dir, 1, 0).replace(
+        "interval: 100ms, timeout: 300ms",
+        "interval: 1m, timeout: 3s",
+    );
     let mut router = Router::start_in(dir, &cfg);
     let url = router.url("/kv/x");
     let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     router.signal(libc::SIGTERM);
-    let status = slow.await.expect("task").expect("the slow request completes");
+    let status = slow
+        .await
+        .expect("task")
+        .expect("the slow request completes");
     assert_eq!(status, 404);
     let code = tokio::task::block_in_place(|| router.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0));

@@ -5,7 +5,13 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn two_regions(a: &TestRegion, b: &TestRegion, routing: &str, b_extra: &str, dir: &TempDir) -> String {
+fn two_regions(
+    a: &TestRegion,
+    b: &TestRegion,
+    routing: &str,
+    b_extra: &str,
+    dir: &TempDir,
+) -> String {
     format!(
         "{}regions:\n{}{}routing:\n{routing}",
         header(dir),
@@ -18,7 +24,8 @@ async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
     let client = reqwest::Client::new();
     let mut counts = HashMap::new();
     for i in 0..n {
-        let (status, region) = get_region(&client, &router.url("/kv/x"), Some(&format!("client-{i}"))).await;
+        let (status, region) =
+            get_region(&client, &router.url("/kv/x"), Some(&format!("client-{i}"))).await;
         assert!(status < 500, "request {i} got {status}");
         *counts.entry(region).or_insert(0) += 1;
     }
@@ -29,17 +36,29 @@ async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
 async fn weighted_split_is_proportional_and_sticky() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(&a, &b, "  policy: weighted\n  weights: { a: 80, b: 20 }\n", "", &dir);
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 80, b: 20 }\n",
+        "",
+        &dir,
+    );
     let router = Router::start_in(dir, &cfg);
     let counts = split(&router, 2000).await;
     let share_b = counts.get("b").copied().unwrap_or(0) as f64 / 2000.0;
-    assert!((share_b - 0.20).abs() < 0.03, "b got {share_b:.3} of traffic: {counts:?}");
+    assert!(
+        (share_b - 0.20).abs() < 0.03,
+        "b got {share_b:.3} of traffic: {counts:?}"
+    );
     // The same key lands in the same region every time.
     let client = reqwest::Client::new();
     for key in ["alice", "bob", "carol"] {
         let (_, first) = get_region(&client, &router.url("/kv/x"), Some(key)).await;
         for _ in 0..10 {
-            assert_eq!(get_region(&client, &router.url("/kv/x"), Some(key)).await.1, first);
+            assert_eq!(
+                get_region(&client, &router.url("/kv/x"), Some(key)).await.1,
+                first
+            );
         }
     }
 }
@@ -48,11 +67,20 @@ async fn weighted_split_is_proportional_and_sticky() {
 async fn dial_sends_a_share_of_what_the_policy_would() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "    dial: 20\n", &dir);
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
+        "    dial: 20\n",
+        &dir,
+    );
     let router = Router::start_in(dir, &cfg);
     let counts = split(&router, 2000).await;
     let share_b = counts.get("b").copied().unwrap_or(0) as f64 / 2000.0;
-    assert!((share_b - 0.10).abs() < 0.03, "b got {share_b:.3}: {counts:?}");
+    assert!(
+        (share_b - 0.10).abs() < 0.03,
+        "b got {share_b:.3}: {counts:?}"
+    );
     let status = router.status().await;
     assert_eq!(status["regions"]["b"]["dial"], 20);
 }
@@ -61,7 +89,13 @@ async fn dial_sends_a_share_of_what_the_policy_would() {
 async fn health_failover_has_no_5xx_after_detection() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "", &dir);
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
+        "",
+        &dir,
+    );
     let router = Router::start_in(dir, &cfg);
     router.wait_healthy("a", true).await;
     // Region a turns bad: its health fails and it answers 500.
@@ -71,11 +105,16 @@ async fn health_failover_has_no_5xx_after_detection() {
     let before = a.requests();
     let client = reqwest::Client::new();
     for i in 0..300 {
-        let (status, region) = get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
+        let (status, region) =
+            get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
         assert!(status < 500, "request {i} got {status} from {region}");
         assert_eq!(region, "b");
     }
-    assert_eq!(a.requests(), before, "no request reached the unhealthy region");
+    assert_eq!(
+        a.requests(),
+        before,
+        "no request reached the unhealthy region"
+    );
     // It comes back.
     a.set("health", json!(200)).await;
     a.set("fail", json!(0)).await;
@@ -89,14 +128,21 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
     // Slow health checks: the retry, not ejection, must save these reads.
-    let cfg = two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "", &dir)
-        .replace("interval: 100ms", "interval: 1m");
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
+        "",
+        &dir,
+    )
+    .replace("interval: 100ms", "interval: 1m");
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     let client = reqwest::Client::new();
     let mut served_by_b_after_retry = 0;
     for i in 0..40 {
-        let (status, region) = get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
+        let (status, region) =
+            get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
         assert_eq!(status, 404, "request {i} from {region}"); // b has no such key: 404, not 500
         assert_eq!(region, "b");
         served_by_b_after_retry += 1;
@@ -105,7 +151,12 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let m = router.metrics_text().await;
     assert!(m.contains("switchyard_retries_total{region=\"a\"}"), "{m}");
     // Writes are never retried: they go to the owner (a) and see its 500.
-    let resp = client.put(router.url("/kv/x")).body("v").send().await.expect("write");
+    let resp = client
+        .put(router.url("/kv/x"))
+        .body("v")
+        .send()
+        .await
+        .expect("write");
     assert_eq!(resp.status().as_u16(), 500);
 }
 
@@ -113,8 +164,14 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
 async fn retry_budget_stops_retries_from_amplifying_an_outage() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n  retry_budget: 0.0\n", "", &dir)
-        .replace("interval: 100ms", "interval: 1m");
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 50, b: 50 }\n  retry_budget: 0.0\n",
+        "",
+        &dir,
+    )
+    .replace("interval: 100ms", "interval: 1m");
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     b.set("fail", json!(500)).await;
@@ -126,7 +183,10 @@ async fn retry_budget_stops_retries_from_amplifying_an_outage() {
     }
     let attempts = a.requests() + b.requests() - before;
     // A zero budget leaves only the small per-second reserve of retries.
-    assert!(attempts < 200 + 60, "{attempts} upstream attempts for 200 requests");
+    assert!(
+        attempts < 200 + 60,
+        "{attempts} upstream attempts for 200 requests"
+    );
     let m = router.metrics_text().await;
     assert!(m.contains("switchyard_retries_denied_total"), "{m}");
 }
@@ -179,7 +239,10 @@ async fn names_are_resolved_through_dns() {
     })
     .await;
     let status = router.status().await;
-    let addrs = status["regions"]["a"]["endpoints"][0]["addresses"].as_array().cloned().unwrap_or_default();
+    let addrs = status["regions"]["a"]["endpoints"][0]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(!addrs.is_empty(), "{status}");
 }
 
@@ -204,7 +267,13 @@ async fn spec_drift_shows_in_status_and_metrics() {
     let reasons = s["regions"]["a"]["drift_reasons"].to_string();
     assert!(reasons.contains("search"), "{reasons}");
     let m = router.metrics_text().await;
-    assert!(m.contains("switchyard_region_drifted{region=\"ro\"} 1"), "{m}");
+    assert!(
+        m.contains("switchyard_region_drifted{region=\"ro\"} 1"),
+        "{m}"
+    );
     ro.set("role", json!("replica")).await;
-    eventually(Duration::from_secs(10), || async { router.status().await["regions"]["ro"]["drift"] == false }).await;
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["ro"]["drift"] == false
+    })
+    .await;
 }

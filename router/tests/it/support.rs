@@ -30,11 +30,17 @@ impl TestRegion {
             .send()
             .await
             .expect("control request");
-        assert!(resp.status().is_success(), "setting {knob}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "setting {knob}: {}",
+            resp.status()
+        );
     }
 
     pub fn requests(&self) -> u64 {
-        self.region.requests.load(std::sync::atomic::Ordering::Relaxed)
+        self.region
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -137,7 +143,9 @@ impl Router {
             .expect("router starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
         let field = |name: &str| -> Option<SocketAddr> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -160,7 +168,11 @@ impl Router {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.http).is_err() {
-            assert!(Instant::now() < deadline, "router never listened on {}", self.http);
+            assert!(
+                Instant::now() < deadline,
+                "router never listened on {}",
+                self.http
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -249,7 +261,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -264,7 +279,11 @@ pub fn client_from(source: &str) -> reqwest::Client {
 }
 
 /// GETs `url` and returns (status, serving region).
-pub async fn get_region(client: &reqwest::Client, url: &str, partition: Option<&str>) -> (u16, String) {
+pub async fn get_region(
+    client: &reqwest::Client,
+    url: &str,
+    partition: Option<&str>,
+) -> (u16, String) {
     let mut req = client.get(url);
     if let Some(p) = partition {
         req = req.header("X-Partition", p);
@@ -282,7 +301,8 @@ pub async fn get_region(client: &reqwest::Client, url: &str, partition: Option<&
 /// Sends raw bytes and returns the status line's code and the whole answer.
 pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(request).expect("write");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
@@ -296,5 +316,7 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }

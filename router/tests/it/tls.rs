@@ -23,7 +23,17 @@ async fn https_with_rustls_negotiates_h2() {
     let resolve = format!("localhost:{}:127.0.0.1", https.port());
     let run = |args: &[&str]| {
         let out = Command::new("curl")
-            .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-D", "-", "--resolve", &resolve])
+            .args([
+                "-sk",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "--resolve",
+                &resolve,
+            ])
             .args(args)
             .arg(&url)
             .output()
