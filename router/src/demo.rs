@@ -252,7 +252,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             2
         };
         let client = clients[place].clone();
-        let write = n % 5 == 0;
+        let write = n.is_multiple_of(5);
         // Reads follow the writes a little behind, so most find their key.
         let key = format!("k{}", (n - n % 5) % 200);
         let url = format!("http://{edge}/kv/{key}");

@@ -402,7 +402,7 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
         return (StatusCode::BAD_REQUEST, "body must be {\"value\": …}\n").into_response();
     };
     let as_u64 = value.as_u64();
-    let done = match (knob.as_str(), as_u64) {
+    match (knob.as_str(), as_u64) {
         ("lag", Some(v)) => r.lag_ms.store(v, Ordering::Relaxed),
         ("delay", Some(v)) => r.delay_ms.store(v, Ordering::Relaxed),
         ("health", Some(v)) => r.health_status.store(v as u16, Ordering::Relaxed),
@@ -431,8 +431,7 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
             )
                 .into_response()
         }
-    };
-    let () = done;
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
