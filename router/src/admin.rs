@@ -77,6 +77,7 @@ pub fn status_json(topo: &Topology, inflight: usize) -> Value {
                 json!({
                     "endpoint": e.spec.to_string(),
                     "addresses": e.addrs.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "usable": e.usable.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "healthy": e.is_up(),
                 })
             })

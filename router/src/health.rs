@@ -66,18 +66,43 @@ fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
     }
 }
 
-/// One probe: `Ok(report)` for a 2xx answer within the timeout.
+/// Probes every resolved address of `endpoint`; keeps those that answer as
+/// its usable ones. `Ok(report)` from the first that answers 2xx.
 async fn probe(
     client: &reqwest::Client,
     endpoint: &EndpointLive,
     path: &str,
     timeout: Duration,
 ) -> Result<HealthReport, String> {
-    let addr = *endpoint
-        .addrs
-        .load()
-        .first()
-        .ok_or_else(|| "no address resolved".to_string())?;
+    let addrs = endpoint.addrs.load_full();
+    if addrs.is_empty() {
+        return Err("no address resolved".to_string());
+    }
+    let mut report = None;
+    let mut last_error = String::new();
+    let mut usable = Vec::with_capacity(addrs.len());
+    for addr in addrs.iter() {
+        match probe_addr(client, endpoint, *addr, path, timeout).await {
+            Ok(r) => {
+                usable.push(*addr);
+                report.get_or_insert(r);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    if !usable.is_empty() && **endpoint.usable.load() != usable {
+        endpoint.usable.store(Arc::new(usable));
+    }
+    report.ok_or(last_error)
+}
+
+async fn probe_addr(
+    client: &reqwest::Client,
+    endpoint: &EndpointLive,
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HealthReport, String> {
     let url = format!("http://{addr}{path}");
     let resp = client
         .get(&url)

@@ -138,6 +138,9 @@ pub struct EndpointLive {
     pub spec: Endpoint,
     /// Addresses from the last resolution; a literal IP resolves to itself.
     pub addrs: ArcSwap<Vec<SocketAddr>>,
+    /// The resolved addresses that answered the last probe (all of them until
+    /// probed): a name may resolve to an address the region does not listen on.
+    pub usable: ArcSwap<Vec<SocketAddr>>,
     pub healthy: AtomicBool,
     /// Set when a reload drops this endpoint; its tasks then stop.
     pub retired: AtomicBool,
@@ -154,6 +157,7 @@ impl EndpointLive {
             .unwrap_or_default();
         EndpointLive {
             spec,
+            usable: ArcSwap::from_pointee(literal.clone()),
             addrs: ArcSwap::from_pointee(literal),
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
@@ -162,7 +166,7 @@ impl EndpointLive {
     }
 
     pub fn is_up(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.addrs.load().is_empty()
+        self.healthy.load(Ordering::Relaxed) && !self.usable.load().is_empty()
     }
 
     pub fn is_retired(&self) -> bool {
@@ -196,7 +200,7 @@ impl EndpointSet {
             if !e.is_up() {
                 continue;
             }
-            let addrs = e.addrs.load();
+            let addrs = e.usable.load();
             let addr = addrs[start % addrs.len()];
             if Some(addr) == skip {
                 fallback.get_or_insert(addr);

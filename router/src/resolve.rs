@@ -35,6 +35,7 @@ pub async fn keep_resolved(resolver: Arc<TokioResolver>, endpoint: Arc<EndpointL
                 } else {
                     if **endpoint.addrs.load() != addrs {
                         tracing::info!(endpoint = %endpoint.spec, ?addrs, "resolved");
+                        endpoint.usable.store(Arc::new(addrs.clone()));
                     }
                     endpoint.addrs.store(Arc::new(addrs));
                     lookup

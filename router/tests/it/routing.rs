@@ -277,3 +277,75 @@ async fn spec_drift_shows_in_status_and_metrics() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weighted_is_sticky_by_client_address_without_a_partition_key() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 70, b: 30 }\n",
+        "",
+        &dir,
+    );
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    // 2000 distinct client addresses on loopback: 127.0.X.Y.
+    for n in 0..2000u32 {
+        let ip = format!("127.0.{}.{}", 10 + n / 250, 1 + n % 250);
+        let client = client_from(&ip);
+        let (status, first) = get_region(&client, &url, None).await;
+        assert_eq!(status, 404);
+        if n % 100 == 0 {
+            // The same client keeps its region.
+            for _ in 0..3 {
+                assert_eq!(
+                    get_region(&client, &url, None).await.1,
+                    first,
+                    "client {ip}"
+                );
+            }
+        }
+        *counts.entry(first).or_insert(0) += 1;
+    }
+    let share_b = counts.get("b").copied().unwrap_or(0) as f64 / 2000.0;
+    assert!(
+        (share_b - 0.30).abs() < 0.04,
+        "b got {share_b:.3}: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_of_a_region_share_its_traffic_and_a_down_one_is_skipped() {
+    let (e1, e2) = (region("a").await, region("a").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir),
+        region_yaml("a", format!("{}\", \"{}", e1.addr, e2.addr), "")
+    );
+    let router = Router::start_in(dir, &cfg);
+    let client = reqwest::Client::new();
+    let (b1, b2) = (e1.requests(), e2.requests());
+    for _ in 0..100 {
+        assert_eq!(get_region(&client, &router.url("/kv/x"), None).await.0, 404);
+    }
+    let (d1, d2) = (e1.requests() - b1, e2.requests() - b2);
+    assert!(
+        d1 >= 30 && d2 >= 30,
+        "round robin across endpoints: {d1} / {d2}"
+    );
+    e2.set("health", serde_json::json!(500)).await;
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["a"]["endpoints"][1]["healthy"] == false
+    })
+    .await;
+    assert_eq!(router.status().await["regions"]["a"]["healthy"], true);
+    let before = e2.requests();
+    for _ in 0..50 {
+        assert_eq!(get_region(&client, &router.url("/kv/x"), None).await.0, 404);
+    }
+    assert_eq!(e2.requests(), before, "the down endpoint gets nothing");
+}
