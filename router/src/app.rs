@@ -158,6 +158,9 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let grace = config.shutdown_grace;
     let mut conf = ServerConf {
         threads: worker_threads(),
+        // One current-thread runtime per worker: no cross-thread wakeups on
+        // the hot path (the work-stealing runtime spent ~8% in them).
+        work_stealing: false,
         grace_period_seconds: Some(grace.as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -98,6 +98,31 @@ pub fn reserved_headers(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> 
         .collect()
 }
 
+/// Writes an address without the formatting machinery (this runs per request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let o = *octet;
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// `X-Forwarded-For` with the client appended to what earlier hops wrote.
 pub fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
     let mut out = String::with_capacity(64);
@@ -109,16 +134,18 @@ pub fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
             }
         }
     }
-    out.push_str(&client.to_string());
+    push_ip(&mut out, client);
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// A fresh request id when the client sent none.
+/// A fresh request id (a random UUID) when the client sent none.
 pub fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     if headers.contains_key(REQUEST_ID) {
         return None;
     }
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok()
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).ok()
 }
 
 #[cfg(test)]
@@ -205,5 +232,11 @@ mod tests {
         assert_eq!(v, "1.2.3.4, 5.6.7.8, 127.0.0.1");
         let v = forwarded_for(&HeaderMap::new(), "::1".parse().expect("ip"));
         assert_eq!(v, "::1");
+        for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
+            assert_eq!(
+                forwarded_for(&HeaderMap::new(), ip.parse().expect("ip")),
+                ip
+            );
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use metrics::{counter, gauge, histogram};
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram, Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_config::{RegionName, RequestClass};
 
@@ -97,10 +99,54 @@ pub fn status_label(status: u16) -> metrics::SharedString {
     }
 }
 
-pub fn request(region: &RegionName, class: RequestClass, status: u16, secs: f64) {
-    let region = metrics::SharedString::from(region.0.clone());
-    counter!("switchyard_requests_total", "region" => region.clone(), "class" => class_label(class), "status" => status_label(status)).increment(1);
-    histogram!("switchyard_request_duration_seconds", "region" => region, "class" => class_label(class)).record(secs);
+/// Statuses whose request counters are kept at hand; others are looked up.
+const COMMON_STATUSES: [u16; 17] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504,
+];
+
+fn class_index(class: RequestClass) -> usize {
+    match class {
+        RequestClass::Read => 0,
+        RequestClass::Write => 1,
+    }
+}
+
+/// One region's request metrics, with handles kept after first use so that
+/// the hot path does not build and hash label sets for every request.
+pub struct RegionMetrics {
+    region: SharedString,
+    requests: [[OnceLock<Counter>; COMMON_STATUSES.len()]; 2],
+    durations: [OnceLock<Histogram>; 2],
+}
+
+impl RegionMetrics {
+    pub fn new(region: &RegionName) -> Self {
+        RegionMetrics {
+            region: SharedString::from(region.0.clone()),
+            requests: Default::default(),
+            durations: Default::default(),
+        }
+    }
+
+    fn counter(&self, class: RequestClass, status: u16) -> Counter {
+        counter!("switchyard_requests_total", "region" => self.region.clone(), "class" => class_label(class), "status" => status_label(status))
+    }
+
+    /// Counts one answered request and records its duration.
+    pub fn request(&self, class: RequestClass, status: u16, secs: f64) {
+        let c = class_index(class);
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.requests[c][i]
+                .get_or_init(|| self.counter(class, status))
+                .increment(1),
+            None => self.counter(class, status).increment(1),
+        }
+        self.durations[c]
+            .get_or_init(|| {
+                histogram!("switchyard_request_duration_seconds", "region" => self.region.clone(), "class" => class_label(class))
+            })
+            .record(secs);
+    }
 }
 
 pub fn rejected(status: u16) {

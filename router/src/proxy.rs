@@ -204,7 +204,9 @@ impl ProxyHttp for Edge {
                 let mut peer = HttpPeer::new(addr, false, String::new());
                 peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
                 peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.read_timeout = Some(ctx.topo.config.limits.upstream_timeout);
+                let timeout = ctx.topo.config.limits.upstream_timeout;
+                // 0s turns the read timeout off (and its per-read timers).
+                peer.options.read_timeout = (!timeout.is_zero()).then_some(timeout);
                 peer.options.idle_timeout = Some(UPSTREAM_IDLE);
                 return Ok(Box::new(peer));
             }
@@ -222,7 +224,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if ctx.class == RequestClass::Write {
-            upstream_request.insert_header(FENCING_TOKEN, "1")?;
+            upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from_static("1"))?;
         }
         ctx.retry_requested = false;
         ctx.upstream_started = Some(Instant::now());
@@ -258,7 +260,7 @@ impl ProxyHttp for Edge {
                 return Err(e);
             }
         }
-        resp.insert_header(REGION, entry.spec.name.as_str())?;
+        resp.insert_header(REGION, entry.header_value.clone())?;
         Ok(())
     }
 
@@ -332,11 +334,23 @@ impl ProxyHttp for Edge {
         }
     }
 
+    /// A client that hangs up is its own business, not an error of ours.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        matches!(error.esource(), pingora::ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(idx) = ctx.region {
-            let name = &ctx.topo.regions[idx as usize].spec.name;
-            metrics::request(name, ctx.class, status, ctx.started.elapsed().as_secs_f64());
+            ctx.topo.regions[idx as usize].metrics.request(
+                ctx.class,
+                status,
+                ctx.started.elapsed().as_secs_f64(),
+            );
         }
     }
 }

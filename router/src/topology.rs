@@ -27,6 +27,9 @@ pub struct RegionEntry {
     /// 1 / weight (0 for weight 0): the hot path multiplies.
     pub inv_weight: f64,
     pub serves: Vec<u64>,
+    pub metrics: crate::metrics::RegionMetrics,
+    /// The region's name as the `X-Switchyard-Region` value, built once.
+    pub header_value: http::HeaderValue,
 }
 
 impl RegionEntry {
@@ -106,6 +109,9 @@ impl Topology {
                     w => 1.0 / f64::from(w),
                 },
                 serves: spec.services.iter().map(|s| service_hash(s)).collect(),
+                metrics: crate::metrics::RegionMetrics::new(&spec.name),
+                // Region names are validated as [A-Za-z0-9_-]+, always a valid value.
+                header_value: http::HeaderValue::from_str(spec.name.as_str())?,
             });
         }
         let index = |name: &str| {

@@ -10,6 +10,11 @@ use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+// The same server tuning as `switchyard` (allocator, runtime), so that the
+// difference between the two is what the routing costs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Bare {
     upstream: SocketAddr,
 }
@@ -40,6 +45,7 @@ fn main() {
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
     let conf = ServerConf {
         threads,
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()

@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Sends exactly N GET requests over C kept-alive connections (round robin),
+and fails if any answer is not 2xx. Used where a fixed count matters more
+than speed (instruction counts under callgrind)."""
+import http.client
+import sys
+
+host, port, n, conns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 4
+pool = [http.client.HTTPConnection(host, port, timeout=60) for _ in range(conns)]
+bad = 0
+for i in range(n):
+    c = pool[i % conns]
+    c.request("GET", "/kv/x", headers={"X-Partition": f"k{i}"})
+    r = c.getresponse()
+    r.read()
+    if not 200 <= r.status < 300:
+        bad += 1
+for c in pool:
+    c.close()
+if bad:
+    print(f"{bad} of {n} answers were not 2xx", file=sys.stderr)
+    sys.exit(1)

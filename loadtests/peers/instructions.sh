@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable whatever
+# else the machine is doing, so it measures what the routing costs on top of
+# a bare pingora proxy without the noise of a requests/s figure.
+#   instructions.sh            # N1=1000 N2=5000 by default
+# Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
+# connections); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PROFILE=${PROFILE:-release}
+N1=${N1:-1000}; N2=${N2:-5000}
+BASE=${BASE_PORT:-18480}
+BACKEND=$BASE; PROXY=$((BASE+1))
+BIN=target/$PROFILE
+command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
+cargo build --profile "$PROFILE" -p switchyard-router -p switchyard-bare-proxy >&2
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [[ -n "${KEEP:-}" ]]; then cp "$WORK"/cg.* "$KEEP"/ 2>/dev/null; fi; rm -rf "$WORK"; }
+trap cleanup EXIT
+cat > "$WORK/backend.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"region":"a"}\n'; } } }
+NGX
+cat > "$WORK/switchyard.yaml" <<SY
+listen: { http: 127.0.0.1:$PROXY }
+shutdown_grace: 1s
+regions:
+  a: { type: full, endpoints: ["127.0.0.1:$BACKEND"], services: [api], health: { interval: 1m } }
+routing: { policy: weighted }
+${SY_EXTRA:-}
+SY
+nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+
+count() { # target requests -> total instructions
+  local out="$WORK/cg.$1.$2"
+  case "$1" in
+    switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+                  "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >/dev/null 2>"$WORK/vg.err" & ;;
+    bare) valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 >/dev/null 2>"$WORK/vg.err" & ;;
+  esac
+  local pid=$!
+  for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done
+  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  awk '/^summary:|^totals:/ {print $2; exit}' "$out"
+}
+printf '%-12s %14s\n' target "instr/request"
+declare -A PER
+for t in bare switchyard; do
+  a=$(count "$t" "$N1"); b=$(count "$t" "$N2")
+  PER[$t]=$(( (b - a) / (N2 - N1) ))
+  printf '%-12s %14d\n' "$t" "${PER[$t]}"
+done
+printf 'switchyard / bare: %.3f\n' "$(awk -v a="${PER[switchyard]}" -v b="${PER[bare]}" 'BEGIN{print a/b}')"
