@@ -14,25 +14,9 @@ BACKEND=$BASE; PROXY=$((BASE+1))
 BIN=target/$PROFILE
 command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
 cargo build --profile "$PROFILE" -p switchyard-router -p switchyard-bare-proxy >&2
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [[ -n "${KEEP:-}" ]]; then cp "$WORK"/cg.* "$KEEP"/ 2>/dev/null; fi; rm -rf "$WORK"; }
-trap cleanup EXIT
-cat > "$WORK/backend.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"region":"a"}\n'; } } }
-NGX
-cat > "$WORK/switchyard.yaml" <<SY
-listen: { http: 127.0.0.1:$PROXY }
-shutdown_grace: 1s
-regions:
-  a: { type: full, endpoints: ["127.0.0.1:$BACKEND"], services: [api], health: { interval: 1m } }
-routing: { policy: weighted }
-${SY_EXTRA:-}
-SY
-nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+source loadtests/peers/lib.sh
+start_backend $BACKEND
+switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
 
 count() { # target requests -> total instructions
   local out="$WORK/cg.$1.$2"
@@ -42,7 +26,7 @@ count() { # target requests -> total instructions
     bare) valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 >/dev/null 2>"$WORK/vg.err" & ;;
   esac
   local pid=$!
-  for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done # valgrind starts slowly
   python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   awk '/^summary:|^totals:/ {print $2; exit}' "$out"

@@ -10,30 +10,16 @@ DURATION=${DURATION:-8}
 BASE=${BASE_PORT:-18280}
 BACKEND=$BASE; PROXY=$((BASE+1))
 BIN=target/$PROFILE
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-cat > "$WORK/backend.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"region":"a"}\n'; } } }
-NGX
-cat > "$WORK/switchyard.yaml" <<SY
-listen: { http: 127.0.0.1:$PROXY }
-regions:
-  a: { type: full, endpoints: ["127.0.0.1:$BACKEND"], services: [api] }
-routing: { policy: weighted }
-SY
-taskset -c 1 nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+source loadtests/peers/lib.sh
+start_backend $BACKEND 1
+switchyard_config $PROXY $BACKEND 1s
 case "$TARGET" in
   switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >/dev/null & PIDS+=($!) ;;
   bare) taskset -c 0 "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 & PIDS+=($!) ;;
   *) echo "usage: profile.sh switchyard|bare" >&2; exit 2 ;;
 esac
 PID=${PIDS[-1]}
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done
+wait_port $PROXY
 sleep 1
 taskset -c 1 wrk -t1 -c32 -d$((DURATION + 2))s --latency "http://127.0.0.1:$PROXY/kv/x" > "$WORK/wrk.out" &
 WRK=$!

@@ -13,17 +13,8 @@ for tool in wrk nginx haproxy taskset; do
 done
 cargo build --profile "$PROFILE" -p switchyard-router -p switchyard-bare-proxy >&2
 BIN=target/$PROFILE
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source loadtests/peers/lib.sh
 
-cat > "$WORK/backend.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"region":"a"}\n'; } } }
-NGX
 cat > "$WORK/nginx.conf" <<NGX
 worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 events { worker_connections 4096; }
@@ -47,26 +38,15 @@ frontend fe
 backend be
   server s1 127.0.0.1:$BACKEND
 HAP
-cat > "$WORK/switchyard.yaml" <<SY
-listen: { http: 127.0.0.1:$SY }
-regions:
-  a:
-    type: full
-    endpoints: ["127.0.0.1:$BACKEND"]
-    services: [api]
-    health: { path: /health, interval: 1s }
-routing: { policy: weighted }
-SY
+switchyard_config $SY $BACKEND 1s
 
-taskset -c 1 nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+start_backend $BACKEND 1
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 taskset -c 0 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 taskset -c 0 "$BIN/bare-proxy" 127.0.0.1:$BARE 127.0.0.1:$BACKEND 1 2>"$WORK/bare.err" & PIDS+=($!)
 SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >"$WORK/sy.out" 2>"$WORK/sy.err" & PIDS+=($!)
 
-for port in $BACKEND $NGINX $HAPROXY $BARE $SY; do
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+for port in $BACKEND $NGINX $HAPROXY $BARE $SY; do wait_port $port; done
 sleep 1
 
 declare -A RPS P50 P99

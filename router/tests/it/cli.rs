@@ -94,3 +94,29 @@ fn missing_file_and_bad_usage_exit_2() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn demo_runs_regions_router_and_client_mix() {
+    let out = Command::new(binary())
+        .args(["demo", "--duration", "3s", "--rps", "60"])
+        .env("SWITCHYARD_LOG", "error")
+        .output()
+        .expect("demo runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("t=  1s"), "progress lines: {text}");
+    assert!(text.contains("summary:"), "{text}");
+    for line in [
+        "us-east-1        write",
+        "us-east-1        read",
+        "eu-west-1        read",
+        "ap-northeast-1   read",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in {text}");
+    }
+    assert!(!text.contains(" 503:") && !text.contains(" 502:"), "{text}");
+}

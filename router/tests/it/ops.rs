@@ -204,3 +204,34 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let code = tokio::task::block_in_place(|| router.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctl_reads_status_and_reloads_with_the_token() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 1, 1);
+    let router = Router::start_in(dir, &cfg);
+    let admin = router.admin.expect("admin").to_string();
+    let ctl = |args: &[&str], token: &str| {
+        std::process::Command::new(binary())
+            .arg("ctl")
+            .args(["--admin", &admin])
+            .args(args)
+            .env("SWITCHYARD_ADMIN_TOKEN", token)
+            .output()
+            .expect("ctl runs")
+    };
+    let out = tokio::task::block_in_place(|| ctl(&["status"], TOKEN));
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["regions"]["b"]["dial"], 100);
+    let out = tokio::task::block_in_place(|| ctl(&["reload"], TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::task::block_in_place(|| ctl(&["status"], "wrong"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}

@@ -139,15 +139,12 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     let client = reqwest::Client::new();
-    let mut served_by_b_after_retry = 0;
     for i in 0..40 {
         let (status, region) =
             get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
         assert_eq!(status, 404, "request {i} from {region}"); // b has no such key: 404, not 500
         assert_eq!(region, "b");
-        served_by_b_after_retry += 1;
     }
-    assert!(served_by_b_after_retry == 40);
     let m = router.metrics_text().await;
     assert!(m.contains("switchyard_retries_total{region=\"a\"}"), "{m}");
     // Writes are never retried: they go to the owner (a) and see its 500.
