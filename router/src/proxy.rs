@@ -301,7 +301,7 @@ impl ProxyHttp for Edge {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let (status, reason) = match e.etype() {
             ErrorType::HTTPStatus(code) => {
                 (*code, e.context.as_ref().map(|c| c.as_str().to_string()))
@@ -327,7 +327,6 @@ impl ProxyHttp for Edge {
                 tracing::debug!(error = %err, "could not write the error response");
             }
         }
-        let _ = ctx;
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,

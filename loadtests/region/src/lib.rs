@@ -363,13 +363,12 @@ async fn echo(
 }
 
 /// Any other path: a small answer naming the region (the load drills' target).
-async fn fallback(State(r): State<Arc<Region>>, uri: Uri) -> Response {
+async fn fallback(State(r): State<Arc<Region>>) -> Response {
     r.requests.fetch_add(1, Ordering::Relaxed);
     r.delay().await;
     if let Some(resp) = injected_failure(&r) {
         return resp;
     }
-    let _ = uri;
     with_region(
         &r,
         format!("{{\"region\":\"{}\"}}\n", r.name).into_response(),
