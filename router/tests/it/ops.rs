@@ -235,3 +235,50 @@ async fn ctl_reads_status_and_reloads_with_the_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() {
+    let (a, b) = (region("a").await, region("b").await);
+    a.set("delay", json!(800)).await;
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 1, 0).replace(
+        "interval: 100ms, timeout: 300ms",
+        "interval: 1m, timeout: 3s",
+    );
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    let slow = tokio::spawn(async move {
+        let r = reqwest::get(url).await.expect("slow request");
+        (
+            r.status().as_u16(),
+            r.headers()["x-switchyard-region"]
+                .to_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The new config no longer has region a at all.
+    let only_b = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&router.dir),
+        region_yaml("b", b.addr, "")
+    );
+    std::fs::write(&router.config, only_b).expect("write");
+    let admin = router.admin.expect("admin");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{admin}/admin/v1/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        get_region(&reqwest::Client::new(), &router.url("/kv/x"), None)
+            .await
+            .1,
+        "b"
+    );
+    assert_eq!(slow.await.expect("task"), (404, "a".to_string()));
+    assert!(router.status().await["regions"].get("a").is_none());
+}
