@@ -130,28 +130,16 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
                 .unwrap_or(false)
         }
     };
-    let admin = router.admin.expect("admin");
-    let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Valid change via the admin API: all traffic to b.
-    std::fs::write(&router.config, weighted(&a, &b, &router.dir, 0, 100)).expect("write");
-    let resp = client
-        .post(format!("http://{admin}/admin/v1/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let resp = router
+        .reload_with(&weighted(&a, &b, &router.dir, 0, 100))
+        .await;
     assert_eq!(resp.status().as_u16(), 200);
     eventually(Duration::from_secs(5), || serving("b")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Invalid change: refused with its reason, old config kept.
-    std::fs::write(&router.config, "regions: [oops\n").expect("write");
-    let resp = client
-        .post(format!("http://{admin}/admin/v1/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let resp = router.reload_with("regions: [oops\n").await;
     assert_eq!(resp.status().as_u16(), 400);
     let body = resp.text().await.expect("body");
     assert!(body.contains("switchyard.yaml:"), "{body}");
@@ -264,14 +252,7 @@ async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() 
         header(&router.dir),
         region_yaml("b", b.addr, "")
     );
-    std::fs::write(&router.config, only_b).expect("write");
-    let admin = router.admin.expect("admin");
-    let resp = reqwest::Client::new()
-        .post(format!("http://{admin}/admin/v1/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let resp = router.reload_with(&only_b).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
         get_region(&reqwest::Client::new(), &router.url("/kv/x"), None)

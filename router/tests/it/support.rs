@@ -206,6 +206,18 @@ impl Router {
             .expect("status json")
     }
 
+    /// Writes `config` over the router's file and asks for a reload over the admin API.
+    pub async fn reload_with(&self, config: &str) -> reqwest::Response {
+        std::fs::write(&self.config, config).expect("write config");
+        let admin = self.admin.expect("admin configured");
+        reqwest::Client::new()
+            .post(format!("http://{admin}/admin/v1/reload"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("reload")
+    }
+
     pub async fn metrics_text(&self) -> String {
         let m = self.metrics.expect("metrics configured");
         reqwest::get(format!("http://{m}/metrics"))
