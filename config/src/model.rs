@@ -67,17 +67,16 @@ impl Config {
         self.regions.iter().find(|r| r.name.as_str() == name)
     }
 
-    /// The service a path belongs to: the longest matching route prefix, else
-    /// the first service any region declares.
-    pub fn service_for_path<'a>(&'a self, path: &str) -> Option<&'a str> {
+    /// The route a path takes: the longest matching prefix. Without one, the
+    /// path belongs to [`Config::default_service`].
+    pub fn route_for_path(&self, path: &str) -> Option<&Route> {
         self.routes
             .iter()
             .filter(|r| path.starts_with(r.prefix.as_str()))
             .max_by_key(|r| r.prefix.len())
-            .map(|r| r.service.as_str())
-            .or_else(|| self.default_service())
     }
 
+    /// The first service any region declares.
     pub fn default_service(&self) -> Option<&str> {
         self.regions
             .iter()

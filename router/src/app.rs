@@ -4,7 +4,6 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -228,7 +227,6 @@ async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<()> {
 
 /// Waits for in-flight requests to finish, up to `grace`.
 fn drain(state: &RouterState, grace: Duration) {
-    state.draining.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + grace;
     // Give the listeners a moment to close before counting.
     std::thread::sleep(Duration::from_millis(50));

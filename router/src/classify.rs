@@ -46,11 +46,7 @@ pub fn classify<'a>(
     client_ip: IpAddr,
 ) -> Result<Classified<'a>, Reject> {
     let cfg = &*topo.config;
-    let route = cfg
-        .routes
-        .iter()
-        .filter(|r| path.starts_with(r.prefix.as_str()))
-        .max_by_key(|r| r.prefix.len());
+    let route = cfg.route_for_path(path);
     let service = route
         .map(|r| r.service.as_str())
         .or_else(|| cfg.default_service())

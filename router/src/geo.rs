@@ -33,7 +33,7 @@ pub struct Place {
 }
 
 pub struct GeoResolver {
-    pub header: Option<http::HeaderName>,
+    header: Option<http::HeaderName>,
     networks: Vec<(IpNet, Code)>,
     mmdb: Option<maxminddb::Reader<Vec<u8>>>,
 }

@@ -6,9 +6,6 @@ pub const REGION: &str = "x-switchyard-region";
 /// The read-your-writes token: the one `X-Switchyard-*` header clients may send.
 pub const RYW: &str = "x-switchyard-ryw";
 pub const FENCING_TOKEN: &str = "x-fencing-token";
-pub const FENCED: &str = "x-fenced";
 pub const FRESHNESS: http::HeaderName = http::HeaderName::from_static("x-freshness");
 pub const REQUEST_ID: &str = "x-request-id";
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-pub const COMMIT_POSITION: &str = "x-commit-position";

@@ -109,8 +109,8 @@ impl Edge {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
+        ip: IpAddr,
     ) -> std::result::Result<(), Reject> {
-        let ip = client_ip(session);
         let req = session.req_header();
         let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
         ctx.class = classified.class;
@@ -122,8 +122,7 @@ impl Edge {
     }
 
     /// Strips reserved headers, appends `X-Forwarded-For`, sets `X-Request-Id`.
-    fn rewrite_request(session: &mut Session) -> Result<()> {
-        let ip = client_ip(session);
+    fn rewrite_request(session: &mut Session, ip: IpAddr) -> Result<()> {
         let req = session.req_header_mut();
         for name in hygiene::reserved_headers(&req.headers) {
             req.remove_header(&name);
@@ -180,8 +179,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let ip = client_ip(session);
         if ctx.reject.is_none() {
-            if let Err(r) = self.classify_and_route(session, ctx) {
+            if let Err(r) = self.classify_and_route(session, ctx, ip) {
                 ctx.reject = Some(r);
             }
         }
@@ -189,7 +189,7 @@ impl ProxyHttp for Edge {
             respond(session, &reject).await?;
             return Ok(true);
         }
-        Self::rewrite_request(session)?;
+        Self::rewrite_request(session, ip)?;
         Ok(false)
     }
 

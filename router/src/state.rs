@@ -2,7 +2,7 @@
 //! the retry budget, and the in-flight count that graceful shutdown waits on.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ pub struct RouterState {
     /// Retries allowed as a share of recent requests, so retries cannot amplify an outage.
     pub retry_budget: TpsBudget,
     pub inflight: AtomicUsize,
-    pub draining: AtomicBool,
     /// Serialises reloads; requests never take it.
     pub reload_lock: tokio::sync::Mutex<()>,
     /// The control-plane runtime, where health checks and DNS tasks run.
@@ -36,7 +35,6 @@ impl RouterState {
             config_path,
             retry_budget: TpsBudget::new(Duration::from_secs(10), 5, ratio),
             inflight: AtomicUsize::new(0),
-            draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             control,
         })
