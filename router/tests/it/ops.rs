@@ -175,10 +175,7 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let (a, b) = (region("a").await, region("b").await);
     a.set("delay", json!(1000)).await;
     let dir = TempDir::new();
-    let cfg = weighted(&a, &b, &dir, 1, 0).replace(
-        "interval: 100ms, timeout: 300ms",
-        "interval: 1m, timeout: 3s",
-    );
+    let cfg = slow_health(&weighted(&a, &b, &dir, 1, 0));
     let mut router = Router::start_in(dir, &cfg);
     let url = router.url("/kv/x");
     let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
@@ -229,10 +226,7 @@ async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() 
     let (a, b) = (region("a").await, region("b").await);
     a.set("delay", json!(800)).await;
     let dir = TempDir::new();
-    let cfg = weighted(&a, &b, &dir, 1, 0).replace(
-        "interval: 100ms, timeout: 300ms",
-        "interval: 1m, timeout: 3s",
-    );
+    let cfg = slow_health(&weighted(&a, &b, &dir, 1, 0));
     let router = Router::start_in(dir, &cfg);
     let url = router.url("/kv/x");
     let slow = tokio::spawn(async move {

@@ -128,14 +128,13 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
     // Slow health checks: the retry, not ejection, must save these reads.
-    let cfg = two_regions(
+    let cfg = slow_health(&two_regions(
         &a,
         &b,
         "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
         "",
         &dir,
-    )
-    .replace("interval: 100ms", "interval: 1m");
+    ));
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     let client = reqwest::Client::new();
@@ -161,14 +160,13 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
 async fn retry_budget_stops_retries_from_amplifying_an_outage() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(
+    let cfg = slow_health(&two_regions(
         &a,
         &b,
         "  policy: weighted\n  weights: { a: 50, b: 50 }\n  retry_budget: 0.0\n",
         "",
         &dir,
-    )
-    .replace("interval: 100ms", "interval: 1m");
+    ));
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     b.set("fail", json!(500)).await;

@@ -127,6 +127,15 @@ pub fn region_yaml(name: &str, addr: impl std::fmt::Display, extra: &str) -> Str
     )
 }
 
+/// The config with health checks slowed to once a minute: for tests where
+/// the first probe must be the only one (retries, not ejection, must act).
+pub fn slow_health(config: &str) -> String {
+    config.replace(
+        "interval: 100ms, timeout: 300ms",
+        "interval: 1m, timeout: 3s",
+    )
+}
+
 impl Router {
     /// Starts the router with `config` (the YAML text) written into `dir`.
     pub fn start_in(dir: TempDir, config: &str) -> Router {
