@@ -5,6 +5,7 @@
 pub mod diag;
 pub mod model;
 mod parse;
+mod traffic;
 mod validate;
 pub mod yaml;
 

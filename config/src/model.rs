@@ -29,18 +29,54 @@ impl fmt::Display for RegionName {
     }
 }
 
-/// A share of traffic, 0 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Percent(u8);
+/// A share of traffic from 0 to 100% in steps of 0.1%, kept in tenths of a
+/// percent so that it compares and hashes exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Percent(u16);
 
 impl Percent {
-    pub const FULL: Percent = Percent(100);
-    /// `None` when over 100.
-    pub fn new(v: u8) -> Option<Self> {
-        (v <= 100).then_some(Percent(v))
+    pub const ZERO: Percent = Percent(0);
+    pub const FULL: Percent = Percent(1000);
+
+    /// `None` when over 1000 tenths (100%).
+    pub fn from_tenths(t: u16) -> Option<Self> {
+        (t <= 1000).then_some(Percent(t))
     }
-    pub fn get(self) -> u8 {
+
+    /// A percentage such as `12.5`; `None` when outside 0–100 or finer than 0.1.
+    pub fn from_f64(v: f64) -> Option<Self> {
+        if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+            return None;
+        }
+        let tenths = (v * 10.0).round();
+        ((v * 10.0 - tenths).abs() < 1e-6).then_some(Percent(tenths as u16))
+    }
+
+    pub fn tenths(self) -> u16 {
         self.0
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 10.0
+    }
+
+    /// As JSON: a whole number when it is one (`20`), else one decimal (`12.5`).
+    pub fn to_json_number(self) -> serde_json::Number {
+        if self.0 % 10 == 0 {
+            serde_json::Number::from(self.0 / 10)
+        } else {
+            serde_json::Number::from_f64(self.as_f64()).unwrap_or_else(|| 0.into())
+        }
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 10 == 0 {
+            write!(f, "{}%", self.0 / 10)
+        } else {
+            write!(f, "{}.{}%", self.0 / 10, self.0 % 10)
+        }
     }
 }
 
@@ -60,6 +96,10 @@ pub struct Config {
     pub routing: Routing,
     pub consistency: Consistency,
     pub oplog: Oplog,
+    pub synthetic: Option<Synthetic>,
+    /// In the order of the file.
+    pub ramps: Vec<Ramp>,
+    pub safety: Safety,
 }
 
 impl Config {
@@ -249,6 +289,7 @@ pub struct Routing {
     pub latency: LatencyTuning,
     /// Retries allowed as a share of requests (0.2 = 20%).
     pub retry_budget: f64,
+    pub outlier: Outlier,
 }
 
 impl Routing {
@@ -326,4 +367,150 @@ pub struct Oplog {
     pub fsync: Fsync,
     /// Bodies larger than this are logged by hash and are not replayable.
     pub max_body_bytes: usize,
+}
+
+/// The marker that lets synthetic traffic reach a region in its synthetic stage.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    pub header: String,
+    /// The environment variable holding the shared token.
+    pub token_env: String,
+}
+
+/// One step of a ramp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampStep {
+    /// Real dial 0; only requests with the synthetic marker reach the region.
+    Synthetic,
+    /// A real dial.
+    Real(Percent),
+}
+
+impl RampStep {
+    /// The real dial this step sets.
+    pub fn dial(self) -> Percent {
+        match self {
+            RampStep::Synthetic => Percent::ZERO,
+            RampStep::Real(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for RampStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RampStep::Synthetic => f.write_str("synthetic"),
+            RampStep::Real(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// What must hold, on the ramping region against the others, for a step to advance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gates {
+    /// Share of the region's answers that may be errors (5xx or no answer).
+    pub max_error_rate: Option<f64>,
+    /// The region's p99 over the others' p99.
+    pub max_p99_ratio: Option<f64>,
+    /// Error-budget burn rate: error rate over `1 - slo`.
+    pub max_burn_rate: Option<f64>,
+    pub slo: f64,
+    /// Requests the region must have answered in a step before a gate judges it.
+    pub min_requests: u64,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            max_error_rate: Some(0.01),
+            max_p99_ratio: None,
+            max_burn_rate: None,
+            slo: 0.999,
+            min_requests: 1,
+        }
+    }
+}
+
+/// Mirroring of real reads to the ramping region during its synthetic stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shadow {
+    pub percent: Percent,
+    /// Compare a hash of the bodies as well as the status classes.
+    pub compare_body: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ramp {
+    pub name: String,
+    pub region: RegionName,
+    pub steps: Vec<RampStep>,
+    pub hold: Duration,
+    pub gates: Gates,
+    /// How often a halted ramp steps the dial down.
+    pub step_down_every: Duration,
+    pub shadow: Option<Shadow>,
+}
+
+/// Interlocks that refuse an admin change breaking them.
+#[derive(Debug, Clone, Copy)]
+pub struct Safety {
+    /// Regions that must stay serving (healthy, not drained, dial above 0).
+    pub min_serving_regions: usize,
+    /// The most a region's dial may move within `dial_step_interval`.
+    pub max_dial_step: Option<Percent>,
+    pub dial_step_interval: Duration,
+    /// Refuse a change that leaves a partition without exactly one serving owner.
+    pub single_owner: bool,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            min_serving_regions: 1,
+            max_dial_step: None,
+            dial_step_interval: Duration::from_secs(60),
+            single_owner: true,
+        }
+    }
+}
+
+/// Passive outlier detection: brownout ejection from live traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct Outlier {
+    pub enabled: bool,
+    /// How often the detector looks, and the window it judges over.
+    pub interval: Duration,
+    pub window: Duration,
+    /// Failures in a row (5xx or no answer) that eject.
+    pub consecutive_failures: u32,
+    /// Error rate over the window that ejects (with `min_requests`).
+    pub max_error_rate: f64,
+    pub min_requests: u64,
+    /// Slow, not dead: mean latency over this factor of the others' median…
+    pub slow_ratio: f64,
+    /// …and at least this much above it.
+    pub slow_min_excess: Duration,
+    /// First ejection time; each repeat adds as much again, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this share of regions is ejected at once (at least one may be).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            enabled: true,
+            interval: Duration::from_millis(500),
+            window: Duration::from_secs(3),
+            consecutive_failures: 5,
+            max_error_rate: 0.5,
+            min_requests: 10,
+            slow_ratio: 3.0,
+            slow_min_excess: Duration::from_millis(200),
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }

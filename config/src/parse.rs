@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use crate::diag::{self, found, Diags, Fields};
 use crate::model::*;
+use crate::traffic::{self, positive};
 use crate::yaml::{Node, Pos};
 
 const TOP_KEYS: &[&str] = &[
@@ -23,6 +24,9 @@ const TOP_KEYS: &[&str] = &[
     "routing",
     "consistency",
     "oplog",
+    "synthetic",
+    "ramps",
+    "safety",
 ];
 
 /// Builds the config; `base` is the folder relative paths are resolved against.
@@ -50,6 +54,13 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
     let routing = f.require("routing", d).and_then(|n| routing(n, base, d));
     let consistency = consistency(f.get("consistency"), d);
     let oplog = oplog(f.get("oplog"), d);
+    let synthetic = f.get("synthetic").and_then(|n| traffic::synthetic(n, d));
+    let ramps = f
+        .get("ramps")
+        .map_or_else(Vec::new, |n| traffic::ramps(n, d));
+    let safety = f
+        .get("safety")
+        .map_or_else(Safety::default, |n| traffic::safety(n, d));
 
     let cfg = Config {
         source: source.to_path_buf(),
@@ -64,6 +75,9 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         routing: routing?,
         consistency,
         oplog,
+        synthetic,
+        ramps,
+        safety,
     };
     crate::validate::cross_check(&cfg, root, d);
     Some(cfg)
@@ -235,8 +249,7 @@ fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
         .and_then(|n| rate_limit(n, &f.child("rate_limit"), d));
     let dial = f
         .get("dial")
-        .and_then(|n| diag::integer(n, &f.child("dial"), 0, 100, d))
-        .and_then(|v| Percent::new(v as u8))
+        .and_then(|n| traffic::percent(n, &f.child("dial"), d))
         .unwrap_or(Percent::FULL);
     // A bad `type` is already reported; keep the region so that checks naming
     // it do not report it again as undeclared.
@@ -363,15 +376,6 @@ fn health(n: &Node, path: &str, d: &mut Diags) -> Health {
     h
 }
 
-fn positive(n: &Node, path: &str, d: &mut Diags) -> Option<Duration> {
-    let v = diag::duration(n, path, d)?;
-    if v.is_zero() {
-        d.error(n.pos, format!("`{path}` must be longer than 0s"));
-        return None;
-    }
-    Some(v)
-}
-
 fn rate_limit(n: &Node, path: &str, d: &mut Diags) -> Option<RateLimit> {
     let f = Fields::new(n, path, &["rps", "burst"], d)?;
     let rps = f
@@ -440,6 +444,7 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
             "residency",
             "latency",
             "retry_budget",
+            "outlier",
         ],
         d,
     )?;
@@ -494,6 +499,9 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
         .get("retry_budget")
         .and_then(|n| diag::number(n, "routing.retry_budget", 0.0, 1.0, d))
         .unwrap_or(0.2);
+    let outlier = f
+        .get("outlier")
+        .map_or_else(Outlier::default, |n| traffic::outlier(n, d));
     Some(Routing {
         policy: policy?,
         weights,
@@ -501,6 +509,7 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
         residency,
         latency,
         retry_budget,
+        outlier,
     })
 }
 

@@ -24,7 +24,7 @@ fn design_example_is_accepted_as_is() {
     assert_eq!(cfg.regions[0].name.as_str(), "us-east-1");
     assert_eq!(cfg.regions[0].kind, RegionKind::Full);
     assert_eq!(cfg.regions[0].health.timeout, Duration::from_millis(500));
-    assert_eq!(cfg.regions[1].dial.get(), 0);
+    assert_eq!(cfg.regions[1].dial, Percent::ZERO);
     assert_eq!(cfg.routing.policy, Policy::Weighted);
     assert_eq!(cfg.routing.weights[&RegionName::new("us-east-1")], 80);
     assert_eq!(cfg.routing.geo.networks[0].1, "DE");
@@ -46,7 +46,7 @@ fn design_example_is_accepted_as_is() {
 #[test]
 fn minimal_config_takes_defaults() {
     let cfg = parse_str(MINIMAL, Path::new("edge.yaml")).expect("minimal is valid");
-    assert_eq!(cfg.regions[0].dial.get(), 100);
+    assert_eq!(cfg.regions[0].dial, Percent::FULL);
     assert_eq!(cfg.regions[0].health.path, "/health");
     assert_eq!(cfg.limits.max_header_count, 100);
     assert_eq!(cfg.shutdown_grace, Duration::from_secs(5));
@@ -80,7 +80,7 @@ fn unknown_key() {
     let text = format!("{MINIMAL}colour: blue\n");
     assert_eq!(
         errors(&text),
-        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog"
+        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety"
     );
 }
 
@@ -105,7 +105,7 @@ fn weight_and_dial_out_of_range() {
         );
     assert_eq!(
         errors(&text),
-        "edge.yaml:3:71: `regions.a.dial` must be a whole number from 0 to 100, found \"120\"\n\
+        "edge.yaml:3:71: `regions.a.dial` must be a percentage from 0 to 100 in steps of 0.1, found \"120\"\n\
          edge.yaml:4:44: `routing.weights.a` must be a whole number from 0 to 1000000, found \"-3\""
     );
 }
@@ -225,4 +225,91 @@ mod props {
             prop_assert_eq!(parse_duration(&format!("{ms}ms")), Some(Duration::from_millis(ms)));
         }
     }
+}
+
+const RAMPED: &str = "listen: { http: 127.0.0.1:8080 }
+regions:
+  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }
+  b: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api], dial: 0.5 }
+routing: { policy: weighted }
+synthetic: { header: X-Switchyard-Synthetic, token_env: SWITCHYARD_SYNTHETIC_TOKEN }
+ramps:
+  b-launch:
+    region: b
+    steps: [synthetic, 1, 5, 25, 100]
+    hold: 30s
+    gates: { max_error_rate: 0.01, max_p99_ratio: 1.5 }
+safety: { min_serving_regions: 1, max_dial_step: 25 }
+";
+
+#[test]
+fn ramps_synthetic_and_safety_parse() {
+    let cfg = parse_str(RAMPED, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(cfg.regions[1].dial.tenths(), 5);
+    let r = &cfg.ramps[0];
+    assert_eq!(r.name, "b-launch");
+    assert_eq!(r.region.as_str(), "b");
+    assert_eq!(
+        r.steps,
+        vec![
+            RampStep::Synthetic,
+            RampStep::Real(Percent::from_tenths(10).expect("pct")),
+            RampStep::Real(Percent::from_tenths(50).expect("pct")),
+            RampStep::Real(Percent::from_tenths(250).expect("pct")),
+            RampStep::Real(Percent::FULL),
+        ]
+    );
+    assert_eq!(r.hold, Duration::from_secs(30));
+    assert_eq!(r.gates.max_error_rate, Some(0.01));
+    assert_eq!(r.gates.max_p99_ratio, Some(1.5));
+    assert_eq!(r.gates.max_burn_rate, None);
+    assert_eq!(cfg.safety.max_dial_step, Percent::from_tenths(250));
+    assert_eq!(
+        cfg.synthetic.as_ref().map(|s| s.header.as_str()),
+        Some("X-Switchyard-Synthetic")
+    );
+}
+
+#[test]
+fn ramp_mistakes_are_named() {
+    let text = RAMPED
+        .replace("[synthetic, 1, 5, 25, 100]", "[1, synthetic, 5, 5, 101]")
+        .replace("max_dial_step: 25", "max_dial_step: 0.05");
+    assert_eq!(
+        errors(&text),
+        "edge.yaml:10:16: `ramps.b-launch.steps[1]`: `synthetic` can only be the first step\n\
+         edge.yaml:10:30: `ramps.b-launch.steps[3]` must be above the step before it (5%), found 5%\n\
+         edge.yaml:10:33: `ramps.b-launch.steps[4]` must be a percentage from 0 to 100 in steps of 0.1, found \"101\"\n\
+         edge.yaml:13:50: `safety.max_dial_step` must be a percentage from 0 to 100 in steps of 0.1, found \"0.05\""
+    );
+    assert_eq!(
+        errors(&RAMPED.replace("region: b", "region: c")),
+        "edge.yaml:9:5: `ramps.b-launch.region` names region \"c\", which is not declared under `regions` (declared: a, b)"
+    );
+}
+
+#[test]
+fn a_synthetic_step_needs_the_marker() {
+    let text = RAMPED.replace(
+        "synthetic: { header: X-Switchyard-Synthetic, token_env: SWITCHYARD_SYNTHETIC_TOKEN }\n",
+        "",
+    );
+    assert!(
+        errors(&text).contains("starts with `synthetic`, but no `synthetic` marker is configured"),
+        "{}",
+        errors(&text)
+    );
+}
+
+#[test]
+fn percent_accepts_tenths_only() {
+    assert_eq!(Percent::from_f64(12.5).map(Percent::tenths), Some(125));
+    assert_eq!(Percent::from_f64(0.1).map(Percent::tenths), Some(1));
+    assert_eq!(Percent::from_f64(0.05), None);
+    assert_eq!(Percent::from_f64(100.1), None);
+    assert_eq!(Percent::from_f64(-1.0), None);
+    assert_eq!(
+        Percent::from_tenths(125).map(|p| p.to_string()),
+        Some("12.5%".into())
+    );
 }

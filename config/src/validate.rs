@@ -123,6 +123,57 @@ pub fn cross_check(cfg: &Config, root: &Node, d: &mut Diags) {
         }
     }
 
+    let mut ramped: Vec<(&str, &str)> = Vec::new();
+    for ramp in &cfg.ramps {
+        let pos = key_pos(root, &["ramps", &ramp.name, "region"]);
+        if cfg.region(ramp.region.as_str()).is_none() {
+            d.error(
+                pos,
+                unknown(&format!("ramps.{}.region", ramp.name), ramp.region.as_str()),
+            );
+        }
+        if let Some((other, _)) = ramped.iter().find(|(_, r)| *r == ramp.region.as_str()) {
+            d.error(
+                pos,
+                format!(
+                    "`ramps.{}` ramps region {:?}, which ramp {other:?} already ramps",
+                    ramp.name,
+                    ramp.region.as_str()
+                ),
+            );
+        }
+        ramped.push((&ramp.name, ramp.region.as_str()));
+        let uses_synthetic = ramp.steps.first() == Some(&crate::model::RampStep::Synthetic);
+        if uses_synthetic && cfg.synthetic.is_none() {
+            d.error(
+                key_pos(root, &["ramps", &ramp.name, "steps"]),
+                format!(
+                    "`ramps.{}.steps` starts with `synthetic`, but no `synthetic` marker is configured (synthetic: {{ header: X-Switchyard-Synthetic, token_env: SWITCHYARD_SYNTHETIC_TOKEN }})",
+                    ramp.name
+                ),
+            );
+        }
+        if ramp.shadow.is_some() && !uses_synthetic {
+            d.error(
+                key_pos(root, &["ramps", &ramp.name, "shadow"]),
+                format!(
+                    "`ramps.{}.shadow` mirrors reads during the synthetic stage, but the ramp has none",
+                    ramp.name
+                ),
+            );
+        }
+    }
+    if cfg.safety.min_serving_regions > cfg.regions.len() && !cfg.regions.is_empty() {
+        d.error(
+            key_pos(root, &["safety", "min_serving_regions"]),
+            format!(
+                "`safety.min_serving_regions` is {}, but only {} regions are declared",
+                cfg.safety.min_serving_regions,
+                cfg.regions.len()
+            ),
+        );
+    }
+
     if let (Some(http), Some(https)) = (&cfg.listen.http, &cfg.listen.https) {
         if *http == https.addr && http.port() != 0 {
             d.error(

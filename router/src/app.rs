@@ -101,12 +101,16 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
 
     let topology = Topology::build(Arc::new(config.clone()), None)?;
-    let state = RouterState::new(topology, config_path, control.handle().clone());
+    let traffic = crate::persist::TrafficStore::open(&config.state_dir)
+        .context("state_dir: cannot read the saved traffic state")?;
+    let state = RouterState::new(topology, config_path, control.handle().clone(), traffic);
     let resolver = Arc::new(crate::resolve::resolver()?);
     {
         let _enter = control.enter();
         crate::health::start_tasks(&state, &resolver);
     }
+    control.spawn(crate::ramp::run_controller(state.clone()));
+    control.spawn(crate::outlier::run_detector(state.clone()));
     let reloader = Arc::new(Reloader {
         state: state.clone(),
         resolver: resolver.clone(),

@@ -28,6 +28,8 @@ pub struct Classified<'a> {
     pub zone: Option<&'a str>,
     /// Hash of the partition key, else of the client address: what sticky picks use.
     pub sticky: u64,
+    /// Carries the synthetic marker with the right token.
+    pub synthetic: bool,
 }
 
 /// Reads are safe methods unless a route says otherwise.
@@ -70,7 +72,17 @@ pub fn classify<'a>(
             IpAddr::V6(v6) => xxh3_64(&v6.octets()),
         },
     };
+    let synthetic =
+        topo.synthetic
+            .as_ref()
+            .is_some_and(|m| match (&m.token, headers.get(&m.header)) {
+                (Some(token), Some(v)) => {
+                    crate::hygiene::constant_time_eq(token.as_bytes(), v.as_bytes().trim_ascii())
+                }
+                _ => false,
+            });
     Ok(Classified {
+        synthetic,
         service,
         service_hash: service_hash(service),
         class,

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use smallvec::SmallVec;
-use switchyard_config::{Policy, RequestClass};
+use switchyard_config::{Percent, Policy, RequestClass};
 
 use crate::classify::Classified;
 use crate::error::Reject;
@@ -21,6 +21,9 @@ pub enum Verdict {
     Keep,
     NoService,
     Unhealthy,
+    /// An operator drained it.
+    Drained,
+    /// Brownout detection took it out (reads only: writes stay with their owner).
     Ejected,
     /// Its data residency differs from the client's zone.
     Residency,
@@ -36,6 +39,7 @@ impl Verdict {
             Verdict::Keep => "keep",
             Verdict::NoService => "service not served",
             Verdict::Unhealthy => "unhealthy",
+            Verdict::Drained => "drained",
             Verdict::Ejected => "ejected",
             Verdict::Residency => "outside the client's residency zone",
             Verdict::NotOwner => "not the partition's owner",
@@ -63,7 +67,10 @@ pub fn verdict(
     if !r.live.is_healthy() {
         return Verdict::Unhealthy;
     }
-    if r.live.is_ejected() {
+    if r.live.is_draining() {
+        return Verdict::Drained;
+    }
+    if req.class == RequestClass::Read && r.live.is_ejected() {
         return Verdict::Ejected;
     }
     let is_owner = owner == Some(idx);
@@ -80,12 +87,16 @@ pub fn verdict(
 }
 
 /// Whether the region's dial lets this request in: a dial of d% admits the
-/// d% of sticky keys whose hash falls below it.
+/// d% of sticky keys whose hash falls below it (per mille, for 0.1% steps).
+/// Synthetic requests pass every dial.
 #[inline]
 pub fn dial_admits(topo: &Topology, req: &Classified<'_>, idx: RegionIdx) -> bool {
+    if req.synthetic {
+        return true;
+    }
     let r = &topo.regions[idx as usize];
-    let dial = r.live.dial() as u64;
-    dial >= 100 || mix(req.sticky, !r.seed) % 100 < dial
+    let dial = u64::from(r.live.dial().tenths());
+    dial >= 1000 || mix(req.sticky, !r.seed) % 1000 < dial
 }
 
 /// At most this many regions are kept per decision: the pick, the one retry,
@@ -133,6 +144,22 @@ pub fn decide(topo: &Topology, req: &Classified<'_>) -> Result<Order, Reject> {
         }
         Policy::Latency => order = by_latency(topo, req, &admits),
     }
+    if req.synthetic {
+        // Synthetic traffic is for the regions real traffic cannot reach yet.
+        let dark = |i: &RegionIdx| topo.regions[*i as usize].live.dial() == Percent::ZERO;
+        if !order.iter().any(dark) {
+            if let Some(i) = (0..topo.regions.len() as RegionIdx)
+                .find(|i| dark(i) && verdict(topo, req, owner, *i) == Verdict::Keep)
+            {
+                order.insert(0, i);
+                order.truncate(MAX_TRIES);
+            }
+        } else {
+            let (mut first, rest): (Order, Order) = order.iter().copied().partition(|i| dark(i));
+            first.extend(rest);
+            order = first;
+        }
+    }
     if order.is_empty() {
         let any_eligible = (0..topo.regions.len() as RegionIdx)
             .any(|i| verdict(topo, req, owner, i) == Verdict::Keep);
@@ -145,6 +172,34 @@ pub fn decide(topo: &Topology, req: &Classified<'_>) -> Result<Order, Reject> {
         });
     }
     Ok(order)
+}
+
+/// Takes a rate-limit token from the first region in `order` that has one;
+/// the regions before it (over their limit) are dropped from the order and
+/// counted as spills. `429` with `Retry-After` when none has a token.
+pub fn take_rate_tokens(topo: &Topology, order: &mut Order, now: u64) -> Result<(), Reject> {
+    let mut soonest: Option<crate::ratelimit::RetryIn> = None;
+    for (pos, &idx) in order.iter().enumerate() {
+        let r = &topo.regions[idx as usize];
+        let Some(bucket) = &r.rate else {
+            order.drain(..pos);
+            return Ok(());
+        };
+        match bucket.try_take(now) {
+            Ok(()) => {
+                order.drain(..pos);
+                return Ok(());
+            }
+            Err(wait) => {
+                crate::metrics::rate_limited(&r.spec.name, pos + 1 < order.len());
+                soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+            }
+        }
+    }
+    let wait = soonest.map_or(1, |w| w.secs().min(u64::from(u32::MAX)) as u32);
+    let mut reject = Reject::too_many("every eligible region is over its rate limit");
+    reject.retry_after = Some(wait);
+    Err(reject)
 }
 
 /// The weighted slow path: score every admitted region (rendezvous) and keep the best.

@@ -29,6 +29,13 @@ impl Reject {
     pub fn headers_too_large(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::new(431, reason)
     }
+    /// Every region that could take it is over its rate limit.
+    pub fn too_many(reason: impl Into<Cow<'static, str>>) -> Self {
+        Reject {
+            retry_after: Some(1),
+            ..Self::new(429, reason)
+        }
+    }
     /// No region may serve the request now; the client may come back.
     pub fn unavailable(reason: impl Into<Cow<'static, str>>) -> Self {
         Reject {

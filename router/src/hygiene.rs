@@ -86,16 +86,29 @@ pub fn raw_has_content_length(raw: &[u8]) -> bool {
         })
 }
 
-/// Names of client headers that only Switchyard may set.
-pub fn reserved_headers(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
+/// Names of client headers that only Switchyard may set. The synthetic
+/// marker (`marker`) is kept only when it carried the right token (`authentic`).
+pub fn reserved_headers(
+    headers: &HeaderMap,
+    marker: Option<&http::HeaderName>,
+    authentic: bool,
+) -> SmallVec<[http::HeaderName; 4]> {
     headers
         .keys()
         .filter(|k| {
+            if Some(*k) == marker {
+                return !authentic;
+            }
             let k = k.as_str();
             (k.starts_with(SWITCHYARD_PREFIX) && k != RYW) || k == FENCING_TOKEN
         })
         .cloned()
         .collect()
+}
+
+/// Compares without an early exit, so timing does not leak a secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Writes an address without the formatting machinery (this runs per request).
@@ -218,7 +231,10 @@ mod tests {
             ("x-fencing-token", "99"),
             ("x-other", "ok"),
         ]);
-        let names: Vec<String> = reserved_headers(&h).iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = reserved_headers(&h, None, false)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(names, vec!["x-switchyard-region", "x-fencing-token"]);
     }
 

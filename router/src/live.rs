@@ -3,7 +3,9 @@
 //! locks, and they outlive config reloads for regions and endpoints that stay.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,10 +56,21 @@ pub struct RegionLive {
     pub applied_position: AtomicU64,
     pub reported_epoch: AtomicU64,
     pub role: AtomicU8,
-    /// The share of traffic the region takes, starting from its config.
-    pub dial: AtomicU8,
-    /// Taken out of rotation by an operator or by brownout detection.
+    /// The share of traffic the region takes, in tenths of a percent,
+    /// starting from its config.
+    pub dial: AtomicU16,
+    /// Taken out of rotation for reads by brownout detection.
     pub ejected: AtomicBool,
+    /// Why, and until when (nanos since `started`).
+    pub ejection: Mutex<Option<Ejection>>,
+    /// How many times brownout detection ejected it (ejection time grows with it).
+    pub ejections: AtomicU32,
+    /// An operator drained it: no new requests, in-flight ones finish.
+    pub draining: AtomicBool,
+    /// Requests being served by the region now.
+    pub inflight: AtomicUsize,
+    /// Answers, errors and latency, for ramps and outlier detection.
+    pub stats: crate::stats::RegionStats,
     /// Why the region departs from its Region Artifact; empty when it does not.
     pub drift: Mutex<Vec<String>>,
     /// Moving average of health probe round trips, in seconds.
@@ -79,8 +92,13 @@ impl RegionLive {
             applied_position: AtomicU64::new(0),
             reported_epoch: AtomicU64::new(0),
             role: AtomicU8::new(ReportedRole::Unknown as u8),
-            dial: AtomicU8::new(dial.get()),
+            dial: AtomicU16::new(dial.tenths()),
             ejected: AtomicBool::new(false),
+            ejection: Mutex::new(None),
+            ejections: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            stats: crate::stats::RegionStats::default(),
             drift: Mutex::new(Vec::new()),
             probe_rtt: AtomicF64::empty(),
             response_time: AtomicF64::empty(),
@@ -98,8 +116,25 @@ impl RegionLive {
         self.ejected.load(Ordering::Relaxed)
     }
 
-    pub fn dial(&self) -> u8 {
-        self.dial.load(Ordering::Relaxed)
+    pub fn dial(&self) -> Percent {
+        Percent::from_tenths(self.dial.load(Ordering::Relaxed)).unwrap_or(Percent::FULL)
+    }
+
+    pub fn set_dial(&self, p: Percent) {
+        self.dial.store(p.tenths(), Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn ejection(&self) -> Option<Ejection> {
+        self.ejection.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Nanoseconds since `started`.
+    pub fn now_nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
     }
 
     pub fn drift(&self) -> Vec<String> {
@@ -129,6 +164,31 @@ impl RegionLive {
         let at = self.response_sampled_at.load(Ordering::Relaxed);
         let now = self.started.elapsed().as_nanos() as u64;
         now.saturating_sub(at) as f64 / 1e9
+    }
+}
+
+/// Why and for how long brownout detection took a region out.
+#[derive(Debug, Clone)]
+pub struct Ejection {
+    pub reason: String,
+    /// Nanos since the region's `started`.
+    pub until: u64,
+    pub duration: std::time::Duration,
+}
+
+/// Counts a request in flight on one region while it lives.
+pub struct RegionInflight(Arc<RegionLive>);
+
+impl RegionInflight {
+    pub fn new(live: &Arc<RegionLive>) -> Self {
+        live.inflight.fetch_add(1, Ordering::Relaxed);
+        RegionInflight(live.clone())
+    }
+}
+
+impl Drop for RegionInflight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

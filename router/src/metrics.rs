@@ -71,6 +71,35 @@ fn describe() {
         "Moving average of health probe round trips"
     );
     metrics::describe_counter!(
+        "switchyard_rate_limited_total",
+        "Requests a region's rate limit refused, by region and outcome (spilled to the next region, or rejected with 429)"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_ejected",
+        "1 while brownout detection keeps the region out of rotation for reads"
+    );
+    metrics::describe_counter!(
+        "switchyard_ejections_total",
+        "Brownout ejections, by region and reason (failures, error_rate, slow)"
+    );
+    metrics::describe_gauge!(
+        "switchyard_region_draining",
+        "1 while an operator drains the region"
+    );
+    metrics::describe_gauge!("switchyard_ramp_step", "Index of the step a ramp is at");
+    metrics::describe_gauge!(
+        "switchyard_ramp_state",
+        "1 for the state a ramp is in, by ramp and state"
+    );
+    metrics::describe_counter!(
+        "switchyard_ramp_halts_total",
+        "Ramps halted by a gate, by ramp and gate"
+    );
+    metrics::describe_counter!(
+        "switchyard_shadow_reads_total",
+        "Reads mirrored to a ramping region, by result (match, status_mismatch, body_mismatch, error)"
+    );
+    metrics::describe_counter!(
         "switchyard_config_reloads_total",
         "Config reloads, by result"
     );
@@ -162,6 +191,12 @@ pub fn retry(region: &RegionName) {
         .increment(1);
 }
 
+/// A region refused a request over its rate limit: it went to the next
+/// candidate (`spilled`) or, with none left, was answered 429 (`rejected`).
+pub fn rate_limited(region: &RegionName, spilled: bool) {
+    counter!("switchyard_rate_limited_total", "region" => metrics::SharedString::from(region.0.clone()), "outcome" => if spilled { "spilled" } else { "rejected" }).increment(1);
+}
+
 pub fn retry_denied() {
     counter!("switchyard_retries_denied_total").increment(1);
 }
@@ -180,8 +215,17 @@ pub fn region_gauges(name: &RegionName, live: &RegionLive) {
     });
     gauge!("switchyard_region_replica_lag_seconds", "region" => region.clone())
         .set(live.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0);
-    gauge!("switchyard_region_dial_percent", "region" => region.clone())
-        .set(f64::from(live.dial()));
+    gauge!("switchyard_region_dial_percent", "region" => region.clone()).set(live.dial().as_f64());
+    gauge!("switchyard_region_ejected", "region" => region.clone()).set(if live.is_ejected() {
+        1.0
+    } else {
+        0.0
+    });
+    gauge!("switchyard_region_draining", "region" => region.clone()).set(if live.is_draining() {
+        1.0
+    } else {
+        0.0
+    });
     gauge!("switchyard_region_drifted", "region" => region.clone()).set(if live.is_drifted() {
         1.0
     } else {
@@ -190,4 +234,26 @@ pub fn region_gauges(name: &RegionName, live: &RegionLive) {
     if let Some(rtt) = live.probe_rtt.get() {
         gauge!("switchyard_region_probe_rtt_seconds", "region" => region).set(rtt);
     }
+}
+
+pub fn ejection(region: &RegionName, reason: &'static str) {
+    counter!("switchyard_ejections_total", "region" => metrics::SharedString::from(region.0.clone()), "reason" => reason).increment(1);
+}
+
+pub fn shadow_read(region: &RegionName, result: &'static str) {
+    counter!("switchyard_shadow_reads_total", "region" => metrics::SharedString::from(region.0.clone()), "result" => result).increment(1);
+}
+
+/// A ramp's step index and its state as a one-hot gauge.
+pub fn ramp(name: &str, step: usize, state: &'static str) {
+    let ramp = SharedString::from(name.to_string());
+    gauge!("switchyard_ramp_step", "ramp" => ramp.clone()).set(step as f64);
+    for s in crate::ramp::STATES {
+        gauge!("switchyard_ramp_state", "ramp" => ramp.clone(), "state" => *s)
+            .set(if *s == state { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn ramp_halt(name: &str, gate: &'static str) {
+    counter!("switchyard_ramp_halts_total", "ramp" => SharedString::from(name.to_string()), "gate" => gate).increment(1);
 }

@@ -18,11 +18,13 @@ use switchyard_config::RequestClass;
 use tower::retry::budget::Budget;
 
 use crate::classify::classify;
-use crate::decide::{decide, Order};
+use crate::decide::{decide, take_rate_tokens, Order};
 use crate::error::Reject;
 use crate::headers::{FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID};
 use crate::hygiene;
+use crate::live::RegionInflight;
 use crate::metrics;
+use crate::ratelimit;
 use crate::state::{InflightGuard, RouterState};
 use crate::topology::{RegionIdx, Topology};
 
@@ -50,6 +52,12 @@ pub struct Ctx {
     /// Set when a phase of ours asked pingora to retry this attempt.
     retry_requested: bool,
     upstream_started: Option<Instant>,
+    /// The current attempt got a response header.
+    answered: bool,
+    /// Carries the synthetic marker with the right token.
+    synthetic: bool,
+    /// Counts this request on the region serving it.
+    region_inflight: Option<RegionInflight>,
     _inflight: InflightGuard,
 }
 
@@ -114,7 +122,9 @@ impl Edge {
         let req = session.req_header();
         let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
         ctx.class = classified.class;
+        ctx.synthetic = classified.synthetic;
         ctx.order = decide(&ctx.topo, &classified)?;
+        take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(ctx.started))?;
         if ctx.class == RequestClass::Read {
             self.state.retry_budget.deposit();
         }
@@ -122,9 +132,10 @@ impl Edge {
     }
 
     /// Strips reserved headers, appends `X-Forwarded-For`, sets `X-Request-Id`.
-    fn rewrite_request(session: &mut Session, ip: IpAddr) -> Result<()> {
+    fn rewrite_request(session: &mut Session, ctx: &Ctx, ip: IpAddr) -> Result<()> {
         let req = session.req_header_mut();
-        for name in hygiene::reserved_headers(&req.headers) {
+        let marker = ctx.topo.synthetic.as_ref().map(|m| &m.header);
+        for name in hygiene::reserved_headers(&req.headers, marker, ctx.synthetic) {
             req.remove_header(&name);
         }
         let xff = hygiene::forwarded_for(&req.headers, ip);
@@ -153,6 +164,9 @@ impl ProxyHttp for Edge {
             retried: false,
             retry_requested: false,
             upstream_started: None,
+            answered: false,
+            synthetic: false,
+            region_inflight: None,
             _inflight: InflightGuard::new(&self.state),
         }
     }
@@ -189,7 +203,7 @@ impl ProxyHttp for Edge {
             respond(session, &reject).await?;
             return Ok(true);
         }
-        Self::rewrite_request(session, ip)?;
+        Self::rewrite_request(session, ctx, ip)?;
         Ok(false)
     }
 
@@ -198,7 +212,19 @@ impl ProxyHttp for Edge {
         while let Some(&idx) = ctx.order.get(ctx.next) {
             ctx.next += 1;
             let entry = &ctx.topo.regions[idx as usize];
+            // The first region's token was taken when deciding; a retry takes its own.
+            if ctx.next > 1 && ctx.region != Some(idx) {
+                if let Some(bucket) = &entry.rate {
+                    if bucket.try_take(ratelimit::nanos(Instant::now())).is_err() {
+                        metrics::rate_limited(&entry.spec.name, ctx.next < ctx.order.len());
+                        continue;
+                    }
+                }
+            }
             if let Some(addr) = entry.endpoints.pick(failed_addr) {
+                if ctx.region != Some(idx) {
+                    ctx.region_inflight = Some(RegionInflight::new(&entry.live));
+                }
                 ctx.region = Some(idx);
                 ctx.addr = Some(addr);
                 let mut peer = HttpPeer::new(addr, false, String::new());
@@ -227,6 +253,7 @@ impl ProxyHttp for Edge {
             upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from_static("1"))?;
         }
         ctx.retry_requested = false;
+        ctx.answered = false;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -244,9 +271,13 @@ impl ProxyHttp for Edge {
         let entry = &topo.regions[idx as usize];
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
+            let secs = t.elapsed().as_secs_f64();
+            ctx.answered = true;
+            entry.live.record_response_time(secs, alpha);
             entry
                 .live
-                .record_response_time(t.elapsed().as_secs_f64(), alpha);
+                .stats
+                .answer(!resp.status.is_server_error(), secs);
         }
         if resp.status.is_server_error() {
             metrics::upstream_error(&entry.spec.name, "5xx");
@@ -272,7 +303,9 @@ impl ProxyHttp for Edge {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(idx) = ctx.region {
-            metrics::upstream_error(&ctx.topo.regions[idx as usize].spec.name, "connect");
+            let entry = &ctx.topo.regions[idx as usize];
+            metrics::upstream_error(&entry.spec.name, "connect");
+            entry.live.stats.no_answer();
         }
         let retry = self.take_retry(ctx);
         ctx.retry_requested = retry;
@@ -295,7 +328,11 @@ impl ProxyHttp for Edge {
         // A broken connection before any answer: a read may go elsewhere once.
         let retry = e.retry() && self.take_retry(ctx);
         if let Some(idx) = ctx.region {
-            metrics::upstream_error(&ctx.topo.regions[idx as usize].spec.name, "proxy");
+            let entry = &ctx.topo.regions[idx as usize];
+            metrics::upstream_error(&entry.spec.name, "proxy");
+            if ctx.upstream_started.is_some() && !ctx.answered {
+                entry.live.stats.no_answer();
+            }
         }
         e.set_retry(retry);
         e

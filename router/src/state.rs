@@ -9,6 +9,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tower::retry::budget::TpsBudget;
 
+use switchyard_config::Percent;
+
+use crate::persist::{TrafficState, TrafficStore};
+use crate::safety::DialHistory;
 use crate::topology::Topology;
 
 pub struct RouterState {
@@ -21,6 +25,10 @@ pub struct RouterState {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// The control-plane runtime, where health checks and DNS tasks run.
     pub control: tokio::runtime::Handle,
+    /// Operator state that survives restarts: dials, drains, ramps.
+    pub traffic: TrafficStore,
+    /// Recent dials, for the `max_dial_step` interlock.
+    pub dial_history: DialHistory,
 }
 
 impl RouterState {
@@ -28,8 +36,10 @@ impl RouterState {
         topology: Topology,
         config_path: PathBuf,
         control: tokio::runtime::Handle,
+        traffic: TrafficStore,
     ) -> Arc<Self> {
         let ratio = topology.config.routing.retry_budget as f32;
+        restore(&topology, &traffic.snapshot());
         Arc::new(RouterState {
             topology: ArcSwap::from_pointee(topology),
             config_path,
@@ -37,11 +47,33 @@ impl RouterState {
             inflight: AtomicUsize::new(0),
             reload_lock: tokio::sync::Mutex::new(()),
             control,
+            traffic,
+            dial_history: DialHistory::default(),
         })
     }
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// Puts back what operators set before a restart: dials (unless the config's
+/// dial for that region changed since), drains.
+fn restore(topo: &Topology, saved: &TrafficState) {
+    for r in &topo.regions {
+        let name = r.spec.name.as_str();
+        if let Some(o) = saved.dials.get(name) {
+            if o.config_tenths == r.spec.dial.tenths() {
+                if let Some(p) = Percent::from_tenths(o.tenths) {
+                    r.live.set_dial(p);
+                    tracing::info!(region = name, dial = %p, "dial restored from the state directory");
+                }
+            }
+        }
+        if saved.drained.contains(name) {
+            r.live.draining.store(true, Ordering::Relaxed);
+            tracing::info!(region = name, "region still drained, as before the restart");
+        }
     }
 }
 

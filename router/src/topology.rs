@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::geo::GeoResolver;
 use crate::live::{EndpointLive, EndpointSet, RegionLive};
+use crate::ratelimit::TokenBucket;
 
 /// Index of a region in `Topology::regions`.
 pub type RegionIdx = u16;
@@ -30,6 +31,8 @@ pub struct RegionEntry {
     pub metrics: crate::metrics::RegionMetrics,
     /// The region's name as the `X-Switchyard-Region` value, built once.
     pub header_value: http::HeaderValue,
+    /// Its rate limit's bucket; kept across reloads while the limit is unchanged.
+    pub rate: Option<Arc<TokenBucket>>,
 }
 
 impl RegionEntry {
@@ -64,6 +67,15 @@ pub struct Topology {
     pub default_freshness: std::time::Duration,
     /// Country → residency zone.
     pub residency: Vec<(crate::geo::Code, Arc<str>)>,
+    /// The synthetic marker header and its token (from the environment).
+    pub synthetic: Option<SyntheticMarker>,
+}
+
+/// The synthetic traffic marker: a header carrying a shared token.
+pub struct SyntheticMarker {
+    pub header: http::HeaderName,
+    /// `None` when the token variable is unset: no request counts as synthetic.
+    pub token: Option<Arc<str>>,
 }
 
 /// Hash of a service name, as regions store it.
@@ -82,9 +94,7 @@ impl Topology {
             let live = match old {
                 Some(o) => {
                     if o.spec.dial != spec.dial {
-                        o.live
-                            .dial
-                            .store(spec.dial.get(), std::sync::atomic::Ordering::Relaxed);
+                        o.live.set_dial(spec.dial);
                     }
                     o.live.clone()
                 }
@@ -112,6 +122,11 @@ impl Topology {
                 metrics: crate::metrics::RegionMetrics::new(&spec.name),
                 // Region names are validated as [A-Za-z0-9_-]+, always a valid value.
                 header_value: http::HeaderValue::from_str(spec.name.as_str())?,
+                rate: spec.rate_limit.map(|limit| {
+                    old.and_then(|o| o.rate.clone())
+                        .filter(|b| b.limit == limit)
+                        .unwrap_or_else(|| Arc::new(TokenBucket::new(limit)))
+                }),
             });
         }
         let index = |name: &str| {
@@ -206,7 +221,23 @@ impl Topology {
                 crate::geo::Code::parse(country).map(|c| (c, Arc::from(zone.as_str())))
             })
             .collect();
+        let synthetic = match &config.synthetic {
+            None => None,
+            Some(m) => {
+                let token = std::env::var(&m.token_env).ok().filter(|t| !t.is_empty());
+                if token.is_none() {
+                    tracing::warn!(env = %m.token_env, "synthetic token unset: no request is treated as synthetic");
+                }
+                Some(SyntheticMarker {
+                    header: http::HeaderName::try_from(m.header.as_str()).map_err(|_| {
+                        anyhow::anyhow!("synthetic.header is not a valid header name")
+                    })?,
+                    token: token.map(Arc::from),
+                })
+            }
+        };
         Ok(Topology {
+            synthetic,
             partition_header,
             default_freshness,
             residency,
@@ -230,6 +261,28 @@ impl Topology {
 
     pub fn region(&self, name: &str) -> Option<&RegionEntry> {
         self.regions.iter().find(|r| r.spec.name.as_str() == name)
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<RegionIdx> {
+        self.regions
+            .iter()
+            .position(|r| r.spec.name.as_str() == name)
+            .map(|i| i as RegionIdx)
+    }
+
+    /// The partitions `idx` owns: `default` when it is the default owner, and explicit ones.
+    pub fn owned_partitions(&self, idx: RegionIdx) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        if self.default_owner == Some(idx) {
+            out.push("default");
+        }
+        out.extend(
+            self.owners
+                .iter()
+                .filter(|(_, o)| **o == idx)
+                .map(|(p, _)| p.as_str()),
+        );
+        out
     }
 
     pub fn name(&self, idx: RegionIdx) -> &str {

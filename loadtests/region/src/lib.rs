@@ -66,6 +66,8 @@ pub struct Region {
     last_sync_ms: AtomicU64,
     lag_ms: AtomicU64,
     delay_ms: AtomicU64,
+    /// Extra delay for API requests only: slow, yet passing health checks.
+    slow_ms: AtomicU64,
     health_status: AtomicU16,
     fail_status: AtomicU16,
     pub requests: AtomicU64,
@@ -85,6 +87,7 @@ impl Region {
             last_sync_ms: AtomicU64::new(now_ms()),
             lag_ms: AtomicU64::new(o.lag.as_millis() as u64),
             delay_ms: AtomicU64::new(o.delay.as_millis() as u64),
+            slow_ms: AtomicU64::new(0),
             health_status: AtomicU16::new(200),
             fail_status: AtomicU16::new(0),
             requests: AtomicU64::new(0),
@@ -118,8 +121,17 @@ impl Region {
         oldest_pending.max(silence)
     }
 
-    async fn delay(&self) {
+    /// The distance: every request waits this long, health probes too.
+    async fn health_delay(&self) {
         let ms = self.delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// An API request waits for the distance plus any slowness.
+    async fn delay(&self) {
+        let ms = self.delay_ms.load(Ordering::Relaxed) + self.slow_ms.load(Ordering::Relaxed);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -162,7 +174,7 @@ pub fn router(region: Arc<Region>) -> Router {
 }
 
 async fn health(State(r): State<Arc<Region>>) -> Response {
-    r.delay().await;
+    r.health_delay().await;
     let status =
         StatusCode::from_u16(r.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
     let body = json!({
@@ -391,7 +403,7 @@ async fn replication_log(State(r): State<Arc<Region>>, Query(q): Query<LogQuery>
     Json(r.store().commits_after(q.after, q.limit.min(10_000))).into_response()
 }
 
-/// `PUT /_control/{lag|delay|health|fail|role|services|epoch}` with `{"value": …}`.
+/// `PUT /_control/{lag|delay|slow|health|fail|role|services|epoch}` with `{"value": …}`.
 async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: Bytes) -> Response {
     #[derive(Deserialize)]
     struct Set {
@@ -404,6 +416,7 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
     match (knob.as_str(), as_u64) {
         ("lag", Some(v)) => r.lag_ms.store(v, Ordering::Relaxed),
         ("delay", Some(v)) => r.delay_ms.store(v, Ordering::Relaxed),
+        ("slow", Some(v)) => r.slow_ms.store(v, Ordering::Relaxed),
         ("health", Some(v)) => r.health_status.store(v as u16, Ordering::Relaxed),
         ("fail", Some(v)) => r.fail_status.store(v as u16, Ordering::Relaxed),
         ("epoch", Some(v)) => r.epoch.store(v, Ordering::Relaxed),
