@@ -62,7 +62,7 @@ impl Percent {
 
     /// As JSON: a whole number when it is one (`20`), else one decimal (`12.5`).
     pub fn to_json_number(self) -> serde_json::Number {
-        if self.0 % 10 == 0 {
+        if self.0.is_multiple_of(10) {
             serde_json::Number::from(self.0 / 10)
         } else {
             serde_json::Number::from_f64(self.as_f64()).unwrap_or_else(|| 0.into())
@@ -72,7 +72,7 @@ impl Percent {
 
 impl fmt::Display for Percent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 10 == 0 {
+        if self.0.is_multiple_of(10) {
             write!(f, "{}%", self.0 / 10)
         } else {
             write!(f, "{}.{}%", self.0 / 10, self.0 % 10)

@@ -162,34 +162,48 @@ async fn reload(State(s): State<AdminState>) -> Response {
 }
 
 /// An error answer: status, a reason, and the interlock rule when one refused.
-fn refuse(status: StatusCode, rule: Option<&str>, message: impl Into<String>) -> Response {
-    let message = message.into();
-    let mut body = json!({ "error": message });
-    if let Some(rule) = rule {
-        body["rule"] = json!(rule);
+struct AdminError {
+    status: StatusCode,
+    rule: Option<&'static str>,
+    message: String,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(rule) = self.rule {
+            body["rule"] = json!(rule);
+        }
+        (self.status, Json(body)).into_response()
     }
-    (status, Json(body)).into_response()
+}
+
+fn refuse(status: StatusCode, rule: Option<&'static str>, message: impl Into<String>) -> Response {
+    AdminError {
+        status,
+        rule,
+        message: message.into(),
+    }
+    .into_response()
 }
 
 /// Reads a JSON body into `T`; a body that does not fit is a 400 with serde's reason.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], example: &str) -> Result<T, Response> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            None,
-            format!("bad request body: {e}; expected {example}"),
-        )
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], example: &str) -> Result<T, AdminError> {
+    serde_json::from_slice(bytes).map_err(|e| AdminError {
+        status: StatusCode::BAD_REQUEST,
+        rule: None,
+        message: format!("bad request body: {e}; expected {example}"),
     })
 }
 
-fn region_index(topo: &Topology, name: &str) -> Result<crate::topology::RegionIdx, Response> {
+fn region_index(topo: &Topology, name: &str) -> Result<crate::topology::RegionIdx, AdminError> {
     topo.index_of(name).ok_or_else(|| {
         let known: Vec<&str> = topo.regions.iter().map(|r| r.spec.name.as_str()).collect();
-        refuse(
-            StatusCode::NOT_FOUND,
-            None,
-            format!("no region {name:?}; configured: {}", known.join(", ")),
-        )
+        AdminError {
+            status: StatusCode::NOT_FOUND,
+            rule: None,
+            message: format!("no region {name:?}; configured: {}", known.join(", ")),
+        }
     })
 }
 
@@ -218,11 +232,11 @@ async fn set_dial(
     let topo = s.router.topology.load_full();
     let idx = match region_index(&topo, &name) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let req: DialBody = match body(&bytes, r#"{"percent": 0-100 in steps of 0.1}"#) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(to) = Percent::from_f64(req.percent) else {
         return refuse(
@@ -283,7 +297,7 @@ fn set_draining(s: &AdminState, name: &str, on: bool) -> Response {
     let topo = s.router.topology.load_full();
     let idx = match region_index(&topo, name) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let live = &topo.regions[idx as usize].live;
     if on && !live.is_draining() {
@@ -347,7 +361,7 @@ async fn explain(State(s): State<AdminState>, bytes: axum::body::Bytes) -> Respo
         r#"{"method": "GET", "path": "/…", "headers": {"name": "value"}, "client": "203.0.113.7"}"#,
     ) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match crate::explain::explain(&s.router.topology.load(), &req) {
         Ok(v) => Json(v).into_response(),

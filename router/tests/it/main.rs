@@ -8,3 +8,4 @@ mod ops;
 mod routing;
 mod support;
 mod tls;
+mod traffic;

@@ -206,19 +206,68 @@ async fn ctl_reads_status_and_reloads_with_the_token() {
             .output()
             .expect("ctl runs")
     };
-    let out = tokio::task::block_in_place(|| ctl(&["status"], TOKEN));
+    let run = |args: &[&str], token: &str| tokio::task::block_in_place(|| ctl(args, token));
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let out = run(&["status", "--json"], TOKEN);
     assert!(out.status.success());
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["regions"]["b"]["dial"], 100);
-    let out = tokio::task::block_in_place(|| ctl(&["reload"], TOKEN));
+    let out = run(&["dial", "b", "12.5"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    // The table: a header row, one row per region, owners and ramps.
+    let out = run(&["status"], TOKEN);
+    let table = text(&out);
+    assert!(out.status.success(), "{table}");
+    let b_row = table
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(b_row.contains("12.5%"), "{table}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        table.starts_with("REGION") && table.contains("OWNERS") && table.contains("default"),
+        "{table}"
     );
-    let out = tokio::task::block_in_place(|| ctl(&["status"], "wrong"));
+    let out = run(&["drain", "b"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(router.status().await["regions"]["b"]["draining"], true);
+    let out = run(&["drain", "b", "--undo"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        &["explain", "--path", "/kv/x", "-H", "X-Partition: p1"],
+        TOKEN,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["request"]["partition"], "p1");
+    let out = run(&["ramp", "nope", "start"], TOKEN);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert!(text(&out).contains("no ramp \"nope\""), "{}", text(&out));
+    let out = run(&["explain", "--path", "/", "-H", "no-colon"], TOKEN);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = run(&["reload"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["status"], "wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("401"), "{}", text(&out));
+    // An admin address nobody listens on.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(binary())
+            .args(["ctl", "--admin", "127.0.0.1:9", "status"])
+            .output()
+            .expect("ctl runs")
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("cannot reach the admin API at 127.0.0.1:9"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,33 +5,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn two_regions(
-    a: &TestRegion,
-    b: &TestRegion,
-    routing: &str,
-    b_extra: &str,
-    dir: &TempDir,
-) -> String {
-    format!(
-        "{}regions:\n{}{}routing:\n{routing}",
-        header(dir),
-        region_yaml("a", a.addr, ""),
-        region_yaml("b", b.addr, b_extra),
-    )
-}
-
-async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
-    let client = reqwest::Client::new();
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let (status, region) =
-            get_region(&client, &router.url("/kv/x"), Some(&format!("client-{i}"))).await;
-        assert!(status < 500, "request {i} got {status}");
-        *counts.entry(region).or_insert(0) += 1;
-    }
-    counts
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn weighted_split_is_proportional_and_sticky() {
     let (a, b) = (region("a").await, region("b").await);

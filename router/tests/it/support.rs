@@ -1,6 +1,7 @@
 //! Test support: reference regions in-process, the real `switchyard` binary
 //! as a child process on free ports, and polling with a deadline.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -96,7 +97,29 @@ pub struct Router {
     pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub config: PathBuf,
+    env: Vec<(String, String)>,
     pub dir: TempDir,
+}
+
+/// Spawns the binary on `config`; returns it with its ready line.
+fn launch(config: &Path, env: &[(String, String)]) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SY_TEST_TOKEN", TOKEN)
+        .env("SWITCHYARD_THREADS", "2")
+        .env("SWITCHYARD_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("router starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
+    (child, line)
 }
 
 pub fn binary() -> &'static str {
@@ -139,22 +162,17 @@ pub fn slow_health(config: &str) -> String {
 impl Router {
     /// Starts the router with `config` (the YAML text) written into `dir`.
     pub fn start_in(dir: TempDir, config: &str) -> Router {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// Starts the router with extra environment variables.
+    pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Router {
         let path = dir.write("switchyard.yaml", config);
-        let mut child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("SY_TEST_TOKEN", TOKEN)
-            .env("SWITCHYARD_THREADS", "2")
-            .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("router starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, line) = launch(&path, &env);
         let field = |name: &str| -> Option<SocketAddr> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -168,10 +186,55 @@ impl Router {
             admin: field("admin"),
             metrics: field("metrics"),
             config: path,
+            env,
             dir,
         };
         r.wait_listening();
         r
+    }
+
+    /// Kills the router (SIGKILL) and starts it again on the same config,
+    /// state directory and ports.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut text = std::fs::read_to_string(&self.config).expect("config");
+        for (key, addr) in [("http", Some(self.http)), ("addr", self.admin)] {
+            if let Some(a) = addr {
+                text = text.replacen(&format!("{key}: 127.0.0.1:0"), &format!("{key}: {a}"), 1);
+            }
+        }
+        std::fs::write(&self.config, text).expect("config");
+        let (child, line) = launch(&self.config, &self.env);
+        assert!(
+            line.contains("switchyard ready"),
+            "restart failed: {line:?}"
+        );
+        self.child = Some(child);
+        self.wait_listening();
+    }
+
+    /// Calls the admin API; returns the status and the JSON body (or the text as a string).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let admin = self.admin.expect("admin configured");
+        let mut req = reqwest::Client::new()
+            .request(method, format!("http://{admin}{path}"))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("admin body");
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
     }
 
     fn wait_listening(&self) {
@@ -340,4 +403,33 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// A config with regions `a` and `b` (`b_extra` appended to b's block).
+pub fn two_regions(
+    a: &TestRegion,
+    b: &TestRegion,
+    routing: &str,
+    b_extra: &str,
+    dir: &TempDir,
+) -> String {
+    format!(
+        "{}regions:\n{}{}routing:\n{routing}",
+        header(dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, b_extra),
+    )
+}
+
+/// Sends `n` reads with distinct partition keys; counts the serving regions.
+pub async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
+    let client = reqwest::Client::new();
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let (status, region) =
+            get_region(&client, &router.url("/kv/x"), Some(&format!("client-{i}"))).await;
+        assert!(status < 500, "request {i} got {status}");
+        *counts.entry(region).or_insert(0) += 1;
+    }
+    counts
 }
