@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod resolve;
 pub mod safety;
+pub mod shadow;
 pub mod state;
 pub mod stats;
 pub mod topology;

@@ -25,6 +25,7 @@ use crate::hygiene;
 use crate::live::RegionInflight;
 use crate::metrics;
 use crate::ratelimit;
+use crate::shadow::{self, ShadowPlan};
 use crate::state::{InflightGuard, RouterState};
 use crate::topology::{RegionIdx, Topology};
 
@@ -58,6 +59,8 @@ pub struct Ctx {
     synthetic: bool,
     /// Counts this request on the region serving it.
     region_inflight: Option<RegionInflight>,
+    /// Set when this read is mirrored to a ramping region once answered.
+    shadow: Option<Box<ShadowPlan>>,
     _inflight: InflightGuard,
 }
 
@@ -167,6 +170,7 @@ impl ProxyHttp for Edge {
             answered: false,
             synthetic: false,
             region_inflight: None,
+            shadow: None,
             _inflight: InflightGuard::new(&self.state),
         }
     }
@@ -204,6 +208,15 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         Self::rewrite_request(session, ctx, ip)?;
+        if ctx.class == RequestClass::Read && !ctx.synthetic {
+            let targets = self.state.shadow_active.load();
+            if !targets.is_empty() {
+                let first = ctx.order.first().map_or("", |i| ctx.topo.name(*i));
+                let req = session.req_header();
+                let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                ctx.shadow = shadow::sample(&targets, first, &req.method, pq, &req.headers);
+            }
+        }
         Ok(false)
     }
 
@@ -292,7 +305,23 @@ impl ProxyHttp for Edge {
             }
         }
         resp.insert_header(REGION, entry.header_value.clone())?;
+        if let Some(plan) = &mut ctx.shadow {
+            plan.primary_status = resp.status.as_u16();
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(plan), Some(chunk)) = (&mut ctx.shadow, body.as_ref()) {
+            plan.primary_chunk(chunk);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -379,7 +408,15 @@ impl ProxyHttp for Edge {
             )
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(plan) = ctx.shadow.take() {
+            // Mirrored only after the client has its whole answer.
+            if e.is_none() && plan.primary_status != 0 {
+                self.state
+                    .control
+                    .spawn(shadow::mirror(ctx.topo.clone(), plan));
+            }
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(idx) = ctx.region {
             ctx.topo.regions[idx as usize].metrics.request(

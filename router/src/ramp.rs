@@ -415,13 +415,22 @@ pub fn run_json(spec: &Ramp, run: &RampRun, dial: Percent) -> Value {
 /// Every configured ramp's status, for `GET /admin/v1/status`.
 pub fn status(state: &RouterState, topo: &Topology) -> Value {
     let runs = state.traffic.snapshot().ramps;
+    let shadows = state
+        .shadow_all
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
     let mut out = serde_json::Map::new();
     for spec in &topo.config.ramps {
         let run = runs.get(&spec.name).cloned().unwrap_or_default();
         let dial = topo
             .region(spec.region.as_str())
             .map_or(Percent::ZERO, |r| r.live.dial());
-        out.insert(spec.name.clone(), run_json(spec, &run, dial));
+        let mut entry = run_json(spec, &run, dial);
+        if let Some(s) = shadows.get(&spec.name) {
+            entry["shadow"] = s.to_json();
+        }
+        out.insert(spec.name.clone(), entry);
     }
     Value::Object(out)
 }
@@ -458,6 +467,56 @@ pub async fn run_controller(state: std::sync::Arc<RouterState>) {
         if let Err(e) = result {
             tracing::error!(error = %format!("{e:#}"), "cannot persist ramp progress");
         }
+        refresh_shadow_targets(&state, &topo);
+    }
+}
+
+/// Points shadow reads at the regions whose ramp runs its synthetic stage.
+fn refresh_shadow_targets(state: &RouterState, topo: &Topology) {
+    let runs = state.traffic.snapshot().ramps;
+    let Ok(mut all) = state.shadow_all.lock() else {
+        return;
+    };
+    let mut active = Vec::new();
+    for spec in &topo.config.ramps {
+        let Some(shadow) = spec.shadow else {
+            continue;
+        };
+        let at_synthetic = runs.get(&spec.name).is_some_and(|r| {
+            r.state == RampState::Running && spec.steps.get(r.step) == Some(&RampStep::Synthetic)
+        });
+        if !at_synthetic {
+            continue;
+        }
+        let current = all.get(&spec.name).filter(|t| {
+            t.region == spec.region
+                && t.percent == shadow.percent
+                && t.compare_body == shadow.compare_body
+        });
+        let target = match current {
+            Some(t) => t.clone(),
+            None => {
+                // New, or its settings changed with a reload: fresh counters.
+                let t = std::sync::Arc::new(crate::shadow::ShadowTarget::new(
+                    &spec.name,
+                    spec.region.clone(),
+                    shadow.percent,
+                    shadow.compare_body,
+                ));
+                all.insert(spec.name.clone(), t.clone());
+                t
+            }
+        };
+        active.push(target);
+    }
+    let current = state.shadow_active.load();
+    let same = current.len() == active.len()
+        && current
+            .iter()
+            .zip(&active)
+            .all(|(a, b)| std::sync::Arc::ptr_eq(a, b));
+    if !same {
+        state.shadow_active.store(std::sync::Arc::new(active));
     }
 }
 

@@ -1,9 +1,10 @@
 //! The router's shared state: the current topology (swapped whole on reload),
 //! the retry budget, and the in-flight count that graceful shutdown waits on.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,6 +14,7 @@ use switchyard_config::Percent;
 
 use crate::persist::{TrafficState, TrafficStore};
 use crate::safety::DialHistory;
+use crate::shadow::ShadowTarget;
 use crate::topology::Topology;
 
 pub struct RouterState {
@@ -29,6 +31,10 @@ pub struct RouterState {
     pub traffic: TrafficStore,
     /// Recent dials, for the `max_dial_step` interlock.
     pub dial_history: DialHistory,
+    /// Regions taking shadow reads now (ramps at their synthetic stage).
+    pub shadow_active: ArcSwap<Vec<Arc<ShadowTarget>>>,
+    /// Every shadow target a ramp has had, by ramp name, with its counters.
+    pub shadow_all: Mutex<HashMap<String, Arc<ShadowTarget>>>,
 }
 
 impl RouterState {
@@ -49,6 +55,8 @@ impl RouterState {
             control,
             traffic,
             dial_history: DialHistory::default(),
+            shadow_active: ArcSwap::from_pointee(Vec::new()),
+            shadow_all: Mutex::new(HashMap::new()),
         })
     }
 

@@ -666,3 +666,75 @@ async fn explain_names_the_rule_that_drops_each_region() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_reads_mirror_real_reads_during_the_synthetic_stage() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}{SYNTHETIC}ramps:\n  b-launch:\n    region: b\n    steps: [synthetic, 100]\n    hold: 1m\n    shadow: {{ percent: 100 }}\n",
+        two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "    dial: 0\n", &dir)
+    );
+    let router = Router::start_with_env(dir, &cfg, &[("SY_SYNTHETIC", SYNTHETIC_TOKEN)]);
+    let (code, _) = router
+        .admin(Method::POST, "/admin/v1/ramps/b-launch/start", None)
+        .await;
+    assert_eq!(code, 200);
+    // Shadows start with the controller's next tick.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.set("slow", json!(1500)).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    for i in 0..20 {
+        let (status, region) =
+            get_region(&client, &router.url("/kv/absent"), Some(&format!("k{i}"))).await;
+        assert_eq!((status, region.as_str()), (404, "a"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the client waited for shadows: {:?}",
+        started.elapsed()
+    );
+    b.set("slow", json!(0)).await;
+    // a holds a key b lacks: the status classes differ.
+    client
+        .put(format!("{}/kv/only-a", a.url()))
+        .header("X-Fencing-Token", "1")
+        .body("v")
+        .send()
+        .await
+        .expect("direct write");
+    let (status, _) = get_region(&client, &router.url("/kv/only-a"), None).await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(5), || async {
+        let sh = router.status().await["ramps"]["b-launch"]["shadow"].clone();
+        sh["sent"] == 21 && sh["matched"] == 20 && sh["mismatched"] == 1
+    })
+    .await;
+    // Comparing bodies too: the same status with different bodies (each
+    // region names itself in its answers) is a mismatch.
+    let resp = router
+        .reload_with(&cfg.replace(
+            "shadow: { percent: 100 }",
+            "shadow: { percent: 100, compare_body: true }",
+        ))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = get_region(&client, &router.url("/kv/absent"), None).await;
+    assert_eq!(status, 404);
+    eventually(Duration::from_secs(5), || async {
+        let sh = router.status().await["ramps"]["b-launch"]["shadow"].clone();
+        sh["sent"] == 1 && sh["mismatched"] == 1
+    })
+    .await;
+    let m = router.metrics_text().await;
+    for result in ["match", "status_mismatch", "body_mismatch"] {
+        assert!(
+            m.contains(&format!(
+                "switchyard_shadow_reads_total{{region=\"b\",result=\"{result}\"}}"
+            )),
+            "{result}: {m}"
+        );
+    }
+}
