@@ -1,8 +1,12 @@
 //! `switchyard demo`: three reference regions at simulated distances (a full
 //! owner in us-east-1, a full replica in eu-west-1 ~80 ms away, a read-only
 //! replica in ap-northeast-1 ~160 ms away), the real router in front of them
-//! with geo routing, and a client mix from three places. It prints how
-//! traffic splits by region and class while it runs, and a summary at the end.
+//! with geo routing, and a client mix from three places. The read-only region
+//! starts dark and is ramped in: synthetic traffic first, then growing shares
+//! of real users; partway, the region starts failing and the ramp's error
+//! gate halts it and steps its dial back down. It prints how traffic splits
+//! by region and class while it runs, each ramp step as it happens, and a
+//! summary at the end.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -17,8 +21,8 @@ use switchyard_region::{RegionOpts, Role};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// How long the client mix runs, e.g. 15s.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// How long the client mix runs, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Requests per second the client mix sends.
     #[arg(long, default_value_t = 100)]
@@ -112,6 +116,7 @@ regions:
     services: [api]
     compliance: {{ data_residency: JP }}
     health: {{ interval: 500ms, timeout: 1s }}
+    dial: 0
 routing:
   policy: geo
   geo:
@@ -121,20 +126,42 @@ consistency:
   freshness: {{ default: bounded, classes: {{ strong: 0s, bounded: 2s, relaxed: 30s }} }}
   partition: {{ header: X-Partition }}
   owners: {{ default: us-east-1 }}
+synthetic: {{ header: X-Switchyard-Synthetic, token_env: SWITCHYARD_DEMO_SYNTHETIC }}
+ramps:
+  ap-launch:
+    region: ap-northeast-1
+    steps: [synthetic, 10, 50, 100]
+    hold: 3s
+    step_down_every: 700ms
+    gates: {{ max_error_rate: 0.05 }}
 "#,
         state = dir.join("state").display(),
     )
 }
 
-fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, SocketAddr)> {
+/// The token synthetic demo requests carry.
+const SYNTHETIC_TOKEN: &str = "demo-synthetic";
+const ADMIN_TOKEN: &str = "demo";
+
+/// The router's listeners, from its ready line.
+struct Edge {
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, Edge)> {
     let exe = std::env::current_exe().context("cannot find the switchyard binary")?;
     let mut child = Command::new(exe)
         .args(["run", "--config"])
         .arg(config)
-        .env("SWITCHYARD_DEMO_TOKEN", "demo")
+        .env("SWITCHYARD_DEMO_TOKEN", ADMIN_TOKEN)
+        .env("SWITCHYARD_DEMO_SYNTHETIC", SYNTHETIC_TOKEN)
         .env(
             "SWITCHYARD_LOG",
-            std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| {
+                "warn,switchyard_router::ramp=off,pingora_proxy=error,pingora_core::connectors=off"
+                    .into()
+            }),
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -144,13 +171,14 @@ fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, Socket
     let child = RouterChild(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let http = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .and_then(|a| a.parse().ok());
-    match http {
-        Some(addr) => Ok((child, addr)),
-        None => bail!("the router did not start: {line:?}"),
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|a| a.parse().ok())
+    };
+    match (field("http="), field("admin=")) {
+        (Some(http), Some(admin)) => Ok((child, Edge { http, admin })),
+        _ => bail!("the router did not start: {line:?}"),
     }
 }
 
@@ -212,17 +240,25 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let config = dir.join("switchyard.yaml");
     std::fs::write(&config, demo_config(us, eu, ap, &dir))?;
     println!("regions: us-east-1 {us} (owner), eu-west-1 {eu} (+80 ms, replica), ap-northeast-1 {ap} (+160 ms, read-only)");
-    let (_router, edge) = tokio::task::block_in_place(|| start_router(&config))?;
-    println!("router: http://{edge}  config: {}", config.display());
+    let (_router, edge_addrs) = tokio::task::block_in_place(|| start_router(&config))?;
+    let edge = edge_addrs.http;
+    println!(
+        "router: http://{edge}  admin: http://{}  config: {}",
+        edge_addrs.admin,
+        config.display()
+    );
     let mix: Vec<String> = PLACES
         .iter()
         .map(|p| format!("{} {}% from {}", p.name, p.share, p.source))
         .collect();
     println!(
-        "client mix: {} req/s for {:?}; 80% reads, 20% writes; {}\n",
+        "client mix: {} req/s for {:?}; 80% reads, 20% writes; {}; a tenth of JP reads are synthetic",
         args.rps,
         args.duration,
         mix.join(", ")
+    );
+    println!(
+        "ramp ap-launch: ap-northeast-1 from synthetic through 10%, 50%, 100% of its real traffic, 3 s a step, halting on more than 5% errors\n"
     );
     tokio::time::sleep(Duration::from_millis(1200)).await; // first health probes
 
@@ -240,6 +276,14 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rps.max(1))));
     let mut next_report = Duration::from_secs(1);
     let mut n: u64 = 0;
+    let admin = reqwest::Client::new();
+    let ramp = RampWatch {
+        admin: edge_addrs.admin,
+        client: admin,
+        seen: Default::default(),
+    };
+    ramp.post("/admin/v1/ramps/ap-launch/start").await?;
+    let mut ap_failing = false;
     while start.elapsed() < args.duration {
         tick.tick().await;
         n += 1;
@@ -253,18 +297,24 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         };
         let client = clients[place].clone();
         let write = n.is_multiple_of(5);
+        let synthetic = place == 2 && n % 10 == 3;
         // Reads follow the writes a little behind, so most find their key.
         let key = format!("k{}", (n - n % 5) % 200);
         let url = format!("http://{edge}/kv/{key}");
+        let key = key.clone();
         let shared = tally.clone();
         tokio::spawn(async move {
             let t = Instant::now();
             let req = if write {
                 client.put(&url).body(format!("v{n}"))
+            } else if synthetic {
+                client
+                    .get(&url)
+                    .header("X-Switchyard-Synthetic", SYNTHETIC_TOKEN)
             } else {
                 client.get(&url)
             };
-            let result = req.send().await;
+            let result = req.header("X-Partition", key).send().await;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             match result {
@@ -290,8 +340,20 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 &tally.lock().unwrap_or_else(|e| e.into_inner()),
             );
             next_report += Duration::from_secs(1);
+            let status = ramp.print_new_events().await;
+            // Once real users reach half of ap-northeast-1's share, it breaks.
+            if !ap_failing && status.as_deref() == Some("50") {
+                ap_failing = true;
+                println!("  >> ap-northeast-1 starts answering 500 to every request");
+                reqwest::Client::new()
+                    .put(format!("http://{ap}/_control/fail"))
+                    .json(&serde_json::json!({"value": 500}))
+                    .send()
+                    .await?;
+            }
         }
     }
+    ramp.print_new_events().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = tally.lock().unwrap_or_else(|e| e.into_inner());
     print_summary(&s);
@@ -342,4 +404,65 @@ fn print_summary(s: &Tally) {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     println!("statuses: {}", statuses.join(", "));
+}
+
+/// Follows the demo ramp through the admin API and prints its steps as they happen.
+struct RampWatch {
+    admin: SocketAddr,
+    client: reqwest::Client,
+    seen: Mutex<std::collections::HashSet<(u64, String)>>,
+}
+
+impl RampWatch {
+    async fn post(&self, path: &str) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("{path}: {} {}", resp.status(), resp.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Prints ramp events not printed yet; returns the current step.
+    async fn print_new_events(&self) -> Option<String> {
+        let status: serde_json::Value = self
+            .client
+            .get(format!("http://{}/admin/v1/status", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let r = &status["ramps"]["ap-launch"];
+        let mut events: Vec<(u64, String)> = r["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .map(|e| {
+                        (
+                            e["at_ms"].as_u64().unwrap_or(0),
+                            e["what"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        events.sort();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            if seen.insert(e.clone()) {
+                println!("  ramp ap-launch: {}", e.1);
+            }
+        }
+        Some(match &r["step"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
 }

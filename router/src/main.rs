@@ -43,8 +43,9 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_core::connectors=off")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -399,6 +399,17 @@ impl ProxyHttp for Edge {
         }
     }
 
+    /// A retry we asked for (a 5xx on a read) is a decision, not a warning.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        ctx.retry_requested
+    }
+
     /// A client that hangs up is its own business, not an error of ours.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         matches!(error.esource(), pingora::ErrorSource::Downstream)

@@ -96,9 +96,9 @@ fn missing_file_and_bad_usage_exit_2() {
 }
 
 #[test]
-fn demo_runs_regions_router_and_client_mix() {
+fn demo_runs_regions_router_and_client_mix_and_a_ramp() {
     let out = Command::new(binary())
-        .args(["demo", "--duration", "3s", "--rps", "60"])
+        .args(["demo", "--duration", "11s", "--rps", "60"])
         .env("SWITCHYARD_LOG", "error")
         .output()
         .expect("demo runs");
@@ -119,4 +119,15 @@ fn demo_runs_regions_router_and_client_mix() {
         assert!(text.contains(line), "missing {line:?} in {text}");
     }
     assert!(!text.contains(" 503:") && !text.contains(" 502:"), "{text}");
+    // The ramp: synthetic, then real traffic, then a gate halts it as the region fails.
+    for event in [
+        "ramp ap-launch: started at step synthetic",
+        "ramp ap-launch: advanced to step 10%",
+        "ramp ap-launch: advanced to step 50%",
+        "ap-northeast-1 starts answering 500",
+        "ramp ap-launch: halted: gate error_rate breached",
+        "ramp ap-launch: stepped the dial down to 25%",
+    ] {
+        assert!(text.contains(event), "missing {event:?} in {text}");
+    }
 }
