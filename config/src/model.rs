@@ -501,8 +501,8 @@ impl Default for Outlier {
     fn default() -> Self {
         Outlier {
             enabled: true,
-            interval: Duration::from_millis(500),
-            window: Duration::from_secs(3),
+            interval: Duration::from_millis(250),
+            window: Duration::from_secs(1),
             consecutive_failures: 5,
             max_error_rate: 0.5,
             min_requests: 10,

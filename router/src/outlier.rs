@@ -35,7 +35,7 @@ pub struct Window {
 }
 
 /// Timed answers a window needs before its mean latency stands for the region.
-const MIN_TIMED: u64 = 3;
+const MIN_TIMED: u64 = 5;
 
 /// Judges one region's window against the others' latencies.
 pub fn judge(cfg: &Outlier, own: &Window, others_latency: &[f64]) -> Option<Finding> {
