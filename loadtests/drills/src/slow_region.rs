@@ -35,6 +35,11 @@ struct Args {
     no_nginx: bool,
 }
 
+/// Asks the proxy whether it has taken the slow region out.
+type EjectionWatch = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+>;
+
 /// One answered request: when it started (since the drill began), its latency, its status.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -83,13 +88,7 @@ async fn drive(
     url: String,
     args: &Args,
     slow: SocketAddr,
-    watch: Option<
-        Box<
-            dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-                + Send
-                + Sync,
-        >,
-    >,
+    watch: Option<EjectionWatch>,
 ) -> anyhow::Result<(Vec<Sample>, Option<Duration>)> {
     let phase = Duration::from_secs(args.phase);
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -266,9 +265,7 @@ async fn main() -> anyhow::Result<()> {
     };
     wait_port(http).await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let watch: Box<
-        dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
-    > = Box::new(move || {
+    let watch: EjectionWatch = Box::new(move || {
         Box::pin(async move {
             let Ok(r) = reqwest::Client::new()
                 .get(format!("http://{admin}/admin/v1/status"))
