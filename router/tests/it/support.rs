@@ -373,13 +373,16 @@ pub async fn get_region(
         req = req.header("X-Partition", p);
     }
     let resp = req.send().await.expect("request");
-    let region = resp
-        .headers()
+    (resp.status().as_u16(), served_by(&resp))
+}
+
+/// The region an answer names in `X-Switchyard-Region` ("" when none).
+pub fn served_by(resp: &reqwest::Response) -> String {
+    resp.headers()
         .get("x-switchyard-region")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_string();
-    (resp.status().as_u16(), region)
+        .to_string()
 }
 
 /// Sends raw bytes and returns the status line's code and the whole answer.

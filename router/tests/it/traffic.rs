@@ -26,13 +26,7 @@ async fn synthetic_split(router: &Router, n: usize, token: &str) -> HashMap<Stri
             .await
             .expect("request");
         assert!(resp.status().as_u16() < 500, "{}", resp.status());
-        let region = resp
-            .headers()
-            .get("x-switchyard-region")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        *counts.entry(region).or_insert(0) += 1;
+        *counts.entry(served_by(&resp)).or_insert(0) += 1;
     }
     counts
 }
@@ -374,11 +368,7 @@ async fn over_the_rate_limit_reads_spill_and_then_get_429() {
             .send()
             .await
             .expect("request");
-        let region = resp
-            .headers()
-            .get("x-switchyard-region")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let region = Some(served_by(&resp)).filter(|r| !r.is_empty());
         if resp.status().as_u16() == 429 {
             retry_after = resp
                 .headers()
