@@ -2,6 +2,7 @@
 //! Artifact, routing, consistency, op log), and validation that reports every
 //! problem as `FILE:LINE:COL: message`.
 
+mod consistency;
 pub mod diag;
 pub mod model;
 mod parse;

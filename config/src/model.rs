@@ -333,12 +333,87 @@ impl Default for LatencyTuning {
 #[derive(Debug, Clone)]
 pub struct Consistency {
     pub default_class: String,
-    /// Class name → the replica lag bound it accepts.
-    pub classes: BTreeMap<String, Duration>,
+    /// Class name → the replica lag bound it accepts and its fallback.
+    pub classes: BTreeMap<String, FreshnessClass>,
     pub partition: PartitionKey,
     pub default_owner: Option<RegionName>,
     pub owners: BTreeMap<String, RegionName>,
     pub idempotency: Idempotency,
+    /// How long the edge remembers an idempotency key it has seen.
+    pub idempotency_window: Duration,
+    /// Partition → the residency zone its data must stay in.
+    pub partition_residency: BTreeMap<String, String>,
+    pub promotion: Promotion,
+    pub auto_promote: Option<AutoPromote>,
+    /// The environment variable holding the read-your-writes signing key.
+    pub ryw_key_env: String,
+}
+
+/// What happens to a read when no replica is fresh enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Read from the partition's owner.
+    Owner,
+    /// Wait up to the class's `wait` for a replica's lag to fall, then the owner.
+    Wait,
+    /// Serve the least-lagged replica, marked `X-Switchyard-Stale`.
+    Stale,
+    /// `503` with `Retry-After`.
+    Reject,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Owner => "owner",
+            Fallback::Wait => "wait",
+            Fallback::Stale => "stale",
+            Fallback::Reject => "reject",
+        }
+    }
+}
+
+/// A freshness class: the replica lag a read accepts, and what to do when
+/// no replica is that fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshnessClass {
+    pub bound: Duration,
+    pub fallback: Fallback,
+    /// With `fallback: wait`, the longest wait.
+    pub wait: Duration,
+}
+
+impl FreshnessClass {
+    pub fn bounded(bound: Duration) -> Self {
+        FreshnessClass {
+            bound,
+            fallback: Fallback::Owner,
+            wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Rules for a manual promotion.
+#[derive(Debug, Clone, Copy)]
+pub struct Promotion {
+    /// A target lagging more than this is refused unless forced.
+    pub max_lag: Duration,
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Promotion {
+            max_lag: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Automatic promotion: when the owner has been unhealthy for `after`,
+/// promote the least-lagged eligible full region lagging at most `max_lag`.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoPromote {
+    pub after: Duration,
+    pub max_lag: Duration,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -567,9 +567,18 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
     let mut c = Consistency {
         default_class: "bounded".into(),
         classes: BTreeMap::from([
-            ("strong".to_string(), Duration::ZERO),
-            ("bounded".to_string(), Duration::from_secs(2)),
-            ("relaxed".to_string(), Duration::from_secs(30)),
+            (
+                "strong".to_string(),
+                FreshnessClass::bounded(Duration::ZERO),
+            ),
+            (
+                "bounded".to_string(),
+                FreshnessClass::bounded(Duration::from_secs(2)),
+            ),
+            (
+                "relaxed".to_string(),
+                FreshnessClass::bounded(Duration::from_secs(30)),
+            ),
         ]),
         partition: PartitionKey {
             header: Some("X-Partition".into()),
@@ -578,17 +587,33 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
         default_owner: None,
         owners: BTreeMap::new(),
         idempotency: Idempotency::Generate,
+        idempotency_window: Duration::from_secs(24 * 3600),
+        partition_residency: BTreeMap::new(),
+        promotion: Promotion::default(),
+        auto_promote: None,
+        ryw_key_env: "SWITCHYARD_RYW_KEY".into(),
     };
     let Some(f) = n.and_then(|n| {
         Fields::new(
             n,
             "consistency",
-            &["freshness", "partition", "owners", "idempotency"],
+            &[
+                "freshness",
+                "partition",
+                "owners",
+                "idempotency",
+                "idempotency_window",
+                "partition_residency",
+                "promotion",
+                "auto_promote",
+                "ryw",
+            ],
             d,
         )
     }) else {
         return c;
     };
+    crate::consistency::extra(&f, &mut c, d);
     if let Some(fr) = f
         .get("freshness")
         .and_then(|n| Fields::new(n, "consistency.freshness", &["default", "classes"], d))
@@ -598,10 +623,12 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
             for (name, _, v) in
                 diag::map_entries(n, "consistency.freshness.classes", d).unwrap_or_default()
             {
-                if let Some(bound) =
-                    diag::duration(v, &format!("consistency.freshness.classes.{name}"), d)
-                {
-                    classes.insert(name.to_string(), bound);
+                if let Some(class) = crate::consistency::freshness_class(
+                    v,
+                    &format!("consistency.freshness.classes.{name}"),
+                    d,
+                ) {
+                    classes.insert(name.to_string(), class);
                 }
             }
             c.classes = classes;

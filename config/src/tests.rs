@@ -29,7 +29,10 @@ fn design_example_is_accepted_as_is() {
     assert_eq!(cfg.routing.weights[&RegionName::new("us-east-1")], 80);
     assert_eq!(cfg.routing.geo.networks[0].1, "DE");
     assert_eq!(cfg.routing.residency["DE"], "EU");
-    assert_eq!(cfg.consistency.classes["relaxed"], Duration::from_secs(30));
+    assert_eq!(
+        cfg.consistency.classes["relaxed"].bound,
+        Duration::from_secs(30)
+    );
     assert_eq!(
         cfg.consistency.partition.header.as_deref(),
         Some("X-Partition")

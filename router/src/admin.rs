@@ -2,7 +2,7 @@
 //! `GET /admin/v1/status`, `POST /admin/v1/reload`,
 //! `PUT /admin/v1/regions/{name}/dial`, `POST /admin/v1/regions/{name}/drain`
 //! (and `/undrain`), `POST /admin/v1/ramps/{name}/{start|pause|abort}`,
-//! `POST /admin/v1/explain`. Bad bodies get 400, a change that breaks an
+//! `POST /admin/v1/explain`, `POST /admin/v1/promote`. Bad bodies get 400, a change that breaks an
 //! interlock 409 naming the rule.
 
 use std::sync::atomic::Ordering;
@@ -43,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/regions/{name}/undrain", post(undrain))
         .route("/admin/v1/ramps/{name}/{action}", post(ramp_action))
         .route("/admin/v1/explain", post(explain))
+        .route("/admin/v1/promote", post(promote))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -76,6 +77,7 @@ async fn status(State(s): State<AdminState>) -> Json<Value> {
     let topo = s.router.topology.load_full();
     let mut doc = status_json(&topo, s.router.inflight());
     doc["ramps"] = crate::ramp::status(&s.router, &topo);
+    doc["owners"] = s.router.ownership.status_json();
     Json(doc)
 }
 
@@ -130,19 +132,9 @@ pub fn status_json(topo: &Topology, inflight: usize) -> Value {
             }),
         );
     }
-    let mut owners = Map::new();
-    if let Some(o) = topo.default_owner {
-        owners.insert(
-            "default".into(),
-            json!({"region": topo.name(o), "epoch": 1}),
-        );
-    }
-    for (p, o) in &topo.owners {
-        owners.insert(p.clone(), json!({"region": topo.name(*o), "epoch": 1}));
-    }
     json!({
         "regions": regions,
-        "owners": owners,
+        "owners": {},
         "ramps": {},
         "policy": format!("{:?}", topo.config.routing.policy).to_lowercase(),
         "inflight": inflight,
@@ -366,5 +358,32 @@ async fn explain(State(s): State<AdminState>, bytes: axum::body::Bytes) -> Respo
     match crate::explain::explain(&s.router.topology.load(), &req) {
         Ok(v) => Json(v).into_response(),
         Err(e) => refuse(StatusCode::BAD_REQUEST, None, e.0),
+    }
+}
+
+async fn promote(State(s): State<AdminState>, bytes: axum::body::Bytes) -> Response {
+    let req: crate::promote::PromoteRequest = match body(
+        &bytes,
+        r#"{"partition": "P" | "*", "to": "REGION", "force": false}"#,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    match crate::promote::promote(&s.router, &req, "manual").await {
+        Ok(records) => Json(json!({ "promoted": records })).into_response(),
+        Err(crate::promote::PromoteError::UnknownRegion(r)) => {
+            region_index(&s.router.topology.load(), &r)
+                .err()
+                .map_or_else(
+                    || StatusCode::NOT_FOUND.into_response(),
+                    IntoResponse::into_response,
+                )
+        }
+        Err(crate::promote::PromoteError::Refused { rule, message }) => {
+            refuse(StatusCode::CONFLICT, Some(rule), message)
+        }
+        Err(crate::promote::PromoteError::Internal(e)) => {
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, None, e)
+        }
     }
 }

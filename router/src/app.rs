@@ -103,7 +103,15 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let topology = Topology::build(Arc::new(config.clone()), None)?;
     let traffic = crate::persist::TrafficStore::open(&config.state_dir)
         .context("state_dir: cannot read the saved traffic state")?;
-    let state = RouterState::new(topology, config_path, control.handle().clone(), traffic);
+    let ownership = crate::ownership::OwnershipStore::open(&config.state_dir, &config)
+        .context("state_dir: cannot read the ownership table")?;
+    let state = RouterState::new(
+        topology,
+        config_path,
+        control.handle().clone(),
+        traffic,
+        ownership,
+    );
     let resolver = Arc::new(crate::resolve::resolver()?);
     {
         let _enter = control.enter();
@@ -111,6 +119,7 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     control.spawn(crate::ramp::run_controller(state.clone()));
     control.spawn(crate::outlier::run_detector(state.clone()));
+    control.spawn(crate::promote::run_auto_promoter(state.clone()));
     let reloader = Arc::new(Reloader {
         state: state.clone(),
         resolver: resolver.clone(),

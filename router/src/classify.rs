@@ -2,10 +2,9 @@
 //! headers, client address), before any region is considered.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use http::{HeaderMap, Method};
-use switchyard_config::{parse_duration, RequestClass};
+use switchyard_config::{parse_duration, FreshnessClass, RequestClass};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::Reject;
@@ -19,8 +18,8 @@ pub struct Classified<'a> {
     pub service: &'a str,
     pub service_hash: u64,
     pub class: RequestClass,
-    /// The replica lag this read accepts.
-    pub freshness: Duration,
+    /// The replica lag this read accepts, and its fallback.
+    pub freshness: FreshnessClass,
     pub partition: Option<&'a str>,
     pub client_ip: IpAddr,
     pub place: Place,
@@ -97,7 +96,7 @@ pub fn classify<'a>(
 
 /// The bound a read accepts: `X-Freshness` naming a class or giving a
 /// duration, else the configured default class.
-fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<Duration, Reject> {
+fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<FreshnessClass, Reject> {
     let c = &topo.config.consistency;
     let Some(v) = headers.get(&FRESHNESS) else {
         return Ok(topo.default_freshness);
@@ -109,13 +108,15 @@ fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<Duration, Reject> {
     if let Some(bound) = c.classes.get(s) {
         return Ok(*bound);
     }
-    parse_duration(s).ok_or_else(|| {
-        let names: Vec<&str> = c.classes.keys().map(String::as_str).collect();
-        Reject::bad_request(format!(
-            "X-Freshness must name a class ({}) or give a bound such as 750ms, found {s:?}",
-            names.join(", ")
-        ))
-    })
+    parse_duration(s)
+        .map(FreshnessClass::bounded)
+        .ok_or_else(|| {
+            let names: Vec<&str> = c.classes.keys().map(String::as_str).collect();
+            Reject::bad_request(format!(
+                "X-Freshness must name a class ({}) or give a bound such as 750ms, found {s:?}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// The partition key from the configured header or path segment.

@@ -46,6 +46,16 @@ enum CtlCommand {
         #[arg(value_parser = ["start", "pause", "abort"])]
         action: String,
     },
+    /// Move a partition's ownership (or every partition's, with `*`) to a region.
+    Promote {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        to: String,
+        /// Promote past the health, drain and lag rules (logged).
+        #[arg(long)]
+        force: bool,
+    },
     /// Show where a request would go, and why.
     Explain {
         #[arg(long, default_value = "GET")]
@@ -124,6 +134,15 @@ fn execute(args: CtlArgs) -> anyhow::Result<ExitCode> {
             Method::POST,
             format!("/admin/v1/ramps/{name}/{action}"),
             None,
+        ),
+        CtlCommand::Promote {
+            partition,
+            to,
+            force,
+        } => call(
+            Method::POST,
+            "/admin/v1/promote",
+            Some(json!({"partition": partition, "to": to, "force": force})),
         ),
         CtlCommand::Explain {
             method,

@@ -78,7 +78,8 @@ pub fn verdict(
         RequestClass::Write if !is_owner => Verdict::NotOwner,
         RequestClass::Read
             if !is_owner
-                && r.live.lag_ms.load(Ordering::Relaxed) as u128 > req.freshness.as_millis() =>
+                && r.live.lag_ms.load(Ordering::Relaxed) as u128
+                    > req.freshness.bound.as_millis() =>
         {
             Verdict::TooStale
         }

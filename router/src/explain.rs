@@ -110,7 +110,7 @@ pub fn explain(topo: &Topology, req: &ExplainRequest) -> Result<Value, BadExplai
             "client": client.to_string(),
             "service": classified.service,
             "class": crate::metrics::class_label(classified.class),
-            "freshness_ms": classified.freshness.as_millis() as u64,
+            "freshness_ms": classified.freshness.bound.as_millis() as u64,
             "partition": classified.partition,
             "country": classified.place.country.map(|c| c.as_str().to_string()),
             "continent": classified.place.continent.map(|c| c.as_str().to_string()),
@@ -118,7 +118,7 @@ pub fn explain(topo: &Topology, req: &ExplainRequest) -> Result<Value, BadExplai
             "synthetic": classified.synthetic,
         },
         "policy": policy_name(topo.config.routing.policy),
-        "owner": owner.map(|o| json!({"region": topo.name(o), "epoch": 1})),
+        "owner": topo.owner_and_epoch(classified.partition).map(|(o, epoch)| json!({"region": topo.name(o), "epoch": epoch})),
         "candidates": candidates,
         "order": order,
         "pick": pick,
@@ -148,7 +148,7 @@ fn candidate(
         Verdict::TooStale => Some(format!(
             "lag {} ms > bound {} ms",
             r.live.lag_ms.load(std::sync::atomic::Ordering::Relaxed),
-            req.freshness.as_millis()
+            req.freshness.bound.as_millis()
         )),
         Verdict::Residency => Some(format!(
             "region zone {:?}, client zone {:?}",

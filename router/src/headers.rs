@@ -9,3 +9,5 @@ pub const FENCING_TOKEN: &str = "x-fencing-token";
 pub const FRESHNESS: http::HeaderName = http::HeaderName::from_static("x-freshness");
 pub const REQUEST_ID: &str = "x-request-id";
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
+/// A region's mark on a write it refused for carrying an old fencing token.
+pub const FENCED: &str = "x-fenced";

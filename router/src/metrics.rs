@@ -100,6 +100,14 @@ fn describe() {
         "Reads mirrored to a ramping region, by result (match, status_mismatch, body_mismatch, error)"
     );
     metrics::describe_counter!(
+        "switchyard_promotions_total",
+        "Ownership promotions, by kind (manual, auto)"
+    );
+    metrics::describe_counter!(
+        "switchyard_fenced_writes_total",
+        "Writes a region refused with X-Fenced: this router's epoch was stale"
+    );
+    metrics::describe_counter!(
         "switchyard_config_reloads_total",
         "Config reloads, by result"
     );
@@ -256,4 +264,13 @@ pub fn ramp(name: &str, step: usize, state: &'static str) {
 
 pub fn ramp_halt(name: &str, gate: &'static str) {
     counter!("switchyard_ramp_halts_total", "ramp" => SharedString::from(name.to_string()), "gate" => gate).increment(1);
+}
+
+pub fn promotion(kind: &'static str) {
+    counter!("switchyard_promotions_total", "kind" => kind).increment(1);
+}
+
+/// A write the owner refused as fenced: this router's view of ownership was stale.
+pub fn fenced() {
+    counter!("switchyard_fenced_writes_total").increment(1);
 }

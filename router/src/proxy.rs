@@ -20,7 +20,7 @@ use tower::retry::budget::Budget;
 use crate::classify::classify;
 use crate::decide::{decide, take_rate_tokens, Order};
 use crate::error::Reject;
-use crate::headers::{FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID};
+use crate::headers::{FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID};
 use crate::hygiene;
 use crate::live::RegionInflight;
 use crate::metrics;
@@ -57,6 +57,8 @@ pub struct Ctx {
     answered: bool,
     /// Carries the synthetic marker with the right token.
     synthetic: bool,
+    /// A write's partition epoch: its fencing token.
+    epoch: u64,
     /// Counts this request on the region serving it.
     region_inflight: Option<RegionInflight>,
     /// Set when this read is mirrored to a ramping region once answered.
@@ -126,6 +128,12 @@ impl Edge {
         let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
+        if ctx.class == RequestClass::Write {
+            ctx.epoch = ctx
+                .topo
+                .owner_and_epoch(classified.partition)
+                .map_or(0, |o| o.1);
+        }
         ctx.order = decide(&ctx.topo, &classified)?;
         take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(ctx.started))?;
         if ctx.class == RequestClass::Read {
@@ -169,6 +177,7 @@ impl ProxyHttp for Edge {
             upstream_started: None,
             answered: false,
             synthetic: false,
+            epoch: 0,
             region_inflight: None,
             shadow: None,
             _inflight: InflightGuard::new(&self.state),
@@ -263,7 +272,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if ctx.class == RequestClass::Write {
-            upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from_static("1"))?;
+            upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from(ctx.epoch))?;
         }
         ctx.retry_requested = false;
         ctx.answered = false;
@@ -291,6 +300,24 @@ impl ProxyHttp for Edge {
                 .live
                 .stats
                 .answer(!resp.status.is_server_error(), secs);
+        }
+        if ctx.class == RequestClass::Write
+            && resp.status == http::StatusCode::CONFLICT
+            && resp
+                .headers
+                .get(FENCED)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+        {
+            // Our epoch is behind the region's: ownership moved on without us.
+            metrics::fenced();
+            let state = self.state.clone();
+            self.state.control.spawn(async move {
+                state.refresh_ownership();
+            });
+            ctx.reject = Some(Reject::unavailable(
+                "the owner refused this write as fenced: ownership moved on; this router refreshed its view, retry",
+            ));
+            return Error::e_explain(ErrorType::HTTPStatus(503), "fenced write");
         }
         if resp.status.is_server_error() {
             metrics::upstream_error(&entry.spec.name, "5xx");
@@ -367,7 +394,19 @@ impl ProxyHttp for Edge {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // A refusal of ours decided while proxying (a fenced write) speaks for itself.
+        if let Some(reject) = ctx.reject.take() {
+            if session.response_written().is_none() {
+                if let Err(err) = respond(session, &reject).await {
+                    tracing::debug!(error = %err, "could not write the error response");
+                }
+            }
+            return FailToProxy {
+                error_code: reject.status,
+                can_reuse_downstream: false,
+            };
+        }
         let (status, reason) = match e.etype() {
             ErrorType::HTTPStatus(code) => {
                 (*code, e.context.as_ref().map(|c| c.as_str().to_string()))

@@ -38,6 +38,8 @@ impl Reloader {
             tracing::warn!("listener addresses changed; they take effect on restart");
         }
         let topo = Topology::build(Arc::new(cfg), Some(&old))?;
+        self.state.ownership.seed(&topo.config)?;
+        topo.set_owners(&self.state.ownership.snapshot());
         self.state.topology.store(Arc::new(topo));
         crate::health::start_tasks(&self.state, &self.resolver);
         Ok(())

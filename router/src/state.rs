@@ -12,6 +12,7 @@ use tower::retry::budget::TpsBudget;
 
 use switchyard_config::Percent;
 
+use crate::ownership::OwnershipStore;
 use crate::persist::{TrafficState, TrafficStore};
 use crate::safety::DialHistory;
 use crate::shadow::ShadowTarget;
@@ -29,6 +30,8 @@ pub struct RouterState {
     pub control: tokio::runtime::Handle,
     /// Operator state that survives restarts: dials, drains, ramps.
     pub traffic: TrafficStore,
+    /// Partition owners and epochs, durable in `state_dir`.
+    pub ownership: OwnershipStore,
     /// Recent dials, for the `max_dial_step` interlock.
     pub dial_history: DialHistory,
     /// Regions taking shadow reads now (ramps at their synthetic stage).
@@ -43,9 +46,11 @@ impl RouterState {
         config_path: PathBuf,
         control: tokio::runtime::Handle,
         traffic: TrafficStore,
+        ownership: OwnershipStore,
     ) -> Arc<Self> {
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
+        topology.set_owners(&ownership.snapshot());
         Arc::new(RouterState {
             topology: ArcSwap::from_pointee(topology),
             config_path,
@@ -54,10 +59,22 @@ impl RouterState {
             reload_lock: tokio::sync::Mutex::new(()),
             control,
             traffic,
+            ownership,
             dial_history: DialHistory::default(),
             shadow_active: ArcSwap::from_pointee(Vec::new()),
             shadow_all: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Re-reads the ownership table and makes it current.
+    pub fn refresh_ownership(&self) {
+        match self.ownership.refresh() {
+            Ok(()) => {
+                self.topology.load().set_owners(&self.ownership.snapshot());
+                tracing::warn!("a region fenced a write; ownership refreshed");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot refresh ownership"),
+        }
     }
 
     pub fn inflight(&self) -> usize {

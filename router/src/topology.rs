@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::geo::GeoResolver;
 use crate::live::{EndpointLive, EndpointSet, RegionLive};
+use crate::ownership::OwnerIndex;
 use crate::ratelimit::TokenBucket;
 
 /// Index of a region in `Topology::regions`.
@@ -59,12 +60,12 @@ pub struct Topology {
     pub weighted_slots: Vec<[RegionIdx; crate::policy::weighted::PER_SLOT]>,
     /// Latency policy: regions by score, best first; refreshed after probes.
     pub latency_order: ArcSwap<Vec<(RegionIdx, f64)>>,
-    pub default_owner: Option<RegionIdx>,
-    pub owners: HashMap<String, RegionIdx>,
+    /// Partition owners and epochs, resolved to region indices; swapped on promotion.
+    pub owners: ArcSwap<OwnerIndex>,
     /// The partition header, parsed once.
     pub partition_header: Option<http::HeaderName>,
-    /// The default freshness class's bound.
-    pub default_freshness: std::time::Duration,
+    /// The default freshness class.
+    pub default_freshness: switchyard_config::FreshnessClass,
     /// Country → residency zone.
     pub residency: Vec<(crate::geo::Code, Arc<str>)>,
     /// The synthetic marker header and its token (from the environment).
@@ -148,18 +149,6 @@ impl Topology {
                 )
             })
             .collect();
-        let default_owner = config
-            .consistency
-            .default_owner
-            .as_ref()
-            .and_then(|r| index(r.as_str()))
-            .or_else(|| {
-                config
-                    .regions
-                    .iter()
-                    .position(|r| r.kind != RegionKind::ReadOnly)
-                    .map(|i| i as RegionIdx)
-            });
         let geo_orders = prefer
             .iter()
             .map(|(k, list)| {
@@ -176,12 +165,6 @@ impl Topology {
             Vec::new()
         };
         let latency_order = ArcSwap::from_pointee(crate::policy::latency::order(&regions));
-        let owners = config
-            .consistency
-            .owners
-            .iter()
-            .filter_map(|(p, r)| index(r.as_str()).map(|i| (p.clone(), i)))
-            .collect();
         // Endpoints a reload dropped stop their health and DNS tasks.
         if let Some(prev) = previous {
             for e in prev
@@ -212,7 +195,9 @@ impl Topology {
             .classes
             .get(&config.consistency.default_class)
             .copied()
-            .unwrap_or_default();
+            .unwrap_or(switchyard_config::FreshnessClass::bounded(
+                std::time::Duration::from_secs(2),
+            ));
         let residency = config
             .routing
             .residency
@@ -236,7 +221,7 @@ impl Topology {
                 })
             }
         };
-        Ok(Topology {
+        let topo = Topology {
             synthetic,
             partition_header,
             default_freshness,
@@ -248,9 +233,11 @@ impl Topology {
             config_order,
             weighted_slots,
             latency_order,
-            default_owner,
-            owners,
-        })
+            owners: ArcSwap::from_pointee(OwnerIndex::default()),
+        };
+        // Until the ownership table is attached: the config's owners at epoch 1.
+        topo.set_owners(&crate::ownership::OwnershipStore::in_memory(&topo.config).snapshot());
+        Ok(topo)
     }
 
     /// Re-sorts regions by their latency scores (after a probe).
@@ -271,18 +258,27 @@ impl Topology {
     }
 
     /// The partitions `idx` owns: `default` when it is the default owner, and explicit ones.
-    pub fn owned_partitions(&self, idx: RegionIdx) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        if self.default_owner == Some(idx) {
-            out.push("default");
+    pub fn owned_partitions(&self, idx: RegionIdx) -> Vec<String> {
+        let owners = self.owners.load();
+        let mut out: Vec<String> = Vec::new();
+        if owners.default.map(|o| o.0) == Some(idx) {
+            out.push(crate::ownership::DEFAULT.to_string());
         }
-        out.extend(
-            self.owners
-                .iter()
-                .filter(|(_, o)| **o == idx)
-                .map(|(p, _)| p.as_str()),
-        );
+        let mut named: Vec<String> = owners
+            .partitions
+            .iter()
+            .filter(|(_, o)| o.0 == idx)
+            .map(|(p, _)| p.clone())
+            .collect();
+        named.sort();
+        out.extend(named);
         out
+    }
+
+    /// Resolves an ownership table against this topology and makes it current.
+    pub fn set_owners(&self, table: &crate::ownership::OwnershipTable) {
+        self.owners
+            .store(Arc::new(OwnerIndex::build(table, &|n| self.index_of(n))));
     }
 
     pub fn name(&self, idx: RegionIdx) -> &str {
@@ -291,11 +287,11 @@ impl Topology {
 
     /// The owner of a partition: its own entry, else the default owner.
     pub fn owner_of(&self, partition: Option<&str>) -> Option<RegionIdx> {
-        if self.owners.is_empty() {
-            return self.default_owner;
-        }
-        partition
-            .and_then(|p| self.owners.get(p).copied())
-            .or(self.default_owner)
+        self.owners.load().get(partition).map(|o| o.0)
+    }
+
+    /// The owner of a partition and the epoch its writes carry.
+    pub fn owner_and_epoch(&self, partition: Option<&str>) -> Option<(RegionIdx, u64)> {
+        self.owners.load().get(partition)
     }
 }

@@ -2,6 +2,7 @@
 //! all on loopback with free ports.
 
 mod cli;
+mod consistency;
 mod geo;
 mod hygiene;
 mod ops;

@@ -1,0 +1,95 @@
+//! The consistency keys beyond classes, partition and owners: freshness
+//! class fallbacks, promotion rules, automatic promotion, partition
+//! residency, idempotency window, the read-your-writes key.
+
+use crate::diag::{self, Diags, Fields};
+use crate::model::*;
+use crate::traffic::positive;
+use crate::yaml::{Node, Value};
+
+/// A class: a bound (`2s`) or `{ bound, fallback, wait }`.
+pub fn freshness_class(n: &Node, path: &str, d: &mut Diags) -> Option<FreshnessClass> {
+    if !matches!(n.value, Value::Map(_)) {
+        return diag::duration(n, path, d).map(FreshnessClass::bounded);
+    }
+    let f = Fields::new(n, path, &["bound", "fallback", "wait"], d)?;
+    let bound = f
+        .require("bound", d)
+        .and_then(|n| diag::duration(n, &f.child("bound"), d))?;
+    let mut class = FreshnessClass::bounded(bound);
+    if let Some(v) = f.get("fallback").and_then(|n| {
+        diag::one_of(
+            n,
+            &f.child("fallback"),
+            &[
+                ("owner", Fallback::Owner),
+                ("wait", Fallback::Wait),
+                ("stale", Fallback::Stale),
+                ("reject", Fallback::Reject),
+            ],
+            d,
+        )
+    }) {
+        class.fallback = v;
+    }
+    if let Some(v) = f.get("wait").and_then(|n| positive(n, &f.child("wait"), d)) {
+        class.wait = v;
+    }
+    Some(class)
+}
+
+/// `idempotency_window`, `partition_residency`, `promotion`, `auto_promote`, `ryw`.
+pub fn extra(f: &Fields<'_>, c: &mut Consistency, d: &mut Diags) {
+    if let Some(v) = f
+        .get("idempotency_window")
+        .and_then(|n| positive(n, "consistency.idempotency_window", d))
+    {
+        c.idempotency_window = v;
+    }
+    if let Some(n) = f.get("partition_residency") {
+        for (part, _, v) in
+            diag::map_entries(n, "consistency.partition_residency", d).unwrap_or_default()
+        {
+            if let Some(zone) =
+                diag::string(v, &format!("consistency.partition_residency.{part}"), d)
+            {
+                c.partition_residency.insert(part.to_string(), zone);
+            }
+        }
+    }
+    if let Some(p) = f
+        .get("promotion")
+        .and_then(|n| Fields::new(n, "consistency.promotion", &["max_lag"], d))
+    {
+        if let Some(v) = p
+            .get("max_lag")
+            .and_then(|n| diag::duration(n, "consistency.promotion.max_lag", d))
+        {
+            c.promotion.max_lag = v;
+        }
+    }
+    if let Some(a) = f
+        .get("auto_promote")
+        .and_then(|n| Fields::new(n, "consistency.auto_promote", &["after", "max_lag"], d))
+    {
+        let after = a
+            .require("after", d)
+            .and_then(|n| positive(n, "consistency.auto_promote.after", d));
+        let max_lag = a
+            .get("max_lag")
+            .and_then(|n| diag::duration(n, "consistency.auto_promote.max_lag", d))
+            .unwrap_or(c.promotion.max_lag);
+        c.auto_promote = after.map(|after| AutoPromote { after, max_lag });
+    }
+    if let Some(r) = f
+        .get("ryw")
+        .and_then(|n| Fields::new(n, "consistency.ryw", &["key_env"], d))
+    {
+        if let Some(v) = r
+            .get("key_env")
+            .and_then(|n| diag::string(n, "consistency.ryw.key_env", d))
+        {
+            c.ryw_key_env = v;
+        }
+    }
+}

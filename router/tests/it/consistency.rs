@@ -1,0 +1,305 @@
+//! Consistency at the edge: write pinning with fencing tokens, promotion
+//! (persisted, refused by rule), fenced answers, split brain.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use switchyard_region::Role;
+
+use crate::support::*;
+
+/// PUTs `/_echo` through the router: (status, serving region, the fencing token the region saw).
+async fn echo_write(
+    router: &Router,
+    partition: Option<&str>,
+    client_token: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let mut req = reqwest::Client::new().put(router.url("/_echo")).body("x");
+    if let Some(p) = partition {
+        req = req.header("X-Partition", p);
+    }
+    if let Some(t) = client_token {
+        req = req.header("X-Fencing-Token", t);
+    }
+    let resp = req.send().await.expect("write");
+    let status = resp.status().as_u16();
+    let region = served_by(&resp);
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let token = body["headers"].as_array().and_then(|hs| {
+        hs.iter()
+            .find(|h| h[0] == "x-fencing-token")
+            .and_then(|h| h[1].as_str().map(str::to_string))
+    });
+    (status, region, token)
+}
+
+async fn promote(router: &Router, body: Value) -> (u16, Value) {
+    router
+        .admin(Method::POST, "/admin/v1/promote", Some(body))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_carry_the_owners_epoch_and_a_promotion_survives_a_restart() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}consistency: {{ owners: {{ default: a }} }}\n",
+        two_regions(
+            &a,
+            &b,
+            "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
+            "",
+            &dir
+        )
+    );
+    let mut router = Router::start_in(dir, &cfg);
+    for i in 0..20 {
+        let (status, region, token) = echo_write(&router, Some(&format!("p{i}")), Some("99")).await;
+        assert_eq!(
+            (status, region.as_str(), token.as_deref()),
+            (200, "a", Some("1")),
+            "client tokens are replaced"
+        );
+    }
+    let s = router.status().await;
+    assert_eq!(s["owners"]["default"], json!({"region": "a", "epoch": 1}));
+
+    let (code, body) = promote(&router, json!({"partition": "default", "to": "b"})).await;
+    assert_eq!(code, 200, "{body}");
+    let rec = &body["promoted"][0];
+    assert_eq!(
+        (rec["from"].clone(), rec["to"].clone()),
+        (json!("a"), json!("b"))
+    );
+    assert_eq!(
+        (rec["from_epoch"].clone(), rec["to_epoch"].clone()),
+        (json!(1), json!(2))
+    );
+    assert!(rec["applied_position"].is_number());
+    let (status, region, token) = echo_write(&router, Some("p1"), None).await;
+    assert_eq!(
+        (status, region.as_str(), token.as_deref()),
+        (200, "b", Some("2"))
+    );
+
+    // Durable: the restarted router has b at epoch 2, and says so.
+    router.restart();
+    let s = router.status().await;
+    assert_eq!(
+        s["owners"]["default"],
+        json!({"region": "b", "epoch": 2}),
+        "{s}"
+    );
+    let (status, region, token) = echo_write(&router, None, None).await;
+    assert_eq!(
+        (status, region.as_str(), token.as_deref()),
+        (200, "b", Some("2"))
+    );
+
+    // A partition of its own, through `ctl promote`: promoted from the default's epoch.
+    let admin = router.admin.expect("admin").to_string();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(binary())
+            .args([
+                "ctl",
+                "--admin",
+                &admin,
+                "promote",
+                "--partition",
+                "tenant-7",
+                "--to",
+                "a",
+            ])
+            .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("ctl runs")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(body["promoted"][0]["to_epoch"], 3);
+    let (_, region, token) = echo_write(&router, Some("tenant-7"), None).await;
+    assert_eq!((region.as_str(), token.as_deref()), ("a", Some("3")));
+    let (_, region, _) = echo_write(&router, Some("tenant-8"), None).await;
+    assert_eq!(region, "b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_never_leave_a_down_owner() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = two_regions(&a, &b, "  policy: weighted\n", "", &dir);
+    let router = Router::start_in(dir, &cfg);
+    a.set("health", json!(503)).await;
+    router.wait_healthy("a", false).await;
+    let before = b.requests();
+    let resp = reqwest::Client::new()
+        .put(router.url("/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(b.requests(), before, "the write went to a non-owner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promotions_are_refused_by_rule() {
+    let a = region("a").await;
+    let b = region("b").await;
+    let c = region_with("c", Role::Replica, None).await;
+    let d = region("d").await;
+    let e = region_with("e", Role::Replica, Some(a.url())).await;
+    e.set("lag", json!(60_000)).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}    compliance: {{ data_residency: US }}\n{}    compliance: {{ data_residency: EU }}\n{}{}{}routing:\n  policy: weighted\nconsistency:\n  owners: {{ default: a }}\n  partition_residency: {{ eu-tenant: EU }}\n  promotion: {{ max_lag: 2s }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+        region_yaml("c", c.addr, "").replace("type: full", "type: read-only"),
+        region_yaml("d", d.addr, ""),
+        region_yaml("e", e.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    // e falls behind: writes reach a, e holds them back for a minute.
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        client
+            .put(format!("{}/kv/k{i}", a.url()))
+            .body("v")
+            .send()
+            .await
+            .expect("write");
+    }
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["e"]["lag_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2000
+    })
+    .await;
+    d.set("health", json!(503)).await;
+    router.wait_healthy("d", false).await;
+    let (code, _) = router
+        .admin(Method::POST, "/admin/v1/regions/b/drain", None)
+        .await;
+    assert_eq!(code, 200);
+
+    for (body, rule) in [
+        (json!({"partition": "default", "to": "c"}), "read_only"),
+        (
+            json!({"partition": "eu-tenant", "to": "d", "force": true}),
+            "residency",
+        ),
+        (json!({"partition": "default", "to": "a"}), "already_owner"),
+        (json!({"partition": "default", "to": "d"}), "unhealthy"),
+        (json!({"partition": "default", "to": "b"}), "drained"),
+        (json!({"partition": "*", "to": "e"}), "lag"),
+    ] {
+        let (code, answer) = promote(&router, body.clone()).await;
+        assert_eq!(
+            (code, answer["rule"].clone()),
+            (409, json!(rule)),
+            "{body}: {answer}"
+        );
+    }
+    let (code, _) = promote(&router, json!({"partition": "default", "to": "nowhere"})).await;
+    assert_eq!(code, 404);
+    for bad in [
+        json!({"to": "b"}),
+        json!({"partition": "default", "to": "b", "fast": true}),
+        json!([]),
+    ] {
+        let (code, answer) = promote(&router, bad.clone()).await;
+        assert_eq!(code, 400, "{bad}: {answer}");
+    }
+    // Nothing moved.
+    assert_eq!(
+        router.status().await["owners"]["default"],
+        json!({"region": "a", "epoch": 1})
+    );
+    // Forced past the lag rule: allowed, and recorded as forced.
+    let (code, answer) = promote(
+        &router,
+        json!({"partition": "default", "to": "e", "force": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["promoted"][0]["forced"], true);
+    assert_eq!(
+        router.status().await["owners"]["default"],
+        json!({"region": "e", "epoch": 2})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_router_is_fenced_and_nothing_is_applied_twice() {
+    let (a, b) = (region("a").await, region("b").await);
+    let routing = "  policy: weighted\n";
+    let (fresh_dir, stale_dir) = (TempDir::new(), TempDir::new());
+    let (fresh_cfg, stale_cfg) = (
+        two_regions(&a, &b, routing, "", &fresh_dir),
+        two_regions(&a, &b, routing, "", &stale_dir),
+    );
+    let fresh = Router::start_in(fresh_dir, &fresh_cfg);
+    let stale = Router::start_in(stale_dir, &stale_cfg);
+    // The fresh router moves ownership a → b → a: epoch 3 on a.
+    assert_eq!(
+        promote(&fresh, json!({"partition": "*", "to": "b"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        promote(&fresh, json!({"partition": "*", "to": "a"}))
+            .await
+            .0,
+        200
+    );
+    let client = reqwest::Client::new();
+    let write = |router: &Router, key: &str| {
+        client
+            .put(router.url("/kv/order-1"))
+            .header("X-Partition", "p")
+            .header("Idempotency-Key", key)
+            .body("v1")
+            .send()
+    };
+    let r = write(&fresh, "order-1-create").await.expect("write");
+    assert_eq!((r.status().as_u16(), served_by(&r)), (201, "a".to_string()));
+    // The client retries through the stale router: the region answers from
+    // its idempotency store; nothing is applied again.
+    let r = write(&stale, "order-1-create").await.expect("write");
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    // A new write through the stale router (a at epoch 1): a refuses the token.
+    let r = write(&stale, "order-1-update").await.expect("write");
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("fenced"), "{text}");
+    assert!(stale
+        .metrics_text()
+        .await
+        .contains("switchyard_fenced_writes_total 1"));
+    // Exactly one commit of the key on a.
+    let log: Value = client
+        .get(format!("{}/_replication/log?after=0", a.url()))
+        .send()
+        .await
+        .expect("log")
+        .json()
+        .await
+        .expect("json");
+    let commits = log
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|c| c["key"] == "order-1").count());
+    assert_eq!(commits, 1, "{log}");
+}
