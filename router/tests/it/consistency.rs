@@ -303,3 +303,42 @@ async fn a_stale_router_is_fenced_and_nothing_is_applied_twice() {
         .map_or(0, |l| l.iter().filter(|c| c["key"] == "order-1").count());
     assert_eq!(commits, 1, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_down_long_enough_is_replaced_automatically() {
+    let (a, b) = (region("a").await, region("b").await);
+    let c = region_with("c", Role::Replica, None).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}{}{}routing:\n  policy: weighted\nconsistency:\n  owners: {{ default: a }}\n  auto_promote: {{ after: 1s, max_lag: 5s }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("c", c.addr, "").replace("type: full", "type: read-only"),
+        region_yaml("b", b.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(router.status().await["owners"]["default"]["region"], "a");
+    a.set("health", json!(503)).await;
+    eventually(Duration::from_secs(6), || async {
+        router.status().await["owners"]["default"] == json!({"region": "b", "epoch": 2})
+    })
+    .await;
+    let table: Value = serde_json::from_slice(
+        &std::fs::read(router.dir.0.join("state/ownership.json")).expect("ownership file"),
+    )
+    .expect("json");
+    let rec = &table["promotions"][0];
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("auto: a unhealthy"),
+        "{table}"
+    );
+    let (status, region, token) = echo_write(&router, None, None).await;
+    assert_eq!(
+        (status, region.as_str(), token.as_deref()),
+        (200, "b", Some("2"))
+    );
+}
