@@ -42,6 +42,11 @@ fn topology(regions: usize, policy: &str) -> Topology {
     let topo = Topology::build(Arc::new(cfg), None).expect("topology");
     for (i, r) in topo.regions.iter().enumerate() {
         r.live.latency_score.set(0.010 + i as f64 * 0.001);
+        // As if every region had just reported no replica lag.
+        r.live.lag_reported_at.store(
+            r.live.now_nanos().max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     topo.refresh_latency_order();
     topo

@@ -29,6 +29,8 @@ pub struct Classified<'a> {
     pub sticky: u64,
     /// Carries the synthetic marker with the right token.
     pub synthetic: bool,
+    /// A verified read-your-writes token for this request's partition.
+    pub ryw: Option<crate::ryw::Mark>,
 }
 
 /// Reads are safe methods unless a route says otherwise.
@@ -80,7 +82,16 @@ pub fn classify<'a>(
                 }
                 _ => false,
             });
+    let ryw = if class == RequestClass::Read {
+        topo.ryw
+            .from_request(headers)
+            .filter(|t| t.partition == partition.unwrap_or(crate::ownership::DEFAULT))
+            .map(|t| t.mark)
+    } else {
+        None
+    };
     Ok(Classified {
+        ryw,
         synthetic,
         service,
         service_hash: service_hash(service),

@@ -5,7 +5,11 @@
 use std::sync::atomic::Ordering;
 
 use smallvec::SmallVec;
-use switchyard_config::{Percent, Policy, RequestClass};
+use std::time::Duration;
+
+use switchyard_config::{Fallback, Percent, Policy, RequestClass};
+
+use crate::ryw::Mark;
 
 use crate::classify::Classified;
 use crate::error::Reject;
@@ -29,8 +33,10 @@ pub enum Verdict {
     Residency,
     /// A write goes to its partition's owner only.
     NotOwner,
-    /// Its replica lag exceeds the read's freshness bound.
+    /// Its replica lag exceeds the read's freshness bound (or is unknown).
     TooStale,
+    /// It has not applied the reader's own last write (read-your-writes).
+    BehindYourWrite,
 }
 
 impl Verdict {
@@ -44,6 +50,7 @@ impl Verdict {
             Verdict::Residency => "outside the client's residency zone",
             Verdict::NotOwner => "not the partition's owner",
             Verdict::TooStale => "replica lag over the freshness bound",
+            Verdict::BehindYourWrite => "has not applied the reader's last write",
         }
     }
 }
@@ -76,14 +83,32 @@ pub fn verdict(
     let is_owner = owner == Some(idx);
     match req.class {
         RequestClass::Write if !is_owner => Verdict::NotOwner,
-        RequestClass::Read
-            if !is_owner
-                && r.live.lag_ms.load(Ordering::Relaxed) as u128
-                    > req.freshness.bound.as_millis() =>
-        {
-            Verdict::TooStale
-        }
+        RequestClass::Read if !is_owner => read_verdict(r, req),
         _ => Verdict::Keep,
+    }
+}
+
+/// A replica's freshness for a read: its reported lag (unknown when the report
+/// is older than the bound) and the reader's own last write.
+fn read_verdict(r: &crate::topology::RegionEntry, req: &Classified<'_>) -> Verdict {
+    let bound = req.freshness.bound;
+    if bound != Duration::MAX {
+        match r.live.lag_within(bound) {
+            Some(lag) if u128::from(lag) <= bound.as_millis() => {}
+            _ => return Verdict::TooStale,
+        }
+    }
+    let behind = match req.ryw {
+        None => false,
+        Some(Mark::Position(p)) => r.live.applied_position.load(Ordering::Relaxed) < p,
+        Some(Mark::Time(t)) => {
+            crate::ryw::unix_ms().saturating_sub(r.live.lag_ms.load(Ordering::Relaxed)) < t
+        }
+    };
+    if behind {
+        Verdict::BehindYourWrite
+    } else {
+        Verdict::Keep
     }
 }
 
@@ -173,6 +198,82 @@ pub fn decide(topo: &Topology, req: &Classified<'_>) -> Result<Order, Reject> {
         });
     }
     Ok(order)
+}
+
+/// A decision with what the read's freshness class asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    pub order: Order,
+    /// Serving a replica beyond the bound (`stale` fallback): its lag in ms.
+    pub stale_ms: Option<u64>,
+    /// `wait` fallback: the preferred replica, and how long to wait for it.
+    pub wait_for: Option<(RegionIdx, Duration)>,
+}
+
+impl Decision {
+    fn plain(order: Order) -> Self {
+        Decision {
+            order,
+            ..Decision::default()
+        }
+    }
+}
+
+/// [`decide`], plus the freshness class's fallback when the region the
+/// client would get if freshness did not matter is a replica too stale for
+/// it: `owner` (the plain decision), `stale`, `wait` or `reject`.
+pub fn decide_with_fallback(topo: &Topology, req: &Classified<'_>) -> Result<Decision, Reject> {
+    let fresh = decide(topo, req);
+    if req.class == RequestClass::Write || req.freshness.fallback == Fallback::Owner {
+        return fresh.map(Decision::plain);
+    }
+    let mut relaxed = req.clone();
+    relaxed.freshness.bound = Duration::MAX;
+    relaxed.ryw = None;
+    let Ok(preferred) = decide(topo, &relaxed) else {
+        return fresh.map(Decision::plain);
+    };
+    let owner = topo.owner_of(req.partition);
+    let first = preferred[0];
+    let first_is_stale = Some(first) != owner
+        && matches!(
+            verdict(topo, req, owner, first),
+            Verdict::TooStale | Verdict::BehindYourWrite
+        );
+    if !first_is_stale {
+        return fresh.map(Decision::plain);
+    }
+    let bound = req.freshness.bound.as_millis();
+    match req.freshness.fallback {
+        Fallback::Owner => fresh.map(Decision::plain),
+        Fallback::Reject => Err(Reject::unavailable(format!(
+            "no replica is within this read's freshness bound ({bound} ms), and its class rejects rather than read from the owner"
+        ))),
+        Fallback::Stale => {
+            let lag = |i: &RegionIdx| topo.regions[*i as usize].live.lag_ms.load(Ordering::Relaxed);
+            let least = preferred
+                .iter()
+                .copied()
+                .filter(|i| Some(*i) != owner)
+                .min_by_key(lag)
+                .unwrap_or(first);
+            let mut order = Order::from_slice(&[least]);
+            if let Ok(f) = fresh {
+                order.extend(f.into_iter().filter(|i| *i != least));
+                order.truncate(MAX_TRIES);
+            }
+            Ok(Decision {
+                stale_ms: Some(lag(&least)),
+                order,
+                wait_for: None,
+            })
+        }
+        Fallback::Wait => Ok(Decision {
+            order: fresh.unwrap_or_default(),
+            stale_ms: None,
+            wait_for: Some((first, req.freshness.wait)),
+        }),
+    }
 }
 
 /// Takes a rate-limit token from the first region in `order` that has one;
@@ -297,7 +398,15 @@ mod tests {
         text.push_str(routing);
         let cfg =
             switchyard_config::parse_str(&text, std::path::Path::new("t.yaml")).expect("valid");
-        Topology::build(Arc::new(cfg), None).expect("topology")
+        let t = Topology::build(Arc::new(cfg), None).expect("topology");
+        for r in &t.regions {
+            // As if each had just reported no lag.
+            r.live.lag_reported_at.store(
+                r.live.now_nanos().max(1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        t
     }
 
     fn pick_counts(t: &Topology, n: usize) -> HashMap<String, usize> {

@@ -11,3 +11,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 /// A region's mark on a write it refused for carrying an old fencing token.
 pub const FENCED: &str = "x-fenced";
+/// On a read served beyond its freshness bound (`stale` fallback): the replica's lag.
+pub const STALE: &str = "x-switchyard-stale";
+/// The owner's commit position for a write, when the region sends one.
+pub const COMMIT_POSITION: &str = "x-commit-position";

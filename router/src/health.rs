@@ -43,6 +43,8 @@ pub fn drift(spec: &Region, report: &HealthReport) -> Vec<String> {
 fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
     live.lag_ms
         .store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
+    live.lag_reported_at
+        .store(live.now_nanos(), Ordering::Relaxed);
     if let Some(p) = report.applied_position {
         live.applied_position.store(p, Ordering::Relaxed);
     }

@@ -27,6 +27,7 @@ pub mod ramp;
 pub mod ratelimit;
 pub mod reload;
 pub mod resolve;
+pub mod ryw;
 pub mod safety;
 pub mod shadow;
 pub mod state;

@@ -53,6 +53,8 @@ pub struct RegionLive {
     /// At least one endpoint is up.
     pub healthy: AtomicBool,
     pub lag_ms: AtomicU64,
+    /// When `lag_ms` was last reported, nanos since `started` (0: never).
+    pub lag_reported_at: AtomicU64,
     pub applied_position: AtomicU64,
     pub reported_epoch: AtomicU64,
     pub role: AtomicU8,
@@ -89,6 +91,7 @@ impl RegionLive {
         RegionLive {
             healthy: AtomicBool::new(true),
             lag_ms: AtomicU64::new(0),
+            lag_reported_at: AtomicU64::new(0),
             applied_position: AtomicU64::new(0),
             reported_epoch: AtomicU64::new(0),
             role: AtomicU8::new(ReportedRole::Unknown as u8),
@@ -130,6 +133,17 @@ impl RegionLive {
 
     pub fn ejection(&self) -> Option<Ejection> {
         self.ejection.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The replica lag to judge a read by: the last report, or `None` when
+    /// that report is older than `bound` (unknown, hence too stale).
+    pub fn lag_within(&self, bound: std::time::Duration) -> Option<u64> {
+        let at = self.lag_reported_at.load(Ordering::Relaxed);
+        let bound = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        if at == 0 || self.now_nanos().saturating_sub(at) > bound {
+            return None;
+        }
+        Some(self.lag_ms.load(Ordering::Relaxed))
     }
 
     /// Nanoseconds since `started`.

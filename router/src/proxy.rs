@@ -18,13 +18,16 @@ use switchyard_config::RequestClass;
 use tower::retry::budget::Budget;
 
 use crate::classify::classify;
-use crate::decide::{decide, take_rate_tokens, Order};
+use crate::decide::{decide_with_fallback, take_rate_tokens, Order};
 use crate::error::Reject;
-use crate::headers::{FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID};
+use crate::headers::{
+    COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, RYW, STALE,
+};
 use crate::hygiene;
 use crate::live::RegionInflight;
 use crate::metrics;
 use crate::ratelimit;
+use crate::ryw::Mark;
 use crate::shadow::{self, ShadowPlan};
 use crate::state::{InflightGuard, RouterState};
 use crate::topology::{RegionIdx, Topology};
@@ -32,6 +35,8 @@ use crate::topology::{RegionIdx, Topology};
 /// Upstream connections kept idle this long for reuse.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a waiting read looks at its replica's lag again.
+const WAIT_POLL: Duration = Duration::from_millis(20);
 
 pub struct Edge {
     pub state: Arc<RouterState>,
@@ -59,6 +64,10 @@ pub struct Ctx {
     synthetic: bool,
     /// A write's partition epoch: its fencing token.
     epoch: u64,
+    /// A write's partition, for its read-your-writes token.
+    partition: Option<String>,
+    /// Served by a replica beyond the read's bound (`stale` fallback): its lag.
+    stale_ms: Option<u64>,
     /// Counts this request on the region serving it.
     region_inflight: Option<RegionInflight>,
     /// Set when this read is mirrored to a ramping region once answered.
@@ -118,12 +127,16 @@ impl Edge {
         true
     }
 
+    /// Classifies and decides. `Ok(Some(limit))`: the read's class waits up
+    /// to `limit` for its preferred replica to become fresh; ask again, with
+    /// `waited` once the wait is over.
     fn classify_and_route(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         ip: IpAddr,
-    ) -> std::result::Result<(), Reject> {
+        waited: bool,
+    ) -> std::result::Result<Option<Duration>, Reject> {
         let req = session.req_header();
         let classified = classify(&ctx.topo, &req.method, req.uri.path(), &req.headers, ip)?;
         ctx.class = classified.class;
@@ -133,12 +146,72 @@ impl Edge {
                 .topo
                 .owner_and_epoch(classified.partition)
                 .map_or(0, |o| o.1);
+            ctx.partition = Some(
+                classified
+                    .partition
+                    .unwrap_or(crate::ownership::DEFAULT)
+                    .to_string(),
+            );
         }
-        ctx.order = decide(&ctx.topo, &classified)?;
+        let decision = decide_with_fallback(&ctx.topo, &classified)?;
+        if let (Some((_, limit)), false) = (decision.wait_for, waited) {
+            return Ok(Some(limit));
+        }
+        if decision.order.is_empty() {
+            return Err(Reject::unavailable(
+                "no replica became fresh enough within the wait, and the partition's owner cannot serve the read",
+            ));
+        }
+        ctx.order = decision.order;
+        ctx.stale_ms = decision.stale_ms;
         take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(ctx.started))?;
         if ctx.class == RequestClass::Read {
             self.state.retry_budget.deposit();
         }
+        Ok(None)
+    }
+
+    /// Classifies and decides, waiting (without blocking the worker) when a
+    /// read's class asks to wait for a replica to catch up.
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx, ip: IpAddr) -> Option<Reject> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let waited = deadline.is_some_and(|d| Instant::now() >= d);
+            match self.classify_and_route(session, ctx, ip, waited) {
+                Ok(None) => return None,
+                Ok(Some(limit)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + limit);
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+                Err(r) => return Some(r),
+            }
+        }
+    }
+
+    /// After a write: the read-your-writes token, as cookie and header.
+    fn issue_ryw(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+        let mark = resp
+            .headers
+            .get(COMMIT_POSITION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map_or_else(|| Mark::Time(crate::ryw::unix_ms()), Mark::Position);
+        let token = ctx.topo.ryw.issue(&crate::ryw::Token {
+            partition: ctx
+                .partition
+                .clone()
+                .unwrap_or_else(|| crate::ownership::DEFAULT.to_string()),
+            epoch: ctx.epoch,
+            mark,
+        });
+        resp.append_header(
+            http::header::SET_COOKIE,
+            format!(
+                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
+                crate::ryw::COOKIE
+            ),
+        )?;
+        resp.insert_header(RYW, token)?;
         Ok(())
     }
 
@@ -178,6 +251,8 @@ impl ProxyHttp for Edge {
             answered: false,
             synthetic: false,
             epoch: 0,
+            partition: None,
+            stale_ms: None,
             region_inflight: None,
             shadow: None,
             _inflight: InflightGuard::new(&self.state),
@@ -208,9 +283,7 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let ip = client_ip(session);
         if ctx.reject.is_none() {
-            if let Err(r) = self.classify_and_route(session, ctx, ip) {
-                ctx.reject = Some(r);
-            }
+            ctx.reject = self.route(session, ctx, ip).await;
         }
         if let Some(reject) = ctx.reject.clone() {
             respond(session, &reject).await?;
@@ -332,6 +405,12 @@ impl ProxyHttp for Edge {
             }
         }
         resp.insert_header(REGION, entry.header_value.clone())?;
+        if let Some(lag) = ctx.stale_ms {
+            resp.insert_header(STALE, format!("{lag}ms"))?;
+        }
+        if ctx.class == RequestClass::Write && resp.status.is_success() {
+            self.issue_ryw(resp, ctx)?;
+        }
         if let Some(plan) = &mut ctx.shadow {
             plan.primary_status = resp.status.as_u16();
         }

@@ -70,6 +70,8 @@ pub struct Topology {
     pub residency: Vec<(crate::geo::Code, Arc<str>)>,
     /// The synthetic marker header and its token (from the environment).
     pub synthetic: Option<SyntheticMarker>,
+    /// Signs and verifies read-your-writes tokens.
+    pub ryw: crate::ryw::Signer,
 }
 
 /// The synthetic traffic marker: a header carrying a shared token.
@@ -222,6 +224,7 @@ impl Topology {
             }
         };
         let topo = Topology {
+            ryw: crate::ryw::Signer::from_env(&config.consistency.ryw_key_env),
             synthetic,
             partition_header,
             default_freshness,

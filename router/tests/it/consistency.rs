@@ -342,3 +342,213 @@ async fn an_owner_down_long_enough_is_replaced_automatically() {
         (200, "b", Some("2"))
     );
 }
+
+/// Owner `a` and replica `b` (replicating from a), reads preferring b; extra
+/// consistency keys appended.
+async fn owner_and_replica(consistency: &str) -> (TestRegion, TestRegion, Router) {
+    let a = region("a").await;
+    let b = region_with("b", Role::Replica, Some(a.url())).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}consistency:\n  owners: {{ default: a }}\n{consistency}",
+        two_regions(
+            &a,
+            &b,
+            "  policy: weighted\n  weights: { a: 0, b: 1 }\n",
+            "",
+            &dir
+        )
+    );
+    let router = Router::start_in(dir, &cfg);
+    (a, b, router)
+}
+
+/// GETs `/kv/{key}` with `X-Freshness` (and extra headers); (status, region, headers).
+async fn read(
+    router: &Router,
+    key: &str,
+    freshness: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().get(router.url(&format!("/kv/{key}")));
+    if let Some(f) = freshness {
+        req = req.header("X-Freshness", f);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("read");
+    (
+        resp.status().as_u16(),
+        served_by(&resp),
+        resp.headers().clone(),
+    )
+}
+
+/// Keeps writing to the owner directly so the replica has commits held back.
+fn keep_writing(a: &TestRegion) -> tokio::task::JoinHandle<()> {
+    let url = a.url();
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for i in 0..400 {
+            let _ = client.put(format!("{url}/kv/bg{i}")).body("v").send().await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bounded_reads_leave_a_lagging_replica_and_come_back_strong_reads_stay_on_the_owner() {
+    let (a, b, router) = owner_and_replica("").await;
+    eventually(Duration::from_secs(5), || async {
+        read(&router, "x", Some("bounded"), &[]).await.1 == "b"
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(read(&router, "x", Some("strong"), &[]).await.1, "a");
+    }
+    b.set("lag", json!(4000)).await;
+    let writer = keep_writing(&a);
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["b"]["lag_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2500
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            read(&router, "x", Some("bounded"), &[]).await.1,
+            "a",
+            "2s bound"
+        );
+        assert_eq!(
+            read(&router, "x", Some("1500ms"), &[]).await.1,
+            "a",
+            "an explicit bound"
+        );
+        assert_eq!(
+            read(&router, "x", Some("relaxed"), &[]).await.1,
+            "b",
+            "30s bound"
+        );
+    }
+    let (status, _, _) = read(&router, "x", Some("soonish"), &[]).await;
+    assert_eq!(status, 400);
+    b.set("lag", json!(0)).await;
+    eventually(Duration::from_secs(10), || async {
+        read(&router, "x", Some("bounded"), &[]).await.1 == "b"
+    })
+    .await;
+    writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_fallback_when_no_replica_is_fresh_enough() {
+    let (a, b, router) = owner_and_replica(
+        "  freshness:\n    default: bounded\n    classes:\n      bounded: 1s\n      stale-ok: { bound: 1s, fallback: stale }\n      waiter: { bound: 1s, fallback: wait, wait: 1500ms }\n      picky: { bound: 1s, fallback: reject }\n",
+    )
+    .await;
+    b.set("lag", json!(5000)).await;
+    let writer = keep_writing(&a);
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["b"]["lag_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2000
+    })
+    .await;
+    // owner (the default fallback)
+    assert_eq!(read(&router, "x", Some("bounded"), &[]).await.1, "a");
+    // stale: the least-lagged replica, marked
+    let (_, region, headers) = read(&router, "x", Some("stale-ok"), &[]).await;
+    assert_eq!(region, "b");
+    let stale = headers["x-switchyard-stale"].to_str().unwrap_or("");
+    assert!(
+        stale.ends_with("ms") && stale.trim_end_matches("ms").parse::<u64>().unwrap_or(0) > 1000,
+        "{stale}"
+    );
+    // reject
+    let (status, _, headers) = read(&router, "x", Some("picky"), &[]).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"));
+    // wait: the lag does not fall in time, so the owner serves after the wait
+    let t = std::time::Instant::now();
+    let (_, region, _) = read(&router, "x", Some("waiter"), &[]).await;
+    assert_eq!(region, "a");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    // wait: the replica catches up during the wait and serves
+    writer.abort();
+    let catch_up = {
+        let b_url = b.url();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            reqwest::Client::new()
+                .put(format!("{b_url}/_control/lag"))
+                .json(&json!({"value": 0}))
+                .send()
+                .await
+                .expect("lag 0");
+        })
+    };
+    let t = std::time::Instant::now();
+    let (_, region, _) = read(&router, "x", Some("waiter"), &[]).await;
+    catch_up.await.expect("task");
+    assert_eq!(region, "b", "after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_after_a_write_sees_it_and_a_forged_token_is_ignored() {
+    let (_a, b, router) = owner_and_replica("  freshness: { default: relaxed }\n").await;
+    b.set("lag", json!(3000)).await;
+    eventually(Duration::from_secs(5), || async {
+        read(&router, "x", None, &[]).await.1 == "b"
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .put(router.url("/kv/cart"))
+        .body("3 items")
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(resp.status().as_u16(), 201);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        cookie.starts_with("sy_ryw=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let token = resp.headers()["x-switchyard-ryw"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    let cookie_pair = cookie.split(';').next().unwrap_or("").to_string();
+    // Without the token the lagging replica answers, and lacks the write.
+    assert_eq!(read(&router, "cart", None, &[]).await.0, 404);
+    // With it (cookie or header), the replica is skipped.
+    let (status, region, _) = read(&router, "cart", None, &[("Cookie", &cookie_pair)]).await;
+    assert_eq!((status, region.as_str()), (200, "a"));
+    let (status, region, _) = read(&router, "cart", None, &[("X-Switchyard-Ryw", &token)]).await;
+    assert_eq!((status, region.as_str()), (200, "a"));
+    // A forged token (a later position, the MAC kept) is ignored.
+    let forged = token.replacen(".p", ".p9", 1);
+    let (_, region, _) = read(&router, "cart", None, &[("X-Switchyard-Ryw", &forged)]).await;
+    assert_eq!(region, "b");
+    // Once the replica has applied the write, it serves the token's reads again.
+    eventually(Duration::from_secs(10), || async {
+        let (status, region, _) = read(&router, "cart", None, &[("Cookie", &cookie_pair)]).await;
+        status == 200 && region == "b"
+    })
+    .await;
+}
