@@ -120,6 +120,15 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     control.spawn(crate::ramp::run_controller(state.clone()));
     control.spawn(crate::outlier::run_detector(state.clone()));
     control.spawn(crate::promote::run_auto_promoter(state.clone()));
+    let purge = state.clone();
+    control.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let window = purge.topology.load().config.consistency.idempotency_window;
+            purge.idempotency.purge(window);
+        }
+    });
     let reloader = Arc::new(Reloader {
         state: state.clone(),
         resolver: resolver.clone(),

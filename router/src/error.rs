@@ -26,6 +26,12 @@ impl Reject {
     pub fn not_found(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::new(404, reason)
     }
+    pub fn conflict(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(409, reason)
+    }
+    pub fn unprocessable(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(422, reason)
+    }
     pub fn headers_too_large(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::new(431, reason)
     }

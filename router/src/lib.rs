@@ -15,6 +15,7 @@ pub mod geo;
 pub mod headers;
 pub mod health;
 pub mod hygiene;
+pub mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod outlier;

@@ -14,7 +14,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use switchyard_config::RequestClass;
+use switchyard_config::{Idempotency, RequestClass};
 use tower::retry::budget::Budget;
 
 use crate::classify::classify;
@@ -24,6 +24,7 @@ use crate::headers::{
     COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, RYW, STALE,
 };
 use crate::hygiene;
+use crate::idempotency::{self, Admit, KeyGuard};
 use crate::live::RegionInflight;
 use crate::metrics;
 use crate::ratelimit;
@@ -68,6 +69,8 @@ pub struct Ctx {
     partition: Option<String>,
     /// Served by a replica beyond the read's bound (`stale` fallback): its lag.
     stale_ms: Option<u64>,
+    /// A keyed write's hold on its idempotency key.
+    idempotency: Option<KeyGuard>,
     /// Counts this request on the region serving it.
     region_inflight: Option<RegionInflight>,
     /// Set when this read is mirrored to a ramping region once answered.
@@ -80,6 +83,21 @@ fn client_ip(session: &Session) -> IpAddr {
         .client_addr()
         .and_then(PingoraAddr::as_inet)
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip())
+}
+
+/// The most body the router reads ahead of forwarding: what pingora keeps
+/// to replay to the upstream.
+const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a whole request body of `len` bytes; pingora replays it to the region.
+async fn read_body(session: &mut Session, len: usize) -> Result<Bytes> {
+    // What is read here is kept in the retry buffer, which the proxy sends upstream.
+    session.as_downstream_mut().enable_retry_buffering();
+    let mut body = bytes::BytesMut::with_capacity(len);
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Length of the request line as on the wire (method, target, version, CRLF).
@@ -188,6 +206,77 @@ impl Edge {
         }
     }
 
+    /// A write's idempotency key: taken from the client, generated, or
+    /// required; then checked against the keys in flight and seen.
+    async fn admit_write(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Reject>> {
+        let cfg = &ctx.topo.config.consistency;
+        if cfg.idempotency == Idempotency::Off {
+            return Ok(None);
+        }
+        let given = session
+            .req_header()
+            .headers
+            .get(idempotency::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let key = match given {
+            Some(k) if k.len() > idempotency::MAX_KEY_LEN => {
+                return Ok(Some(Reject::bad_request(format!(
+                    "Idempotency-Key is longer than {} characters",
+                    idempotency::MAX_KEY_LEN
+                ))))
+            }
+            Some(k) => k,
+            None if cfg.idempotency == Idempotency::Require => {
+                return Ok(Some(Reject::bad_request(
+                    "writes need an Idempotency-Key header here (consistency.idempotency: require)",
+                )))
+            }
+            None => {
+                let k = uuid::Uuid::new_v4().to_string();
+                session
+                    .req_header_mut()
+                    .insert_header(idempotency::HEADER, &k)?;
+                k
+            }
+        };
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let length = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        // Bodies pingora can replay to the region (its retry buffer) are read
+        // now and fingerprinted whole; larger ones by their length.
+        let body = match (length, chunked) {
+            (Some(n), false) if n <= BUFFERED_BODY_LIMIT => read_body(session, n).await?,
+            (None, false) => Bytes::new(),
+            _ => Bytes::from(format!("length {length:?}")),
+        };
+        let fp = idempotency::fingerprint(&method, &path, &body);
+        let window = cfg.idempotency_window;
+        Ok(match self.state.idempotency.begin(&key, fp, window) {
+            Admit::Proceed(guard) => {
+                ctx.idempotency = Some(guard);
+                None
+            }
+            Admit::InFlight => Some(Reject::conflict(
+                "a request with this Idempotency-Key is still in flight",
+            )),
+            Admit::Mismatch => Some(Reject::unprocessable(
+                "this Idempotency-Key was used for a different request (method, path or body)",
+            )),
+        })
+    }
+
     /// After a write: the read-your-writes token, as cookie and header.
     fn issue_ryw(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         let mark = resp
@@ -253,6 +342,7 @@ impl ProxyHttp for Edge {
             epoch: 0,
             partition: None,
             stale_ms: None,
+            idempotency: None,
             region_inflight: None,
             shadow: None,
             _inflight: InflightGuard::new(&self.state),
@@ -284,6 +374,9 @@ impl ProxyHttp for Edge {
         let ip = client_ip(session);
         if ctx.reject.is_none() {
             ctx.reject = self.route(session, ctx, ip).await;
+        }
+        if ctx.reject.is_none() && ctx.class == RequestClass::Write {
+            ctx.reject = self.admit_write(session, ctx).await?;
         }
         if let Some(reject) = ctx.reject.clone() {
             respond(session, &reject).await?;
@@ -368,6 +461,9 @@ impl ProxyHttp for Edge {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
             let secs = t.elapsed().as_secs_f64();
             ctx.answered = true;
+            if let Some(key) = &mut ctx.idempotency {
+                key.reached_region = true;
+            }
             entry.live.record_response_time(secs, alpha);
             entry
                 .live

@@ -38,6 +38,8 @@ pub struct RouterState {
     pub shadow_active: ArcSwap<Vec<Arc<ShadowTarget>>>,
     /// Every shadow target a ramp has had, by ramp name, with its counters.
     pub shadow_all: Mutex<HashMap<String, Arc<ShadowTarget>>>,
+    /// Idempotency keys seen within the window.
+    pub idempotency: Arc<crate::idempotency::IdempotencyTable>,
 }
 
 impl RouterState {
@@ -63,6 +65,7 @@ impl RouterState {
             dial_history: DialHistory::default(),
             shadow_active: ArcSwap::from_pointee(Vec::new()),
             shadow_all: Mutex::new(HashMap::new()),
+            idempotency: Arc::default(),
         })
     }
 

@@ -353,12 +353,14 @@ async fn echo(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     r.requests.fetch_add(1, Ordering::Relaxed);
     r.delay().await;
     if let Some(resp) = injected_failure(&r) {
         return resp;
     }
+    let body = String::from_utf8_lossy(&body).into_owned();
     let headers: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
@@ -370,7 +372,7 @@ async fn echo(
         .collect();
     with_region(
         &r,
-        Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "headers": headers})).into_response(),
+        Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "headers": headers, "body": body})).into_response(),
     )
 }
 

@@ -552,3 +552,94 @@ async fn a_read_after_a_write_sees_it_and_a_forged_token_is_ignored() {
     })
     .await;
 }
+
+async fn put(
+    router: &Router,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .put(router.url(path))
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = req.send().await.expect("write");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_at_the_edge() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}consistency: {{ owners: {{ default: a }}, idempotency: require }}\n",
+        two_regions(&a, &b, "  policy: weighted\n", "", &dir)
+    );
+    let router = Router::start_in(dir, &cfg);
+    let (status, _, text) = put(&router, "/kv/k", None, "v").await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("Idempotency-Key"), "{text}");
+    let (status, _, _) = put(&router, "/kv/k", Some("key-1"), "v").await;
+    assert_eq!(status, 201);
+    // The same request again: forwarded, answered from the region's store.
+    let (status, headers, _) = put(&router, "/kv/k", Some("key-1"), "v").await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    // The same key with another body: 422 at the edge; the region never sees it.
+    let before = a.requests();
+    let (status, _, text) = put(&router, "/kv/k", Some("key-1"), "w").await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(a.requests(), before);
+    // A key still in flight: 409.
+    a.set("slow", json!(800)).await;
+    let slow = {
+        let url = router.url("/kv/slow");
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .put(url)
+                .header("Idempotency-Key", "key-2")
+                .body("s")
+                .send()
+                .await
+                .expect("slow write")
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, text) = put(&router, "/kv/slow", Some("key-2"), "s").await;
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(slow.await.expect("task"), 201);
+    a.set("slow", json!(0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyless_writes_get_a_generated_key() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = two_regions(&a, &b, "  policy: weighted\n", "", &dir);
+    let router = Router::start_in(dir, &cfg);
+    let echo: Value = reqwest::Client::new()
+        .post(router.url("/_echo"))
+        .body("hello")
+        .send()
+        .await
+        .expect("write")
+        .json()
+        .await
+        .expect("json");
+    let key = echo["headers"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h[0] == "idempotency-key"))
+        .and_then(|h| h[1].as_str())
+        .unwrap_or("");
+    assert_eq!(key.len(), 36, "{echo}");
+    assert_eq!(
+        echo["body"], "hello",
+        "the body read at the edge still reaches the region: {echo}"
+    );
+}
