@@ -159,7 +159,7 @@ fn start_router(config: &std::path::Path) -> anyhow::Result<(RouterChild, Edge)>
         .env(
             "SWITCHYARD_LOG",
             std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| {
-                "warn,switchyard_router::ramp=off,pingora_proxy=error,pingora_core::connectors=off"
+                "warn,switchyard_router::ramp=off,switchyard_router::promote=off,pingora_proxy=error,pingora_core::connectors=off"
                     .into()
             }),
         )
@@ -355,9 +355,119 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     }
     ramp.print_new_events().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = tally.lock().unwrap_or_else(|e| e.into_inner());
-    print_summary(&s);
+    {
+        let s = tally.lock().unwrap_or_else(|e| e.into_inner());
+        print_summary(&s);
+    }
+    consistency_tour(edge, &ramp, eu, &clients[1]).await?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A request from Germany, its serving region and one header of the answer.
+async fn show(
+    what: &str,
+    req: reqwest::RequestBuilder,
+    header: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let resp = req.send().await?;
+    let region = resp
+        .headers()
+        .get("x-switchyard-region")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(router)")
+        .to_string();
+    let extra = (!header.is_empty())
+        .then(|| resp.headers().get(header))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("  {header}: {}", v.chars().take(40).collect::<String>()))
+        .unwrap_or_default();
+    println!(
+        "  {what:<60} → {} from {region}{extra}",
+        resp.status().as_u16()
+    );
+    Ok(resp)
+}
+
+/// Freshness classes, read-your-writes and a promotion, from a client in Germany.
+async fn consistency_tour(
+    edge: SocketAddr,
+    admin: &RampWatch,
+    eu: SocketAddr,
+    de: &reqwest::Client,
+) -> anyhow::Result<()> {
+    println!("\nconsistency, from a client in Germany (eu-west-1 replicates us-east-1 with ~200 ms lag):");
+    let url = |k: &str| format!("http://{edge}/kv/{k}");
+    show(
+        "GET k0, X-Freshness: strong (owner only)",
+        de.get(url("k0")).header("X-Freshness", "strong"),
+        "",
+    )
+    .await?;
+    show(
+        "GET k0, X-Freshness: bounded (replica within 2s)",
+        de.get(url("k0")).header("X-Freshness", "bounded"),
+        "",
+    )
+    .await?;
+    let resp = show(
+        "PUT cart (a write goes to the owner)",
+        de.put(url("cart")).body("3 items"),
+        "x-fencing-token",
+    )
+    .await?;
+    let token = resp
+        .headers()
+        .get("x-switchyard-ryw")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    show(
+        "GET cart at once, relaxed, without the token",
+        de.get(url("cart")).header("X-Freshness", "relaxed"),
+        "x-commit-position",
+    )
+    .await?;
+    show(
+        "GET cart at once, relaxed, with the read-your-writes token",
+        de.get(url("cart"))
+            .header("X-Freshness", "relaxed")
+            .header("X-Switchyard-Ryw", &token),
+        "x-commit-position",
+    )
+    .await?;
+    // us-east-1's database fails over to eu-west-1; the edge follows.
+    reqwest::Client::new()
+        .put(format!("http://{eu}/_control/role"))
+        .json(&serde_json::json!({"value": "primary"}))
+        .send()
+        .await?;
+    let resp = admin
+        .client
+        .post(format!("http://{}/admin/v1/promote", admin.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"partition": "*", "to": "eu-west-1"}))
+        .send()
+        .await?;
+    let body: serde_json::Value = resp.json().await?;
+    for p in body["promoted"].as_array().into_iter().flatten() {
+        println!(
+            "  promoted partition {} from {} (epoch {}) to {} (epoch {}), at its applied position {}",
+            p["partition"].as_str().unwrap_or("?"),
+            p["from"].as_str().unwrap_or("?"),
+            p["from_epoch"],
+            p["to"].as_str().unwrap_or("?"),
+            p["to_epoch"],
+            p["applied_position"]
+        );
+    }
+    show(
+        "PUT cart again (the new owner, the new fencing token)",
+        de.put(url("cart")).body("4 items"),
+        "x-commit-position",
+    )
+    .await?;
     Ok(())
 }
 

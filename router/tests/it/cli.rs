@@ -127,6 +127,12 @@ fn demo_runs_regions_router_and_client_mix_and_a_ramp() {
         "ap-northeast-1 starts answering 500",
         "ramp ap-launch: halted: gate error_rate breached",
         "ramp ap-launch: stepped the dial down to 25%",
+        // Consistency: classes, read-your-writes, a promotion.
+        "X-Freshness: strong (owner only)                     → 200 from us-east-1",
+        "X-Freshness: bounded (replica within 2s)             → 200 from eu-west-1",
+        "with the read-your-writes token   → 200 from us-east-1",
+        "promoted partition default from us-east-1 (epoch 1) to eu-west-1 (epoch 2)",
+        "(the new owner, the new fencing token)",
     ] {
         assert!(text.contains(event), "missing {event:?} in {text}");
     }
