@@ -93,3 +93,46 @@ pub fn extra(f: &Fields<'_>, c: &mut Consistency, d: &mut Diags) {
         }
     }
 }
+
+/// `coordination: { etcd: { endpoints: [...], prefix } }`.
+pub fn coordination(n: &Node, d: &mut Diags) -> Option<Etcd> {
+    let f = Fields::new(n, "coordination", &["etcd"], d)?;
+    let e = Fields::new(
+        f.get("etcd")?,
+        "coordination.etcd",
+        &["endpoints", "prefix"],
+        d,
+    )?;
+    let endpoints: Vec<String> = e
+        .require("endpoints", d)
+        .map(|n| {
+            diag::strings(n, "coordination.etcd.endpoints", d)
+                .into_iter()
+                .map(|(s, pos)| {
+                    if !(s.starts_with("http://") || s.starts_with("https://")) {
+                        d.error(
+                            pos,
+                            format!("`coordination.etcd.endpoints` are URLs such as http://127.0.0.1:2379, found {s:?}"),
+                        );
+                    }
+                    s
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if endpoints.is_empty() {
+        d.error(
+            e.pos,
+            "`coordination.etcd.endpoints` must list at least one etcd URL",
+        );
+        return None;
+    }
+    let prefix = e
+        .get("prefix")
+        .and_then(|n| diag::string(n, "coordination.etcd.prefix", d))
+        .unwrap_or_else(|| "/switchyard".into());
+    Some(Etcd {
+        endpoints,
+        prefix: prefix.trim_end_matches('/').to_string(),
+    })
+}

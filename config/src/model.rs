@@ -100,6 +100,17 @@ pub struct Config {
     /// In the order of the file.
     pub ramps: Vec<Ramp>,
     pub safety: Safety,
+    /// Fleet mode: shared ownership through etcd.
+    pub etcd: Option<Etcd>,
+}
+
+/// `coordination.etcd`: where a fleet of routers keeps owners and epochs.
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    /// `http://host:port` URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix, so several fleets can share one etcd.
+    pub prefix: String,
 }
 
 impl Config {

@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "synthetic",
     "ramps",
     "safety",
+    "coordination",
 ];
 
 /// Builds the config; `base` is the folder relative paths are resolved against.
@@ -61,6 +62,9 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
     let safety = f
         .get("safety")
         .map_or_else(Safety::default, |n| traffic::safety(n, d));
+    let etcd = f
+        .get("coordination")
+        .and_then(|n| crate::consistency::coordination(n, d));
 
     let cfg = Config {
         source: source.to_path_buf(),
@@ -78,6 +82,7 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         synthetic,
         ramps,
         safety,
+        etcd,
     };
     crate::validate::cross_check(&cfg, root, d);
     Some(cfg)

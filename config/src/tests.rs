@@ -83,7 +83,7 @@ fn unknown_key() {
     let text = format!("{MINIMAL}colour: blue\n");
     assert_eq!(
         errors(&text),
-        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety"
+        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety, coordination"
     );
 }
 

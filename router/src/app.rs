@@ -105,13 +105,34 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .context("state_dir: cannot read the saved traffic state")?;
     let ownership = crate::ownership::OwnershipStore::open(&config.state_dir, &config)
         .context("state_dir: cannot read the ownership table")?;
+    let fleet = match &config.etcd {
+        None => None,
+        Some(etcd) => {
+            let fleet = control
+                .block_on(crate::fleet::Fleet::connect(etcd))
+                .context("coordination.etcd")?;
+            // The config's owners seed partitions the fleet does not know yet.
+            control
+                .block_on(fleet.seed(&ownership.snapshot()))
+                .context("coordination.etcd: cannot seed owners")?;
+            let (table, _) = control
+                .block_on(fleet.load())
+                .context("coordination.etcd: cannot read owners")?;
+            ownership.replace(table)?;
+            Some(fleet)
+        }
+    };
     let state = RouterState::new(
         topology,
         config_path,
         control.handle().clone(),
         traffic,
         ownership,
+        fleet.clone(),
     );
+    if let Some(fleet) = fleet {
+        control.spawn(crate::fleet::watch(state.clone(), fleet));
+    }
     let resolver = Arc::new(crate::resolve::resolver()?);
     {
         let _enter = control.enter();

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod fleet;
 pub mod geo;
 pub mod headers;
 pub mod health;

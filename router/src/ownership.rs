@@ -205,6 +205,20 @@ impl OwnershipStore {
         Ok(())
     }
 
+    /// Takes the fleet's table as this router's (kept in the file as a cache).
+    pub fn replace(&self, mut table: OwnershipTable) -> anyhow::Result<()> {
+        table.version = VERSION;
+        let mut t = self
+            .table
+            .lock()
+            .map_err(|_| anyhow::anyhow!("ownership lock poisoned"))?;
+        if t.partitions != table.partitions || t.promotions != table.promotions {
+            self.write(&table)?;
+            *t = table;
+        }
+        Ok(())
+    }
+
     /// Re-reads the file: another writer (an operator's tool, a fleet) may have moved on.
     pub fn refresh(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {

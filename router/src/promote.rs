@@ -127,10 +127,10 @@ pub async fn promote(
     if let Some((rule, message)) = refusal(&topo, &partitions, to, req.force) {
         return Err(PromoteError::Refused { rule, message });
     }
-    apply(state, &topo, &partitions, to, req.force, reason)
+    apply(state, &topo, &partitions, to, req.force, reason).await
 }
 
-fn apply(
+async fn apply(
     state: &RouterState,
     topo: &Topology,
     partitions: &[String],
@@ -140,16 +140,37 @@ fn apply(
 ) -> Result<Vec<PromotionRecord>, PromoteError> {
     let target = &topo.regions[to as usize];
     let applied = target.live.applied_position.load(Ordering::Relaxed);
-    let records = state
-        .ownership
-        .promote(
-            partitions,
-            target.spec.name.as_str(),
-            applied,
-            forced,
-            reason,
-        )
-        .map_err(|e| PromoteError::Internal(format!("{e:#}")))?;
+    let name = target.spec.name.as_str();
+    let records = match &state.fleet {
+        None => state
+            .ownership
+            .promote(partitions, name, applied, forced, reason)
+            .map_err(|e| PromoteError::Internal(format!("{e:#}")))?,
+        Some(fleet) => {
+            let seen = state.ownership.snapshot();
+            let records = fleet
+                .promote(&seen, partitions, name, applied, forced, reason)
+                .await
+                .map_err(|e| match e {
+                    crate::fleet::FleetError::Conflict => PromoteError::Refused {
+                        rule: "concurrent_promotion",
+                        message: "another router changed this partition's owner first; read the status and retry".into(),
+                    },
+                    crate::fleet::FleetError::Etcd(e) => {
+                        PromoteError::Internal(format!("etcd did not take the promotion: {e:#}"))
+                    }
+                })?;
+            let (table, _) = fleet
+                .load()
+                .await
+                .map_err(|e| PromoteError::Internal(format!("{e:#}")))?;
+            state
+                .ownership
+                .replace(table)
+                .map_err(|e| PromoteError::Internal(format!("{e:#}")))?;
+            records
+        }
+    };
     topo.set_owners(&state.ownership.snapshot());
     for r in &records {
         if forced {
@@ -225,7 +246,7 @@ pub async fn run_auto_promoter(state: Arc<RouterState>) {
                 since.elapsed().as_secs_f64()
             );
             let _one_at_a_time = state.reload_lock.lock().await;
-            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason) {
+            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason).await {
                 tracing::error!(?e, "automatic promotion failed");
             }
             down_since.remove(&owner);

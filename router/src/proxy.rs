@@ -481,7 +481,7 @@ impl ProxyHttp for Edge {
             metrics::fenced();
             let state = self.state.clone();
             self.state.control.spawn(async move {
-                state.refresh_ownership();
+                state.refresh_ownership().await;
             });
             ctx.reject = Some(Reject::unavailable(
                 "the owner refused this write as fenced: ownership moved on; this router refreshed its view, retry",

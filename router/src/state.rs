@@ -40,6 +40,8 @@ pub struct RouterState {
     pub shadow_all: Mutex<HashMap<String, Arc<ShadowTarget>>>,
     /// Idempotency keys seen within the window.
     pub idempotency: Arc<crate::idempotency::IdempotencyTable>,
+    /// Fleet mode: owners and epochs shared through etcd.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl RouterState {
@@ -49,6 +51,7 @@ impl RouterState {
         control: tokio::runtime::Handle,
         traffic: TrafficStore,
         ownership: OwnershipStore,
+        fleet: Option<crate::fleet::Fleet>,
     ) -> Arc<Self> {
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
@@ -66,11 +69,21 @@ impl RouterState {
             shadow_active: ArcSwap::from_pointee(Vec::new()),
             shadow_all: Mutex::new(HashMap::new()),
             idempotency: Arc::default(),
+            fleet,
         })
     }
 
-    /// Re-reads the ownership table and makes it current.
-    pub fn refresh_ownership(&self) {
+    /// Re-reads the ownership table (from etcd in fleet mode) and makes it current.
+    pub async fn refresh_ownership(&self) {
+        if let Some(fleet) = &self.fleet {
+            match crate::fleet::sync(self, fleet).await {
+                Ok(()) => tracing::warn!("a region fenced a write; ownership re-read from etcd"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot refresh ownership from etcd")
+                }
+            }
+            return;
+        }
         match self.ownership.refresh() {
             Ok(()) => {
                 self.topology.load().set_owners(&self.ownership.snapshot());

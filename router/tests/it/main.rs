@@ -3,6 +3,7 @@
 
 mod cli;
 mod consistency;
+mod fleet;
 mod geo;
 mod hygiene;
 mod ops;

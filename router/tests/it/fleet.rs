@@ -1,0 +1,151 @@
+//! Fleet mode against a real etcd (the Debian `etcd-server` package's
+//! `etcd`, started on loopback per test): routers share one owner view.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::*;
+
+/// An etcd server on free loopback ports, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = TempDir::new();
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "sy-test", "--data-dir"])
+            .arg(dir.0.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("sy-test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (apt-get install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd never listened on {url}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fleet_config(
+    a: &TestRegion,
+    b: &TestRegion,
+    c: &TestRegion,
+    etcd: &Etcd,
+    dir: &TempDir,
+) -> String {
+    format!(
+        "{}regions:\n{}{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\ncoordination: {{ etcd: {{ endpoints: [\"{}\"], prefix: /sy-test }} }}\n",
+        header(dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+        region_yaml("c", c.addr, ""),
+        etcd.url,
+    )
+}
+
+async fn owner(router: &Router) -> serde_json::Value {
+    router.status().await["owners"]["default"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_routers_share_one_owner_view_and_one_new_epoch() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let (a, b, c) = (region("a").await, region("b").await, region("c").await);
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let (cfg1, cfg2) = (
+        fleet_config(&a, &b, &c, &etcd, &d1),
+        fleet_config(&a, &b, &c, &etcd, &d2),
+    );
+    let one = Router::start_in(d1, &cfg1);
+    let two = Router::start_in(d2, &cfg2);
+    assert_eq!(owner(&one).await, json!({"region": "a", "epoch": 1}));
+    assert_eq!(owner(&two).await, json!({"region": "a", "epoch": 1}));
+
+    // A promotion through one router is seen by the other within a second.
+    let (code, body) = one
+        .admin(
+            Method::POST,
+            "/admin/v1/promote",
+            Some(json!({"partition": "default", "to": "b"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let t = Instant::now();
+    eventually(Duration::from_secs(1), || async {
+        owner(&two).await == json!({"region": "b", "epoch": 2})
+    })
+    .await;
+    eprintln!("seen by the other router after {:?}", t.elapsed());
+    let resp = reqwest::Client::new()
+        .put(two.url("/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(
+        (resp.status().as_u16(), served_by(&resp)),
+        (201, "b".to_string())
+    );
+
+    // Both routers promote from the same view at once: exactly one new epoch.
+    let body_c = json!({"partition": "default", "to": "c"});
+    let body_a = json!({"partition": "default", "to": "a"});
+    let ((code1, ans1), (code2, ans2)) = tokio::join!(
+        one.admin(Method::POST, "/admin/v1/promote", Some(body_c)),
+        two.admin(Method::POST, "/admin/v1/promote", Some(body_a)),
+    );
+    let mut codes = [code1, code2];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{ans1} {ans2}");
+    let refused = if code1 == 409 { &ans1 } else { &ans2 };
+    assert_eq!(refused["rule"], "concurrent_promotion", "{refused}");
+    eventually(Duration::from_secs(2), || async {
+        let (o1, o2) = (owner(&one).await, owner(&two).await);
+        o1 == o2 && o1["epoch"] == 3
+    })
+    .await;
+}
