@@ -100,7 +100,7 @@ pub fn coordination(n: &Node, d: &mut Diags) -> Option<Etcd> {
     let e = Fields::new(
         f.get("etcd")?,
         "coordination.etcd",
-        &["endpoints", "prefix"],
+        &["endpoints", "prefix", "lease_ttl", "write_grace", "edge_id"],
         d,
     )?;
     let endpoints: Vec<String> = e
@@ -131,8 +131,25 @@ pub fn coordination(n: &Node, d: &mut Diags) -> Option<Etcd> {
         .get("prefix")
         .and_then(|n| diag::string(n, "coordination.etcd.prefix", d))
         .unwrap_or_else(|| "/switchyard".into());
+    let lease_ttl = e
+        .get("lease_ttl")
+        .and_then(|n| positive(n, "coordination.etcd.lease_ttl", d))
+        .unwrap_or(std::time::Duration::from_secs(5));
+    if lease_ttl < std::time::Duration::from_secs(2) {
+        d.error(e.pos, "`coordination.etcd.lease_ttl` must be at least 2s");
+    }
+    let write_grace = e
+        .get("write_grace")
+        .and_then(|n| positive(n, "coordination.etcd.write_grace", d))
+        .unwrap_or(std::time::Duration::from_secs(3));
+    let edge_id = e
+        .get("edge_id")
+        .and_then(|n| diag::string(n, "coordination.etcd.edge_id", d));
     Some(Etcd {
         endpoints,
         prefix: prefix.trim_end_matches('/').to_string(),
+        lease_ttl,
+        write_grace,
+        edge_id,
     })
 }

@@ -111,6 +111,12 @@ pub struct Etcd {
     pub endpoints: Vec<String>,
     /// Key prefix, so several fleets can share one etcd.
     pub prefix: String,
+    /// Lease of this router's membership (and leadership) key.
+    pub lease_ttl: Duration,
+    /// Without etcd contact this long, writes are refused: ownership cannot be confirmed.
+    pub write_grace: Duration,
+    /// This router's name in the fleet; default: from the state directory.
+    pub edge_id: Option<String>,
 }
 
 impl Config {

@@ -78,6 +78,9 @@ async fn status(State(s): State<AdminState>) -> Json<Value> {
     let mut doc = status_json(&topo, s.router.inflight());
     doc["ramps"] = crate::ramp::status(&s.router, &topo);
     doc["owners"] = s.router.ownership.status_json();
+    if let Some(p) = &s.router.presence {
+        doc["fleet"] = p.status_json();
+    }
     Json(doc)
 }
 

@@ -79,6 +79,23 @@ fn check_tls_files(cert: &Path, key: &Path) -> anyhow::Result<()> {
     read(key, "key", "PRIVATE KEY")
 }
 
+/// This router's name in the fleet: the config's, else one made once and
+/// kept in the state directory.
+fn edge_id(etcd: &switchyard_config::Etcd, state_dir: &Path) -> anyhow::Result<String> {
+    if let Some(id) = &etcd.edge_id {
+        return Ok(id.clone());
+    }
+    let path = state_dir.join("edge-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = format!("edge-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    crate::persist::write_atomically(&path, id.as_bytes())?;
+    Ok(id)
+}
+
 fn worker_threads() -> usize {
     std::env::var("SWITCHYARD_THREADS")
         .ok()
@@ -122,6 +139,13 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             Some(fleet)
         }
     };
+    let presence = match &config.etcd {
+        Some(etcd) if fleet.is_some() => Some(Arc::new(crate::fleet::Presence::new(edge_id(
+            etcd,
+            &config.state_dir,
+        )?))),
+        _ => None,
+    };
     let state = RouterState::new(
         topology,
         config_path,
@@ -129,9 +153,11 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         traffic,
         ownership,
         fleet.clone(),
+        presence.clone(),
     );
-    if let Some(fleet) = fleet {
-        control.spawn(crate::fleet::watch(state.clone(), fleet));
+    if let (Some(fleet), Some(presence), Some(etcd)) = (fleet, presence, &config.etcd) {
+        control.spawn(crate::fleet::watch(state.clone(), fleet.clone()));
+        control.spawn(crate::fleet::run_presence(fleet, presence, etcd.lease_ttl));
     }
     let resolver = Arc::new(crate::resolve::resolver()?);
     {

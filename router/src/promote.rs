@@ -195,6 +195,11 @@ pub async fn run_auto_promoter(state: Arc<RouterState>) {
         let Some(auto) = topo.config.consistency.auto_promote else {
             continue;
         };
+        // In a fleet, only the leader promotes on its own.
+        if state.presence.as_ref().is_some_and(|p| !p.is_leader()) {
+            down_since.clear();
+            continue;
+        }
         let table = state.ownership.snapshot();
         // Owner region → the partitions it owns.
         let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();

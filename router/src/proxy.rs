@@ -160,6 +160,9 @@ impl Edge {
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
         if ctx.class == RequestClass::Write {
+            if let Some(why) = self.state.ownership_unconfirmed() {
+                return Err(Reject::unavailable(why));
+            }
             ctx.epoch = ctx
                 .topo
                 .owner_and_epoch(classified.partition)

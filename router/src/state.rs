@@ -42,6 +42,8 @@ pub struct RouterState {
     pub idempotency: Arc<crate::idempotency::IdempotencyTable>,
     /// Fleet mode: owners and epochs shared through etcd.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// Fleet mode: this router's membership and leadership.
+    pub presence: Option<Arc<crate::fleet::Presence>>,
 }
 
 impl RouterState {
@@ -52,6 +54,7 @@ impl RouterState {
         traffic: TrafficStore,
         ownership: OwnershipStore,
         fleet: Option<crate::fleet::Fleet>,
+        presence: Option<Arc<crate::fleet::Presence>>,
     ) -> Arc<Self> {
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
@@ -69,6 +72,7 @@ impl RouterState {
             shadow_active: ArcSwap::from_pointee(Vec::new()),
             shadow_all: Mutex::new(HashMap::new()),
             idempotency: Arc::default(),
+            presence,
             fleet,
         })
     }
@@ -90,6 +94,21 @@ impl RouterState {
                 tracing::warn!("a region fenced a write; ownership refreshed");
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot refresh ownership"),
+        }
+    }
+
+    /// Fleet mode: why writes cannot be taken now (etcd silent past the grace).
+    pub fn ownership_unconfirmed(&self) -> Option<String> {
+        let presence = self.presence.as_ref()?;
+        let grace = self.topology.load().config.etcd.as_ref()?.write_grace;
+        match presence.silence() {
+            Some(s) if s <= grace => None,
+            Some(s) => Some(format!(
+                "cannot confirm ownership: etcd has not answered for {} ms (grace {} ms)",
+                s.as_millis(),
+                grace.as_millis()
+            )),
+            None => Some("cannot confirm ownership: etcd has not answered yet".into()),
         }
     }
 

@@ -77,8 +77,21 @@ fn fleet_config(
     etcd: &Etcd,
     dir: &TempDir,
 ) -> String {
+    fleet_config_with(a, b, c, etcd, dir, "", "")
+}
+
+/// `consistency` and `etcd_extra` are appended inside those mappings.
+fn fleet_config_with(
+    a: &TestRegion,
+    b: &TestRegion,
+    c: &TestRegion,
+    etcd: &Etcd,
+    dir: &TempDir,
+    consistency: &str,
+    etcd_extra: &str,
+) -> String {
     format!(
-        "{}regions:\n{}{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\ncoordination: {{ etcd: {{ endpoints: [\"{}\"], prefix: /sy-test }} }}\n",
+        "{}regions:\n{}{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }}{consistency} }}\ncoordination: {{ etcd: {{ endpoints: [\"{}\"], prefix: /sy-test{etcd_extra} }} }}\n",
         header(dir),
         region_yaml("a", a.addr, ""),
         region_yaml("b", b.addr, ""),
@@ -148,4 +161,106 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
         o1 == o2 && o1["epoch"] == 3
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_hands_automatic_promotion_to_the_other() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let (a, b, c) = (region("a").await, region("b").await, region("c").await);
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let auto = ", auto_promote: { after: 1s }";
+    let (cfg1, cfg2) = (
+        fleet_config_with(
+            &a,
+            &b,
+            &c,
+            &etcd,
+            &d1,
+            auto,
+            ", lease_ttl: 2s, edge_id: one",
+        ),
+        fleet_config_with(
+            &a,
+            &b,
+            &c,
+            &etcd,
+            &d2,
+            auto,
+            ", lease_ttl: 2s, edge_id: two",
+        ),
+    );
+    let one = Router::start_in(d1, &cfg1);
+    eventually(Duration::from_secs(5), || async {
+        one.status().await["fleet"]["leader"] == true
+    })
+    .await;
+    let two = Router::start_in(d2, &cfg2);
+    eventually(Duration::from_secs(5), || async {
+        let s = two.status().await;
+        s["fleet"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(two.status().await["fleet"]["leader"], false);
+    // The leader dies without a word; its lease lapses; two takes over.
+    drop(one);
+    eventually(Duration::from_secs(6), || async {
+        two.status().await["fleet"]["leader"] == true
+    })
+    .await;
+    a.set("health", json!(503)).await;
+    eventually(Duration::from_secs(8), || async {
+        let o = owner(&two).await;
+        o["epoch"] == 2 && o["region"] != "a"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_etcd_reads_go_on_and_writes_stop_after_the_grace() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let (a, b, c) = (region("a").await, region("b").await, region("c").await);
+    let dir = TempDir::new();
+    let cfg = fleet_config_with(
+        &a,
+        &b,
+        &c,
+        &etcd,
+        &dir,
+        "",
+        ", lease_ttl: 2s, write_grace: 2s",
+    );
+    let router = Router::start_in(dir, &cfg);
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(5), || async {
+        let r = client
+            .put(router.url("/kv/k"))
+            .body("v")
+            .send()
+            .await
+            .expect("write");
+        r.status().as_u16() == 201
+    })
+    .await;
+    drop(etcd);
+    eventually(Duration::from_secs(6), || async {
+        let r = client
+            .put(router.url("/kv/k"))
+            .body("v")
+            .send()
+            .await
+            .expect("write");
+        r.status().as_u16() == 503
+            && r.text()
+                .await
+                .unwrap_or_default()
+                .contains("cannot confirm ownership")
+    })
+    .await;
+    for i in 0..20 {
+        let (status, region) =
+            get_region(&client, &router.url("/kv/k"), Some(&format!("p{i}"))).await;
+        assert!(status < 500 && !region.is_empty(), "reads go on: {status}");
+    }
 }
