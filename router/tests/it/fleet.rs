@@ -233,24 +233,14 @@ async fn without_etcd_reads_go_on_and_writes_stop_after_the_grace() {
     );
     let router = Router::start_in(dir, &cfg);
     let client = reqwest::Client::new();
+    let write = || client.put(router.url("/kv/k")).body("v").send();
     eventually(Duration::from_secs(5), || async {
-        let r = client
-            .put(router.url("/kv/k"))
-            .body("v")
-            .send()
-            .await
-            .expect("write");
-        r.status().as_u16() == 201
+        write().await.expect("write").status().as_u16() == 201
     })
     .await;
     drop(etcd);
     eventually(Duration::from_secs(6), || async {
-        let r = client
-            .put(router.url("/kv/k"))
-            .body("v")
-            .send()
-            .await
-            .expect("write");
+        let r = write().await.expect("write");
         r.status().as_u16() == 503
             && r.text()
                 .await
