@@ -255,6 +255,16 @@ async fn set_dial(
     }
     let entry = &topo.regions[idx as usize];
     let from = entry.live.dial();
+    if let Some(fleet) = &s.router.fleet {
+        // The fleet's routers take it from etcd; this one applies it below too.
+        if let Err(e) = fleet.put_dial(&name, to).await {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("cannot share the dial through etcd: {e:#}"),
+            );
+        }
+    }
     s.router.dial_history.record(&name, from);
     entry.live.set_dial(to);
     s.router.dial_history.record(&name, to);

@@ -354,3 +354,94 @@ pub async fn run_presence(fleet: Fleet, presence: Arc<Presence>, ttl: Duration) 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+impl Fleet {
+    fn dials_prefix(&self) -> String {
+        format!("{}/dials/", self.prefix)
+    }
+
+    /// Shares a region's dial with the fleet.
+    pub async fn put_dial(
+        &self,
+        region: &str,
+        dial: switchyard_config::Percent,
+    ) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        client
+            .put(
+                format!("{}{region}", self.dials_prefix()),
+                dial.tenths().to_string(),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every dial set through the fleet, by region, in tenths of a percent.
+    pub async fn dials(&self) -> anyhow::Result<HashMap<String, u16>> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get(self.dials_prefix(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = HashMap::new();
+        for kv in resp.kvs() {
+            if let (Some(region), Ok(Ok(tenths))) = (
+                kv.key_str()?.strip_prefix(&self.dials_prefix()),
+                std::str::from_utf8(kv.value()).map(str::parse::<u16>),
+            ) {
+                out.insert(region.to_string(), tenths);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Applies the fleet's dials to this router's regions.
+pub async fn sync_dials(state: &RouterState, fleet: &Fleet) -> anyhow::Result<()> {
+    let dials = fleet.dials().await?;
+    let topo = state.topology.load();
+    for r in &topo.regions {
+        let Some(p) = dials
+            .get(r.spec.name.as_str())
+            .and_then(|t| switchyard_config::Percent::from_tenths(*t))
+        else {
+            continue;
+        };
+        if r.live.dial() != p {
+            r.live.set_dial(p);
+            crate::metrics::region_gauges(&r.spec.name, &r.live);
+            tracing::info!(region = %r.spec.name, dial = %p, "dial set through the fleet");
+        }
+    }
+    Ok(())
+}
+
+/// Watches the fleet's dials and applies them.
+pub async fn watch_dials(state: Arc<RouterState>, fleet: Fleet) {
+    loop {
+        let mut client = fleet.client.clone();
+        match client
+            .watch(
+                fleet.dials_prefix(),
+                Some(WatchOptions::new().with_prefix()),
+            )
+            .await
+        {
+            Ok(mut stream) => {
+                if let Err(e) = sync_dials(&state, &fleet).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read dials from etcd");
+                }
+                while let Ok(Some(msg)) = stream.message().await {
+                    if msg.events().is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = sync_dials(&state, &fleet).await {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read dials from etcd");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch dials in etcd; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

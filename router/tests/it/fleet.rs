@@ -161,6 +161,20 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
         o1 == o2 && o1["epoch"] == 3
     })
     .await;
+
+    // A dial set through one router reaches the other within a second.
+    let (code, body) = one
+        .admin(
+            Method::PUT,
+            "/admin/v1/regions/c/dial",
+            Some(json!({"percent": 12.5})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(1), || async {
+        two.status().await["regions"]["c"]["dial"] == json!(12.5)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
