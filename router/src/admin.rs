@@ -74,18 +74,12 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
 }
 
 async fn status(State(s): State<AdminState>) -> Json<Value> {
-    let topo = s.router.topology.load_full();
-    let mut doc = status_json(&topo, s.router.inflight());
-    doc["ramps"] = crate::ramp::status(&s.router, &topo);
-    doc["owners"] = s.router.ownership.status_json();
-    if let Some(p) = &s.router.presence {
-        doc["fleet"] = p.status_json();
-    }
-    Json(doc)
+    Json(status_json(&s.router))
 }
 
-/// The status document: regions, owners, ramps.
-pub fn status_json(topo: &Topology, inflight: usize) -> Value {
+/// The status document: regions, owners, ramps, and the fleet in fleet mode.
+pub fn status_json(state: &RouterState) -> Value {
+    let topo = state.topology.load_full();
     let now = crate::ratelimit::nanos(std::time::Instant::now());
     let mut regions = Map::new();
     for r in &topo.regions {
@@ -135,14 +129,18 @@ pub fn status_json(topo: &Topology, inflight: usize) -> Value {
             }),
         );
     }
-    json!({
+    let mut doc = json!({
         "regions": regions,
-        "owners": {},
-        "ramps": {},
+        "owners": state.ownership.status_json(),
+        "ramps": crate::ramp::status(state, &topo),
         "policy": format!("{:?}", topo.config.routing.policy).to_lowercase(),
-        "inflight": inflight,
+        "inflight": state.inflight(),
         "config": topo.config.source.display().to_string(),
-    })
+    });
+    if let Some(p) = &state.presence {
+        doc["fleet"] = p.status_json();
+    }
+    doc
 }
 
 async fn reload(State(s): State<AdminState>) -> Response {

@@ -132,7 +132,7 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             control
                 .block_on(fleet.seed(&ownership.snapshot()))
                 .context("coordination.etcd: cannot seed owners")?;
-            let (table, _) = control
+            let table = control
                 .block_on(fleet.load())
                 .context("coordination.etcd: cannot read owners")?;
             ownership.replace(table)?;

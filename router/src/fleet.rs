@@ -58,14 +58,13 @@ impl Fleet {
         format!("{}/promotions/{partition}/{epoch:020}", self.prefix)
     }
 
-    /// The table and each owner key's `mod_revision`.
-    pub async fn load(&self) -> anyhow::Result<(OwnershipTable, HashMap<String, i64>)> {
+    /// The owners and the promotion records.
+    pub async fn load(&self) -> anyhow::Result<OwnershipTable> {
         let mut client = self.client.clone();
         let owners = client
             .get(self.owners_prefix(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut table = OwnershipTable::default();
-        let mut revisions = HashMap::new();
         for kv in owners.kvs() {
             let Some(partition) = kv.key_str()?.strip_prefix(&self.owners_prefix()) else {
                 continue;
@@ -73,7 +72,6 @@ impl Fleet {
             let owner: Owner = serde_json::from_slice(kv.value()).with_context(|| {
                 format!("etcd key {}: not an owner", kv.key_str().unwrap_or("?"))
             })?;
-            revisions.insert(partition.to_string(), kv.mod_revision());
             table.partitions.insert(partition.to_string(), owner);
         }
         let records = client
@@ -88,7 +86,7 @@ impl Fleet {
             }
         }
         table.promotions.sort_by_key(|r| (r.at_ms, r.to_epoch));
-        Ok((table, revisions))
+        Ok(table)
     }
 
     /// Creates the owner keys `seed` has and etcd does not (epoch 1).
@@ -188,7 +186,7 @@ impl<T: serde::Serialize> ToJson for T {
 
 /// Reads the fleet's table into this router: the local store and the hot path's index.
 pub async fn sync(state: &RouterState, fleet: &Fleet) -> anyhow::Result<()> {
-    let (table, _) = fleet.load().await?;
+    let table = fleet.load().await?;
     state.ownership.replace(table)?;
     state
         .topology
@@ -197,39 +195,66 @@ pub async fn sync(state: &RouterState, fleet: &Fleet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Watches the owner keys; on every change (and after every reconnect)
-/// re-reads the table.
-pub async fn watch(state: Arc<RouterState>, fleet: Fleet) {
+/// What a watch keeps in step with etcd.
+#[derive(Debug, Clone, Copy)]
+enum Watched {
+    Owners,
+    Dials,
+}
+
+impl Watched {
+    fn prefix(self, fleet: &Fleet) -> String {
+        match self {
+            Watched::Owners => fleet.owners_prefix(),
+            Watched::Dials => fleet.dials_prefix(),
+        }
+    }
+
+    async fn sync(self, state: &RouterState, fleet: &Fleet) {
+        let (result, what) = match self {
+            Watched::Owners => (sync(state, fleet).await, "owners"),
+            Watched::Dials => (sync_dials(state, fleet).await, "dials"),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read {what} from etcd");
+        }
+    }
+}
+
+/// Watches one prefix; re-reads it on every change and after every reconnect.
+async fn watch_prefix(state: Arc<RouterState>, fleet: Fleet, watched: Watched) {
     loop {
         let mut client = fleet.client.clone();
         match client
             .watch(
-                fleet.owners_prefix(),
+                watched.prefix(&fleet),
                 Some(WatchOptions::new().with_prefix()),
             )
             .await
         {
             Ok(mut stream) => {
-                if let Err(e) = sync(&state, &fleet).await {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot read owners from etcd");
-                }
+                watched.sync(&state, &fleet).await;
                 while let Ok(Some(msg)) = stream.message().await {
-                    if msg.events().is_empty() {
-                        continue;
-                    }
-                    match sync(&state, &fleet).await {
-                        Ok(()) => tracing::info!("ownership changed in etcd; view updated"),
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "cannot read owners from etcd")
-                        }
+                    if !msg.events().is_empty() {
+                        watched.sync(&state, &fleet).await;
                     }
                 }
-                tracing::warn!("etcd watch ended; reconnecting");
+                tracing::warn!(?watched, "etcd watch ended; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot watch owners in etcd; retrying"),
+            Err(e) => tracing::warn!(error = %e, ?watched, "cannot watch etcd; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Keeps this router's owners in step with the fleet's.
+pub async fn watch(state: Arc<RouterState>, fleet: Fleet) {
+    watch_prefix(state, fleet, Watched::Owners).await
+}
+
+/// Keeps this router's dials in step with the fleet's.
+pub async fn watch_dials(state: Arc<RouterState>, fleet: Fleet) {
+    watch_prefix(state, fleet, Watched::Dials).await
 }
 
 /// This router's place in the fleet: its membership, whether it leads, and
@@ -414,34 +439,4 @@ pub async fn sync_dials(state: &RouterState, fleet: &Fleet) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-/// Watches the fleet's dials and applies them.
-pub async fn watch_dials(state: Arc<RouterState>, fleet: Fleet) {
-    loop {
-        let mut client = fleet.client.clone();
-        match client
-            .watch(
-                fleet.dials_prefix(),
-                Some(WatchOptions::new().with_prefix()),
-            )
-            .await
-        {
-            Ok(mut stream) => {
-                if let Err(e) = sync_dials(&state, &fleet).await {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot read dials from etcd");
-                }
-                while let Ok(Some(msg)) = stream.message().await {
-                    if msg.events().is_empty() {
-                        continue;
-                    }
-                    if let Err(e) = sync_dials(&state, &fleet).await {
-                        tracing::warn!(error = %format!("{e:#}"), "cannot read dials from etcd");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch dials in etcd; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

@@ -160,13 +160,8 @@ async fn apply(
                         PromoteError::Internal(format!("etcd did not take the promotion: {e:#}"))
                     }
                 })?;
-            let (table, _) = fleet
-                .load()
+            crate::fleet::sync(state, fleet)
                 .await
-                .map_err(|e| PromoteError::Internal(format!("{e:#}")))?;
-            state
-                .ownership
-                .replace(table)
                 .map_err(|e| PromoteError::Internal(format!("{e:#}")))?;
             records
         }

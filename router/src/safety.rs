@@ -24,14 +24,15 @@ pub enum Change {
     Drain(RegionIdx),
 }
 
-/// Whether a region serves traffic: healthy, not drained or ejected, dial above 0.
-fn serving(topo: &Topology, idx: RegionIdx, change: Change) -> bool {
+/// Whether a region serves traffic, now or with `change` applied: healthy,
+/// not drained or ejected, dial above 0.
+fn serving(topo: &Topology, idx: RegionIdx, change: Option<Change>) -> bool {
     let live = &topo.regions[idx as usize].live;
     let dial = match change {
-        Change::Dial(i, p) if i == idx => p,
+        Some(Change::Dial(i, p)) if i == idx => p,
         _ => live.dial(),
     };
-    let drained = live.is_draining() || matches!(change, Change::Drain(i) if i == idx);
+    let drained = live.is_draining() || matches!(change, Some(Change::Drain(i)) if i == idx);
     live.is_healthy() && !live.is_ejected() && !drained && dial > Percent::ZERO
 }
 
@@ -68,10 +69,8 @@ impl DialHistory {
 pub fn check(topo: &Topology, history: &DialHistory, change: Change) -> Result<(), Refusal> {
     let safety = &topo.config.safety;
     let n = topo.regions.len() as RegionIdx;
-    let before = (0..n)
-        .filter(|i| serving(topo, *i, Change::Dial(RegionIdx::MAX, Percent::ZERO)))
-        .count();
-    let after = (0..n).filter(|i| serving(topo, *i, change)).count();
+    let before = (0..n).filter(|i| serving(topo, *i, None)).count();
+    let after = (0..n).filter(|i| serving(topo, *i, Some(change))).count();
     if after < safety.min_serving_regions && after < before {
         return Err(Refusal {
             rule: "min_serving_regions",

@@ -426,13 +426,28 @@ pub fn two_regions(
 
 /// Sends `n` reads with distinct partition keys; counts the serving regions.
 pub async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
+    split_with(router, n, &[]).await
+}
+
+/// [`split`], each read also carrying `headers`.
+pub async fn split_with(
+    router: &Router,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> HashMap<String, usize> {
     let client = reqwest::Client::new();
     let mut counts = HashMap::new();
     for i in 0..n {
-        let (status, region) =
-            get_region(&client, &router.url("/kv/x"), Some(&format!("client-{i}"))).await;
+        let mut req = client
+            .get(router.url("/kv/x"))
+            .header("X-Partition", format!("client-{i}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
         assert!(status < 500, "request {i} got {status}");
-        *counts.entry(region).or_insert(0) += 1;
+        *counts.entry(served_by(&resp)).or_insert(0) += 1;
     }
     counts
 }

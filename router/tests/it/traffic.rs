@@ -15,20 +15,7 @@ const SYNTHETIC_TOKEN: &str = "synthetic-secret";
 
 /// Sends `n` reads carrying the synthetic marker with `token`; counts regions.
 async fn synthetic_split(router: &Router, n: usize, token: &str) -> HashMap<String, usize> {
-    let client = reqwest::Client::new();
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let resp = client
-            .get(router.url("/kv/x"))
-            .header("X-Partition", format!("s-{i}"))
-            .header("X-Switchyard-Synthetic", token)
-            .send()
-            .await
-            .expect("request");
-        assert!(resp.status().as_u16() < 500, "{}", resp.status());
-        *counts.entry(served_by(&resp)).or_insert(0) += 1;
-    }
-    counts
+    split_with(router, n, &[("X-Switchyard-Synthetic", token)]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
