@@ -119,6 +119,8 @@ pub fn status_json(state: &RouterState) -> Value {
                     "rps": b.limit.rps,
                     "burst": b.limit.burst,
                     "tokens": b.available(now),
+                    "share": b.share(),
+                    "share_rps": b.share_rps(),
                 })),
                 "drift": !drift.is_empty(),
                 "drift_reasons": drift,
@@ -352,7 +354,7 @@ async fn ramp_action(
             format!("ramp action must be start, pause or abort, found {action:?}"),
         );
     };
-    match crate::ramp::act(&s.router, spec, action) {
+    match crate::fleet_ramps::act(&s.router, spec, action).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => refuse(StatusCode::CONFLICT, Some(r.rule), r.message),
     }

@@ -158,7 +158,13 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     if let (Some(fleet), Some(presence), Some(etcd)) = (fleet, presence, &config.etcd) {
         control.spawn(crate::fleet::watch(state.clone(), fleet.clone()));
         control.spawn(crate::fleet::watch_dials(state.clone(), fleet.clone()));
-        control.spawn(crate::fleet::run_presence(fleet, presence, etcd.lease_ttl));
+        control.spawn(crate::fleet::watch_ramps(state.clone(), fleet.clone()));
+        control.spawn(crate::fleet::run_presence(
+            state.clone(),
+            fleet,
+            presence,
+            etcd.lease_ttl,
+        ));
     }
     let resolver = Arc::new(crate::resolve::resolver()?);
     {

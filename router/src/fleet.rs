@@ -22,6 +22,7 @@ use crate::state::RouterState;
 pub struct Fleet {
     client: Client,
     prefix: String,
+    ramp_revisions: Arc<crate::fleet_ramps::RampRevisions>,
 }
 
 /// Why a fleet promotion did not happen.
@@ -43,7 +44,20 @@ impl Fleet {
         Ok(Fleet {
             client,
             prefix: cfg.prefix.clone(),
+            ramp_revisions: Arc::default(),
         })
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub(crate) fn ramp_revisions(&self) -> &crate::fleet_ramps::RampRevisions {
+        &self.ramp_revisions
     }
 
     fn owners_prefix(&self) -> String {
@@ -200,6 +214,7 @@ pub async fn sync(state: &RouterState, fleet: &Fleet) -> anyhow::Result<()> {
 enum Watched {
     Owners,
     Dials,
+    Ramps,
 }
 
 impl Watched {
@@ -207,6 +222,7 @@ impl Watched {
         match self {
             Watched::Owners => fleet.owners_prefix(),
             Watched::Dials => fleet.dials_prefix(),
+            Watched::Ramps => format!("{}/ramps/", fleet.prefix),
         }
     }
 
@@ -214,6 +230,7 @@ impl Watched {
         let (result, what) = match self {
             Watched::Owners => (sync(state, fleet).await, "owners"),
             Watched::Dials => (sync_dials(state, fleet).await, "dials"),
+            Watched::Ramps => (crate::fleet_ramps::sync(state, fleet).await, "ramps"),
         };
         if let Err(e) = result {
             tracing::warn!(error = %format!("{e:#}"), "cannot read {what} from etcd");
@@ -255,6 +272,11 @@ pub async fn watch(state: Arc<RouterState>, fleet: Fleet) {
 /// Keeps this router's dials in step with the fleet's.
 pub async fn watch_dials(state: Arc<RouterState>, fleet: Fleet) {
     watch_prefix(state, fleet, Watched::Dials).await
+}
+
+/// Keeps this router's ramp runs in step with the fleet's.
+pub async fn watch_ramps(state: Arc<RouterState>, fleet: Fleet) {
+    watch_prefix(state, fleet, Watched::Ramps).await
 }
 
 /// This router's place in the fleet: its membership, whether it leads, and
@@ -299,6 +321,11 @@ impl Presence {
         }
     }
 
+    /// Live members, this router included (1 until the first listing).
+    pub fn member_count(&self) -> u32 {
+        self.members.lock().map_or(1, |m| (m.len() as u32).max(1))
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "edge_id": self.edge_id,
@@ -311,7 +338,12 @@ impl Presence {
 
 /// Keeps this router's lease-backed membership key alive and contends for the
 /// leader key (held by whoever created it, until its lease lapses).
-pub async fn run_presence(fleet: Fleet, presence: Arc<Presence>, ttl: Duration) {
+pub async fn run_presence(
+    state: Arc<RouterState>,
+    fleet: Fleet,
+    presence: Arc<Presence>,
+    ttl: Duration,
+) {
     let members = format!("{}/members/", fleet.prefix);
     let leader_key = format!("{}/leader", fleet.prefix);
     loop {
@@ -366,6 +398,7 @@ pub async fn run_presence(fleet: Fleet, presence: Arc<Presence>, ttl: Duration) 
                         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
                         .collect();
                 }
+                state.apply_rate_shares();
                 tokio::time::sleep(ttl / 3).await;
             }
         }

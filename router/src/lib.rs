@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod explain;
 pub mod fleet;
+pub mod fleet_ramps;
 pub mod geo;
 pub mod headers;
 pub mod health;

@@ -84,13 +84,21 @@ impl TrafficStore {
     /// Applies `change` and writes the result before returning. A failed write
     /// leaves the change in memory and reports the error.
     pub fn update<T>(&self, change: impl FnOnce(&mut TrafficState) -> T) -> anyhow::Result<T> {
+        self.update_if(|s| (change(s), true))
+    }
+
+    /// Like [`TrafficStore::update`], writing only when `change` says it changed something.
+    pub fn update_if<T>(
+        &self,
+        change: impl FnOnce(&mut TrafficState) -> (T, bool),
+    ) -> anyhow::Result<T> {
         let mut s = self
             .state
             .lock()
             .map_err(|_| anyhow::anyhow!("traffic state lock poisoned"))?;
-        let out = change(&mut s);
+        let (out, changed) = change(&mut s);
         s.version = VERSION;
-        if let Some(path) = &self.path {
+        if let (Some(path), true) = (&self.path, changed) {
             write_atomically(path, &serde_json::to_vec_pretty(&*s)?)?;
         }
         Ok(out)

@@ -4,7 +4,6 @@
 //! step; a breach halts the ramp and steps the dial down gradually. Progress
 //! is persisted, so a restarted router resumes where it was.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -438,7 +437,8 @@ pub fn status(state: &RouterState, topo: &Topology) -> Value {
 /// How often ramps are looked at.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// Drives every ramp one tick: gates, holds, step-downs. Runs on the control runtime.
+/// Drives every ramp one tick: gates, holds, step-downs. Runs on the control
+/// runtime. In fleet mode only the leader drives, and publishes what moved.
 pub async fn run_controller(state: std::sync::Arc<RouterState>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -448,27 +448,64 @@ pub async fn run_controller(state: std::sync::Arc<RouterState>) {
         if topo.config.ramps.is_empty() {
             continue;
         }
-        let specs: BTreeMap<&str, &Ramp> = topo
-            .config
-            .ramps
-            .iter()
-            .map(|r| (r.name.as_str(), r))
-            .collect();
-        let result = state.traffic.update(|t| {
-            let mut changed = false;
-            for (name, spec) in &specs {
-                let Some(run) = t.ramps.get_mut(*name) else {
-                    continue;
-                };
-                changed |= advance(&topo, spec, run);
+        let leads = state.presence.as_ref().is_none_or(|p| p.is_leader());
+        match (&state.fleet, leads) {
+            (_, false) => {}
+            (None, true) => {
+                drive(&state, &topo);
             }
-            changed
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %format!("{e:#}"), "cannot persist ramp progress");
+            (Some(fleet), true) => {
+                let mut revisions = fleet.ramp_revisions().lock().await;
+                let before = ramp_dials(&topo);
+                let changed = drive(&state, &topo);
+                let dials: Vec<_> = ramp_dials(&topo)
+                    .into_iter()
+                    .filter(|d| !before.contains(d))
+                    .collect();
+                crate::fleet_ramps::publish(&state, fleet, &mut revisions, &changed, &dials).await;
+            }
+        }
+        let runs = state.traffic.snapshot().ramps;
+        for spec in &topo.config.ramps {
+            if let Some(run) = runs.get(&spec.name) {
+                crate::metrics::ramp(&spec.name, run.step, run.state.as_str());
+            }
         }
         refresh_shadow_targets(&state, &topo);
     }
+}
+
+/// The dials of the regions ramps move.
+fn ramp_dials(topo: &Topology) -> Vec<(String, Percent)> {
+    topo.config
+        .ramps
+        .iter()
+        .filter_map(|spec| {
+            let r = topo.region(spec.region.as_str())?;
+            Some((spec.region.to_string(), r.live.dial()))
+        })
+        .collect()
+}
+
+/// One tick of every ramp, persisted; the names of the runs that changed.
+fn drive(state: &RouterState, topo: &Topology) -> Vec<String> {
+    let result = state.traffic.update_if(|t| {
+        let mut changed = Vec::new();
+        for spec in &topo.config.ramps {
+            let Some(run) = t.ramps.get_mut(&spec.name) else {
+                continue;
+            };
+            if advance(topo, spec, run) {
+                changed.push(spec.name.clone());
+            }
+        }
+        let any = !changed.is_empty();
+        (changed, any)
+    });
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %format!("{e:#}"), "cannot persist ramp progress");
+        Vec::new()
+    })
 }
 
 /// Points shadow reads at the regions whose ramp runs its synthetic stage.
@@ -528,7 +565,6 @@ fn advance(topo: &Topology, spec: &Ramp, run: &mut RampRun) -> bool {
     let entry = &topo.regions[region as usize];
     let live = &entry.live;
     let now = Instant::now();
-    crate::metrics::ramp(&spec.name, run.step, run.state.as_str());
     if run.stepping_down {
         let due = run
             .last_step_down

@@ -4,8 +4,12 @@
 //! implements the same algorithm, but it cannot look at a bucket without
 //! taking from it, which `explain` needs, nor say how full it is for the
 //! status page; the whole algorithm is the compare-and-swap loop below.
+//!
+//! In fleet mode a region's limit is the fleet's budget: each router takes
+//! its share, `1/N` of the rate and of the burst (at least one token) for `N`
+//! live members, and the share follows the membership.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -26,10 +30,12 @@ pub fn nanos(at: Instant) -> u64 {
 #[derive(Debug)]
 pub struct TokenBucket {
     pub limit: RateLimit,
-    /// Nanoseconds per token.
-    interval: u64,
-    /// How far ahead of now the arrival time may run: `burst` tokens' worth.
-    tolerance: u64,
+    /// Nanoseconds per token (of this router's share).
+    interval: AtomicU64,
+    /// How far ahead of now the arrival time may run: the share's burst.
+    tolerance: AtomicU64,
+    /// How many routers share the limit.
+    share: AtomicU32,
     /// Theoretical arrival time of the next request, nanos since the epoch.
     tat: AtomicU64,
 }
@@ -47,23 +53,50 @@ impl RetryIn {
 
 impl TokenBucket {
     pub fn new(limit: RateLimit) -> Self {
-        let interval = (1e9 / limit.rps).max(1.0) as u64;
-        TokenBucket {
+        let b = TokenBucket {
             limit,
-            interval,
-            tolerance: interval.saturating_mul(u64::from(limit.burst)),
+            interval: AtomicU64::new(0),
+            tolerance: AtomicU64::new(0),
+            share: AtomicU32::new(0),
             tat: AtomicU64::new(0),
+        };
+        b.set_share(1);
+        b
+    }
+
+    /// Enforces `1/routers` of the limit from now on.
+    pub fn set_share(&self, routers: u32) {
+        let routers = routers.max(1);
+        if self.share.swap(routers, Ordering::Relaxed) == routers {
+            return;
         }
+        let interval = (1e9 * f64::from(routers) / self.limit.rps).max(1.0) as u64;
+        let burst = self.limit.burst.div_ceil(routers).max(1);
+        self.interval.store(interval, Ordering::Relaxed);
+        self.tolerance
+            .store(interval.saturating_mul(u64::from(burst)), Ordering::Relaxed);
+    }
+
+    /// How many routers share the limit.
+    pub fn share(&self) -> u32 {
+        self.share.load(Ordering::Relaxed)
+    }
+
+    /// This router's rate, tokens per second.
+    pub fn share_rps(&self) -> f64 {
+        self.limit.rps / f64::from(self.share())
     }
 
     /// Takes a token at `now` (see [`nanos`]), or says when one will be there.
     #[inline]
     pub fn try_take(&self, now: u64) -> Result<(), RetryIn> {
+        let interval = self.interval.load(Ordering::Relaxed);
+        let tolerance = self.tolerance.load(Ordering::Relaxed);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now) + self.interval;
-            if next - now > self.tolerance {
-                return Err(RetryIn(Duration::from_nanos(next - now - self.tolerance)));
+            let next = tat.max(now) + interval;
+            if next - now > tolerance {
+                return Err(RetryIn(Duration::from_nanos(next - now - tolerance)));
             }
             match self
                 .tat
@@ -77,9 +110,11 @@ impl TokenBucket {
 
     /// Whether a token is there at `now`, without taking it.
     pub fn peek(&self, now: u64) -> Result<(), RetryIn> {
-        let next = self.tat.load(Ordering::Relaxed).max(now) + self.interval;
-        if next - now > self.tolerance {
-            Err(RetryIn(Duration::from_nanos(next - now - self.tolerance)))
+        let tolerance = self.tolerance.load(Ordering::Relaxed);
+        let next =
+            self.tat.load(Ordering::Relaxed).max(now) + self.interval.load(Ordering::Relaxed);
+        if next - now > tolerance {
+            Err(RetryIn(Duration::from_nanos(next - now - tolerance)))
         } else {
             Ok(())
         }
@@ -88,7 +123,8 @@ impl TokenBucket {
     /// Whole tokens in the bucket at `now`.
     pub fn available(&self, now: u64) -> u64 {
         let used = self.tat.load(Ordering::Relaxed).saturating_sub(now);
-        self.tolerance.saturating_sub(used) / self.interval
+        self.tolerance.load(Ordering::Relaxed).saturating_sub(used)
+            / self.interval.load(Ordering::Relaxed)
     }
 }
 
@@ -128,6 +164,31 @@ mod tests {
         }
         assert!(b.try_take(t0).is_ok());
         assert!(b.peek(t0).is_err());
+    }
+
+    #[test]
+    fn a_share_is_a_fraction_of_rate_and_burst() {
+        let b = TokenBucket::new(RateLimit {
+            rps: 100.0,
+            burst: 10,
+        });
+        b.set_share(3);
+        assert_eq!(b.share(), 3);
+        let t0 = 100 * SEC;
+        // ceil(10 / 3) = 4 tokens of burst, then 100/3 per second.
+        assert_eq!(b.available(t0), 4);
+        let mut admitted = 0;
+        for ms in 0..10_000u64 {
+            if b.try_take(t0 + ms * 1_000_000).is_ok() {
+                admitted += 1;
+            }
+        }
+        assert!((333..=338).contains(&admitted), "{admitted}");
+        // Back to the whole limit when alone again; a share never drops below a token.
+        b.set_share(1);
+        assert_eq!(b.available(t0 + 20 * SEC), 10);
+        b.set_share(50);
+        assert_eq!(b.available(t0 + 40 * SEC), 1);
     }
 
     #[test]

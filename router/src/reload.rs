@@ -41,6 +41,7 @@ impl Reloader {
         self.state.ownership.seed(&topo.config)?;
         topo.set_owners(&self.state.ownership.snapshot());
         self.state.topology.store(Arc::new(topo));
+        self.state.apply_rate_shares();
         crate::health::start_tasks(&self.state, &self.resolver);
         Ok(())
     }

@@ -112,6 +112,17 @@ impl RouterState {
         }
     }
 
+    /// Gives every rate-limited region this router's share of its limit:
+    /// one over the fleet's live members (the whole limit outside fleet mode).
+    pub fn apply_rate_shares(&self) {
+        let routers = self.presence.as_ref().map_or(1, |p| p.member_count());
+        for r in &self.topology.load().regions {
+            if let Some(bucket) = &r.rate {
+                bucket.set_share(routers);
+            }
+        }
+    }
+
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
     }

@@ -268,3 +268,116 @@ async fn without_etcd_reads_go_on_and_writes_stop_after_the_grace() {
         assert!(status < 500 && !region.is_empty(), "reads go on: {status}");
     }
 }
+
+/// Two edges named `edge`, region a rate-limited (the fleet's budget),
+/// region c dark and ramped by `c-launch`.
+fn ramp_config(
+    a: &TestRegion,
+    b: &TestRegion,
+    c: &TestRegion,
+    etcd: &Etcd,
+    dir: &TempDir,
+    edge: &str,
+) -> String {
+    format!(
+        "{}regions:\n{}    rate_limit: {{ rps: 1, burst: 10 }}\n{}{}    dial: 0\nrouting:\n  policy: weighted\n  weights: {{ a: 100, b: 1, c: 1 }}\nconsistency: {{ owners: {{ default: a }} }}\ncoordination: {{ etcd: {{ endpoints: [\"{}\"], prefix: /sy-test, lease_ttl: 2s, edge_id: {edge} }} }}\nramps:\n  c-launch:\n    region: c\n    steps: [5, 10, 20, 40]\n    hold: 1500ms\n",
+        header(dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+        region_yaml("c", c.addr, ""),
+        etcd.url,
+    )
+}
+
+async fn ramp_of(router: &Router) -> serde_json::Value {
+    router.status().await["ramps"]["c-launch"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_drives_ramps_for_the_fleet_and_rate_limits_are_shared() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let (a, b, c) = (region("a").await, region("b").await, region("c").await);
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let (cfg1, cfg2) = (
+        ramp_config(&a, &b, &c, &etcd, &d1, "one"),
+        ramp_config(&a, &b, &c, &etcd, &d2, "two"),
+    );
+    let one = Router::start_in(d1, &cfg1);
+    eventually(Duration::from_secs(5), || async {
+        one.status().await["fleet"]["leader"] == true
+    })
+    .await;
+    let two = Router::start_in(d2, &cfg2);
+
+    // Two live members: each edge enforces half of a's budget.
+    for r in [&one, &two] {
+        eventually(Duration::from_secs(5), || async {
+            let rate = &r.status().await["regions"]["a"]["rate"];
+            rate["share"] == 2 && rate["share_rps"] == 0.5 && rate["tokens"] == 5
+        })
+        .await;
+    }
+    let client = reqwest::Client::new();
+    let mut served_by_a = 0;
+    for i in 0..20 {
+        let (status, region) = get_region(&client, &one.url("/kv/k"), Some(&format!("p{i}"))).await;
+        assert_eq!(status, 404, "a read of a missing key: {region}");
+        served_by_a += usize::from(region == "a");
+    }
+    assert!(
+        (5..=6).contains(&served_by_a),
+        "half the burst of 10 (plus at most one refill), then spill: {served_by_a}"
+    );
+
+    // Started through the follower; the leader drives it; both show it.
+    let (code, body) = two
+        .admin(Method::POST, "/admin/v1/ramps/c-launch/start", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(two.status().await["fleet"]["leader"], false);
+    eventually(Duration::from_secs(6), || async {
+        let (r1, r2) = (ramp_of(&one).await, ramp_of(&two).await);
+        r1["step"] == 10 && r2["step"] == 10 && r2["dial"] == 10
+    })
+    .await;
+    // A pause through the follower holds the leader.
+    let (code, body) = two
+        .admin(Method::POST, "/admin/v1/ramps/c-launch/pause", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(2), || async {
+        ramp_of(&one).await["state"] == "paused"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = ramp_of(&one).await;
+    assert_eq!(
+        (held["state"].clone(), held["step"].clone()),
+        (json!("paused"), json!(10)),
+        "{held}"
+    );
+    let (code, body) = one
+        .admin(Method::POST, "/admin/v1/ramps/c-launch/start", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    // The leader dies mid-ramp: the other takes over the ramp and its share
+    // of the rate limit grows back to the whole budget.
+    drop(one);
+    eventually(Duration::from_secs(6), || async {
+        two.status().await["fleet"]["leader"] == true
+    })
+    .await;
+    eventually(Duration::from_secs(10), || async {
+        let r = ramp_of(&two).await;
+        r["state"] == "completed" && r["dial"] == 40
+    })
+    .await;
+    let s = two.status().await;
+    assert_eq!(s["regions"]["c"]["dial"], 40);
+    assert_eq!(
+        s["regions"]["a"]["rate"]["share"], 1,
+        "{}",
+        s["regions"]["a"]
+    );
+}
