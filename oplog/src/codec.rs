@@ -1,0 +1,121 @@
+//! The on-disk frame of one record:
+//!
+//! ```text
+//! magic 0xA5 0x5A | version u8 | length u32 LE | crc32 u32 LE | payload
+//! ```
+//!
+//! The payload is the record in postcard; the CRC-32 covers the version
+//! byte, the length and the payload. The magic lets a reader find the next frame after a
+//! damaged one; the version lets a reader refuse records from a newer format
+//! by name instead of misreading them.
+
+use crate::record::Record;
+
+/// The frame format this build writes and reads.
+pub const VERSION: u8 = 1;
+pub const MAGIC: [u8; 2] = [0xA5, 0x5A];
+pub const HEADER: usize = 2 + 1 + 4 + 4;
+/// No record is this large; a length beyond it is damage.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Appends `record`'s frame to `out`.
+pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&[0; 8]);
+    let payload_at = out.len();
+    let mut out_vec = std::mem::take(out);
+    out_vec = postcard::to_extend(record, out_vec)?;
+    *out = out_vec;
+    let len = ((out.len() - payload_at) as u32).to_le_bytes();
+    out[start + 3..start + 7].copy_from_slice(&len);
+    let crc = checksum(VERSION, len, &out[payload_at..]);
+    out[start + 7..start + 11].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// What the bytes at the start of a buffer hold.
+// Returned by value and taken apart at once: boxing the record would cost
+// an allocation per record read, for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// A whole record, `len` bytes long with its header.
+    Record { record: Record, len: usize },
+    /// The buffer ends inside a frame (a write cut short, or one in progress).
+    Partial,
+    /// Not a frame here: a damaged header or payload.
+    Damaged(&'static str),
+    /// A whole frame, checksum right, from a newer format.
+    Newer { version: u8, len: usize },
+}
+
+/// Reads the frame at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Frame {
+    if buf.len() < HEADER {
+        return if MAGIC.starts_with(&buf[..buf.len().min(2)]) {
+            Frame::Partial
+        } else {
+            Frame::Damaged("bad magic")
+        };
+    }
+    if buf[..2] != MAGIC {
+        return Frame::Damaged("bad magic");
+    }
+    let version = buf[2];
+    let len_bytes = [buf[3], buf[4], buf[5], buf[6]];
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let crc = u32::from_le_bytes([buf[7], buf[8], buf[9], buf[10]]);
+    if len > MAX_PAYLOAD {
+        return Frame::Damaged("length beyond any record");
+    }
+    let Some(payload) = buf.get(HEADER..HEADER + len) else {
+        return Frame::Partial;
+    };
+    if checksum(version, len_bytes, payload) != crc {
+        return Frame::Damaged("checksum mismatch");
+    }
+    if version > VERSION {
+        return Frame::Newer {
+            version,
+            len: HEADER + len,
+        };
+    }
+    match postcard::from_bytes::<Record>(payload) {
+        Ok(record) => Frame::Record {
+            record,
+            len: HEADER + len,
+        },
+        Err(_) => Frame::Damaged("checksum right but the record does not decode"),
+    }
+}
+
+fn checksum(version: u8, len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[version]);
+    h.update(&len);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Where the next frame that decodes starts after damage at `buf[0]`, if any.
+pub fn resync(buf: &[u8]) -> Option<usize> {
+    let mut at = 1;
+    while at + 1 < buf.len() {
+        match buf[at..].windows(2).position(|w| w == MAGIC) {
+            None => return None,
+            Some(i) => {
+                at += i;
+                if matches!(
+                    decode(&buf[at..]),
+                    Frame::Record { .. } | Frame::Newer { .. }
+                ) {
+                    return Some(at);
+                }
+                at += 1;
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,18 @@
+//! The Switchyard operation log, shared by the router (which writes it) and
+//! the reconciler (which reads it): records, the checksummed and versioned
+//! frame codec, segment files, the writer with group commit, rotation,
+//! retention and torn-tail recovery, and the reader.
+
+pub mod codec;
+pub mod read;
+pub mod record;
+pub mod segment;
+pub mod writer;
+
+pub use read::read_dir;
+pub use record::{Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record};
+pub use segment::Problem;
+pub use writer::{Options, Recovery, Writer};
+
+#[cfg(test)]
+mod tests;

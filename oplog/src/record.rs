@@ -1,0 +1,188 @@
+//! What the op log holds: a write's intent (before it is forwarded), its
+//! outcome (after), and promotions. An intent and its outcome share the op id.
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Intent(Intent),
+    Outcome(Outcome),
+    Promotion(Promotion),
+}
+
+impl Record {
+    /// The op id for intents and outcomes.
+    pub fn op_id(&self) -> Option<OpId> {
+        match self {
+            Record::Intent(i) => Some(i.op_id),
+            Record::Outcome(o) => Some(o.op_id),
+            Record::Promotion(_) => None,
+        }
+    }
+
+    /// A name unique to this record across every edge's log: the message id
+    /// a sink deduplicates on.
+    pub fn dedup_id(&self) -> String {
+        match self {
+            Record::Intent(i) => format!("{}.intent", i.op_id),
+            Record::Outcome(o) => format!("{}.outcome", o.op_id),
+            Record::Promotion(p) => format!("promotion.{}.{}", p.partition, p.to_epoch),
+        }
+    }
+}
+
+/// A write's id: a UUID (v7, so ids sort by time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpId(pub [u8; 16]);
+
+impl OpId {
+    pub fn new() -> Self {
+        OpId(*uuid::Uuid::now_v7().as_bytes())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(s).ok().map(|u| OpId(*u.as_bytes()))
+    }
+}
+
+impl Default for OpId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        uuid::Uuid::from_bytes(self.0).hyphenated().fmt(f)
+    }
+}
+
+/// A write as the router is about to forward it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub op_id: OpId,
+    pub edge_id: String,
+    /// Unix milliseconds when the router took the write.
+    pub at_ms: u64,
+    /// The request's partition key (`default` when it has none).
+    pub partition: String,
+    /// The ownership entry that decided the owner: the partition, or `default`.
+    pub owner_entry: String,
+    pub method: String,
+    /// Path and query, as received.
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    /// Headers kept for a replay (content type and the like; never credentials).
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// The owner the write was sent to, and its fencing token.
+    pub owner: String,
+    pub epoch: u64,
+}
+
+impl Intent {
+    /// The path without its query: what a conflict is judged on.
+    pub fn resource(&self) -> &str {
+        self.path.split('?').next().unwrap_or(&self.path)
+    }
+}
+
+/// A write's body as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// The whole body.
+    Inline(Vec<u8>),
+    /// Streamed to the region; the outcome record says what it was.
+    InOutcome,
+    /// Over the size limit: only its length and SHA-256. Not replayable.
+    Hashed { len: u64, sha256: [u8; 32] },
+}
+
+impl Body {
+    /// The logged form of `bytes` under `max` bytes.
+    pub fn of(bytes: &[u8], max: usize) -> Body {
+        if bytes.len() <= max {
+            Body::Inline(bytes.to_vec())
+        } else {
+            Body::Hashed {
+                len: bytes.len() as u64,
+                sha256: sha256(bytes),
+            }
+        }
+    }
+
+    pub fn len(&self) -> Option<u64> {
+        match self {
+            Body::Inline(b) => Some(b.len() as u64),
+            Body::InOutcome => None,
+            Body::Hashed { len, .. } => Some(*len),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// How a write ended, as far as the router knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeKind {
+    /// The region answered 2xx.
+    Acked,
+    /// The region answered 4xx (fenced, bad request, …): it did not apply it.
+    Rejected,
+    /// Never reached the region, or it answered 5xx.
+    Failed,
+    /// Sent, but no answer: the region may or may not have applied it.
+    Unknown,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Acked => "acked",
+            OutcomeKind::Rejected => "rejected",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// A write's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub op_id: OpId,
+    /// Unix milliseconds when the answer was in (or the attempt ended).
+    pub at_ms: u64,
+    /// The region's status; 0 when there was none.
+    pub status: u16,
+    pub outcome: OutcomeKind,
+    /// The region's `X-Commit-Position`, when it sent one.
+    pub commit_position: Option<u64>,
+    /// The body, for intents logged with [`Body::InOutcome`].
+    pub body: Option<Body>,
+}
+
+/// A change of a partition's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub at_ms: u64,
+    pub edge_id: String,
+    pub partition: String,
+    pub from: String,
+    pub to: String,
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+    /// The new owner's applied position when it was promoted.
+    pub applied_position: u64,
+    pub forced: bool,
+    pub reason: String,
+}

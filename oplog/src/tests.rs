@@ -1,0 +1,304 @@
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use crate::codec::{self, Frame};
+use crate::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        let p = std::env::temp_dir().join(format!("sy-oplog-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn intent(n: u64, body: Vec<u8>) -> Record {
+    Record::Intent(Intent {
+        op_id: OpId::new(),
+        edge_id: "edge-1".into(),
+        at_ms: 1_700_000_000_000 + n,
+        partition: format!("p{}", n % 7),
+        owner_entry: "default".into(),
+        method: "PUT".into(),
+        path: format!("/kv/k{n}?x=1"),
+        idempotency_key: Some(format!("key-{n}")),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: Body::Inline(body),
+        owner: "a".into(),
+        epoch: 1 + n % 3,
+    })
+}
+
+fn read_all(dir: &Path) -> (Vec<(u64, Record)>, Vec<Problem>) {
+    let mut out = Vec::new();
+    let problems = read_dir(dir, 0, |seq, r| out.push((seq, r))).expect("read");
+    (out, problems)
+}
+
+fn write(dir: &Path, records: &[Record], opts: Options) {
+    let (mut w, _) = Writer::open(dir, opts).expect("open");
+    for r in records {
+        w.append(r).expect("append");
+    }
+    w.sync().expect("sync");
+}
+
+fn the_segment(dir: &Path) -> PathBuf {
+    segment::list(dir).expect("list").remove(0).1
+}
+
+fn arb_record() -> impl Strategy<Value = Record> {
+    let body = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Body::Inline),
+        Just(Body::InOutcome),
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(len, sha256)| Body::Hashed { len, sha256 }),
+    ];
+    let kind = prop_oneof![
+        Just(OutcomeKind::Acked),
+        Just(OutcomeKind::Rejected),
+        Just(OutcomeKind::Failed),
+        Just(OutcomeKind::Unknown),
+    ];
+    prop_oneof![
+        (
+            any::<[u8; 16]>(),
+            ".{0,12}",
+            any::<u64>(),
+            "[a-z/]{0,40}",
+            proptest::option::of("[ -~]{0,30}"),
+            proptest::collection::vec(("[a-z-]{1,12}", "[ -~]{0,20}"), 0..4),
+            body,
+            any::<u64>()
+        )
+            .prop_map(|(id, edge, at, path, key, headers, body, epoch)| {
+                Record::Intent(Intent {
+                    op_id: OpId(id),
+                    edge_id: edge,
+                    at_ms: at,
+                    partition: "p".into(),
+                    owner_entry: "default".into(),
+                    method: "POST".into(),
+                    path,
+                    idempotency_key: key,
+                    headers,
+                    body,
+                    owner: "a".into(),
+                    epoch,
+                })
+            }),
+        (
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            any::<u16>(),
+            kind,
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(id, at, status, outcome, pos)| {
+                Record::Outcome(Outcome {
+                    op_id: OpId(id),
+                    at_ms: at,
+                    status,
+                    outcome,
+                    commit_position: pos,
+                    body: None,
+                })
+            }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(at, epoch, forced)| {
+            Record::Promotion(Promotion {
+                at_ms: at,
+                edge_id: "e".into(),
+                partition: "*".into(),
+                from: "a".into(),
+                to: "b".into(),
+                from_epoch: epoch,
+                to_epoch: epoch.wrapping_add(1),
+                applied_position: at / 2,
+                forced,
+                reason: "drill".into(),
+            })
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_record_survives_its_frame(records in proptest::collection::vec(arb_record(), 1..20)) {
+        let mut buf = Vec::new();
+        for r in &records {
+            codec::encode(r, &mut buf).expect("encode");
+        }
+        let mut at = 0;
+        for r in &records {
+            match codec::decode(&buf[at..]) {
+                Frame::Record { record, len } => {
+                    prop_assert_eq!(&record, r);
+                    at += len;
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+        prop_assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn a_cut_anywhere_recovers_every_whole_record(n in 1u64..40, cut_frac in 0.0f64..1.0) {
+        let dir = Dir::new();
+        let records: Vec<Record> = (0..n).map(|i| intent(i, vec![b'x'; (i * 13 % 97) as usize])).collect();
+        write(&dir.0, &records, Options::default());
+        let seg = the_segment(&dir.0);
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        let cut = segment::HEADER as u64 + ((len - segment::HEADER as u64) as f64 * cut_frac) as u64;
+        std::fs::OpenOptions::new().write(true).open(&seg).expect("open").set_len(cut).expect("cut");
+        // Whole frames that end at or before the cut.
+        let mut ends = Vec::new();
+        let mut buf = Vec::new();
+        for r in &records {
+            codec::encode(r, &mut buf).expect("encode");
+            ends.push(segment::HEADER as u64 + buf.len() as u64);
+        }
+        let whole = ends.iter().filter(|e| **e <= cut).count();
+
+        let (mut w, rec) = Writer::open(&dir.0, Options::default()).expect("reopen");
+        prop_assert_eq!(rec.records_in_last, whole as u64);
+        prop_assert_eq!(w.next_seq(), whole as u64);
+        let extra = intent(1000, b"after".to_vec());
+        prop_assert_eq!(w.append(&extra).expect("append"), whole as u64);
+        w.sync().expect("sync");
+        drop(w);
+        let (read, problems) = read_all(&dir.0);
+        prop_assert!(problems.is_empty(), "{:?}", problems);
+        prop_assert_eq!(read.len(), whole + 1);
+        for (i, (seq, r)) in read.iter().enumerate() {
+            prop_assert_eq!(*seq, i as u64);
+            let want = if i < whole { &records[i] } else { &extra };
+            prop_assert_eq!(r, want);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_costs_one_record_and_is_reported(n in 2u64..30, at_frac in 0.0f64..1.0, bit in 0u8..8) {
+        let dir = Dir::new();
+        let records: Vec<Record> = (0..n).map(|i| intent(i, vec![b'y'; 20])).collect();
+        write(&dir.0, &records, Options::default());
+        let seg = the_segment(&dir.0);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let body = bytes.len() - segment::HEADER;
+        let at = segment::HEADER + ((body as f64 * at_frac) as usize).min(body - 1);
+        bytes[at] ^= 1 << bit;
+        std::fs::write(&seg, &bytes).expect("write");
+        let (read, problems) = read_all(&dir.0);
+        prop_assert_eq!(read.len() as u64, n - 1, "{:?}", problems);
+        prop_assert_eq!(problems.len(), 1, "{:?}", problems);
+        for (_, r) in &read {
+            prop_assert!(records.contains(r));
+        }
+    }
+}
+
+#[test]
+fn segments_rotate_and_old_ones_are_retained_by_size_above_the_floor() {
+    let dir = Dir::new();
+    let opts = Options {
+        segment_bytes: 4096,
+        retain_age: None,
+        retain_bytes: Some(3 * 4096),
+    };
+    let records: Vec<Record> = (0..400).map(|i| intent(i, vec![b'z'; 64])).collect();
+    let (mut w, _) = Writer::open(&dir.0, opts.clone()).expect("open");
+    w.set_retain_floor(0);
+    for r in &records[..200] {
+        w.append(r).expect("append");
+    }
+    let kept = segment::list(&dir.0).expect("list");
+    assert!(kept.len() > 5, "a sink holding seq 0 keeps every segment");
+    w.set_retain_floor(u64::MAX);
+    for r in &records[200..] {
+        w.append(r).expect("append");
+    }
+    w.sync().expect("sync");
+    let segs = segment::list(&dir.0).expect("list");
+    let total: u64 = segs
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).expect("meta").len())
+        .sum();
+    assert!(total <= 5 * 4096, "{} segments, {total} bytes", segs.len());
+    let (read, problems) = read_all(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    // What is left is the newest records, in order, numbered as written.
+    let first = read[0].0;
+    assert!(first > 0);
+    for (i, (seq, r)) in read.iter().enumerate() {
+        assert_eq!(*seq, first + i as u64);
+        assert_eq!(r, &records[*seq as usize]);
+    }
+    assert_eq!(read.last().map(|r| r.0), Some(399));
+    // Reading from a sequence number skips what came before.
+    let mut from = Vec::new();
+    read_dir(&dir.0, 390, |seq, _| from.push(seq)).expect("read");
+    assert_eq!(from, (390..400).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_newer_record_is_named_and_the_rest_is_read() {
+    let dir = Dir::new();
+    write(
+        &dir.0,
+        &[intent(1, vec![]), intent(2, vec![])],
+        Options::default(),
+    );
+    let seg = the_segment(&dir.0);
+    let mut bytes = std::fs::read(&seg).expect("read");
+    // A frame from format 9 between the two, checksummed as its writer would.
+    let payload = b"from the future";
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[9]);
+    h.update(&len);
+    h.update(payload);
+    let mut frame = vec![0xA5, 0x5A, 9];
+    frame.extend_from_slice(&len);
+    frame.extend_from_slice(&h.finalize().to_le_bytes());
+    frame.extend_from_slice(payload);
+    bytes.extend_from_slice(&frame);
+    std::fs::write(&seg, &bytes).expect("write");
+    write(&dir.0, &[intent(3, vec![])], Options::default());
+    let (read, problems) = read_all(&dir.0);
+    assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 3]);
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].to_string().contains("format 9, newer"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn a_segment_cut_inside_its_header_is_started_again() {
+    let dir = Dir::new();
+    write(&dir.0, &[intent(1, vec![])], Options::default());
+    std::fs::write(dir.0.join(segment::file_name(1)), b"SYW").expect("partial");
+    let (mut w, rec) = Writer::open(&dir.0, Options::default()).expect("open");
+    assert_eq!(rec.truncated, 3);
+    assert_eq!(w.append(&intent(2, vec![])).expect("append"), 1);
+    drop(w);
+    let (read, problems) = read_all(&dir.0);
+    assert_eq!(read.len(), 2);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn large_bodies_keep_only_their_hash() {
+    let small = Body::of(b"abc", 3);
+    assert_eq!(small, Body::Inline(b"abc".to_vec()));
+    let big = Body::of(b"abcd", 3);
+    assert!(matches!(big, Body::Hashed { len: 4, .. }));
+}
