@@ -459,6 +459,30 @@ pub struct Oplog {
     pub fsync: Fsync,
     /// Bodies larger than this are logged by hash and are not replayable.
     pub max_body_bytes: usize,
+    /// A segment is sealed at this size.
+    pub segment_bytes: u64,
+    /// Sealed segments older than this are deleted (`None`: kept).
+    pub retain_age: Option<Duration>,
+    /// Sealed segments beyond this total are deleted, oldest first.
+    pub retain_bytes: Option<u64>,
+    /// Records waiting for the writer; writes wait when it is full.
+    pub queue: usize,
+    /// Fleet sink: NATS JetStream.
+    pub nats: Option<Nats>,
+}
+
+/// Where the op log is published in fleet mode.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    pub url: String,
+    pub stream: String,
+}
+
+impl Nats {
+    /// The subject records are published on.
+    pub fn subject(&self) -> String {
+        format!("{}.records", self.stream.to_lowercase())
+    }
 }
 
 /// The marker that lets synthetic traffic reach a region in its synthetic stage.

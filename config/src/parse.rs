@@ -701,8 +701,22 @@ fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
     let mut o = Oplog {
         fsync: Fsync::Batch,
         max_body_bytes: 1 << 20,
+        segment_bytes: 64 << 20,
+        retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
+        retain_bytes: None,
+        queue: 4096,
+        nats: None,
     };
-    let Some(f) = n.and_then(|n| Fields::new(n, "oplog", &["fsync", "max_body_bytes"], d)) else {
+    let keys = [
+        "fsync",
+        "max_body_bytes",
+        "segment_bytes",
+        "retain_age",
+        "retain_bytes",
+        "queue",
+        "nats",
+    ];
+    let Some(f) = n.and_then(|n| Fields::new(n, "oplog", &keys, d)) else {
         return o;
     };
     if let Some(v) = f.get("fsync").and_then(|n| {
@@ -724,6 +738,60 @@ fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
         .and_then(|n| diag::integer(n, "oplog.max_body_bytes", 0, 1 << 30, d))
     {
         o.max_body_bytes = v as usize;
+    }
+    if let Some(v) = f
+        .get("segment_bytes")
+        .and_then(|n| diag::integer(n, "oplog.segment_bytes", 4096, 1 << 40, d))
+    {
+        o.segment_bytes = v;
+    }
+    if let Some(n) = f.get("retain_age") {
+        if n.as_scalar() == Some("forever") {
+            o.retain_age = None;
+        } else if let Some(v) = diag::duration(n, "oplog.retain_age", d) {
+            o.retain_age = Some(v);
+        }
+    }
+    if let Some(v) = f
+        .get("retain_bytes")
+        .and_then(|n| diag::integer(n, "oplog.retain_bytes", 4096, u64::MAX, d))
+    {
+        o.retain_bytes = Some(v);
+    }
+    if let Some(v) = f
+        .get("queue")
+        .and_then(|n| diag::integer(n, "oplog.queue", 1, 1 << 20, d))
+    {
+        o.queue = v as usize;
+    }
+    if let Some(nf) = f
+        .get("nats")
+        .and_then(|n| Fields::new(n, "oplog.nats", &["url", "stream"], d))
+    {
+        let url = nf
+            .require("url", d)
+            .and_then(|n| diag::string(n, "oplog.nats.url", d));
+        let stream = nf
+            .get("stream")
+            .and_then(|n| diag::string(n, "oplog.nats.stream", d))
+            .unwrap_or_else(|| "SWITCHYARD_OPLOG".to_string());
+        if let Some(n) = nf.get("stream") {
+            if stream.is_empty()
+                || !stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                d.error(
+                    n.pos,
+                    format!(
+                        "`oplog.nats.stream` must be letters, digits, _ or -, found {stream:?}"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = url {
+            o.nats = Some(Nats { url, stream });
+        }
     }
     o
 }

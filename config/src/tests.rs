@@ -316,3 +316,36 @@ fn percent_accepts_tenths_only() {
         Some("12.5%".into())
     );
 }
+
+#[test]
+fn oplog_settings_parse_and_bad_ones_are_named() {
+    let cfg = parse_str(
+        &format!(
+            "{MINIMAL}oplog: {{ fsync: always, max_body_bytes: 1024, segment_bytes: 8192, retain_age: forever, retain_bytes: 100000, queue: 16, nats: {{ url: \"nats://127.0.0.1:4222\", stream: OPS }} }}\n"
+        ),
+        Path::new("edge.yaml"),
+    )
+    .expect("valid");
+    assert_eq!(cfg.oplog.fsync, Fsync::Always);
+    assert_eq!(cfg.oplog.max_body_bytes, 1024);
+    assert_eq!(cfg.oplog.segment_bytes, 8192);
+    assert_eq!(cfg.oplog.retain_age, None);
+    assert_eq!(cfg.oplog.retain_bytes, Some(100_000));
+    assert_eq!(cfg.oplog.queue, 16);
+    let nats = cfg.oplog.nats.expect("nats");
+    assert_eq!(
+        (nats.url.as_str(), nats.stream.as_str()),
+        ("nats://127.0.0.1:4222", "OPS")
+    );
+    assert_eq!(nats.subject(), "ops.records");
+
+    let text = errors(&format!(
+        "{MINIMAL}oplog: {{ queue: 0, nats: {{ stream: \"a b\" }} }}\n"
+    ));
+    assert!(text.contains("`oplog.queue`"), "{text}");
+    assert!(
+        text.contains("`oplog.nats.stream` must be letters"),
+        "{text}"
+    );
+    assert!(text.contains("url"), "{text}");
+}

@@ -7,8 +7,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use switchyard_reconciler::{apply, checkpoint, plan, report, source};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,29 +18,47 @@ use clap::Parser;
     about = "Replay lost writes after a failover and report every divergence"
 )]
 struct Args {
-    /// A folder of op log segments (repeat for several routers).
-    #[arg(long = "oplog", required = true, value_name = "DIR")]
+    /// A router's op log folder, or its state_dir (repeat for several routers).
+    #[arg(long = "oplog", value_name = "DIR")]
     oplogs: Vec<PathBuf>,
-    /// The router's config (regions, owners).
+    /// Read the records from this NATS server's JetStream instead.
+    #[arg(long, value_name = "URL", requires = "stream")]
+    nats: Option<String>,
+    /// The JetStream stream the routers publish to (oplog.nats.stream).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    stream: Option<String>,
+    /// The router's config (regions and their endpoints, the partition header).
     #[arg(long, value_name = "F")]
     config: PathBuf,
-    /// Replay the safe writes; without it, a dry run.
+    /// Replay the safe writes; without it, a dry run that sends nothing.
     #[arg(long)]
     apply: bool,
-    /// Where to write the report: .json, .md or .html.
+    /// Where to write the report: .json, .md or .html (repeat for several).
     #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
+    report: Vec<PathBuf>,
+    /// Replays per second at most.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    rate: f64,
+    /// Progress of an --apply run, so an interrupted one resumes
+    /// (default: reconcile.checkpoint in the first --oplog folder).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
 }
 
 /// Checks the input: every op log folder exists, the config is valid, the
 /// report has a known format. Returns the message for exit code 2.
 fn check_input(args: &Args) -> Result<switchyard_config::Config, String> {
+    if args.oplogs.is_empty() && args.nats.is_none() {
+        return Err(
+            "give the op logs to read: --oplog DIR (repeatable) or --nats URL --stream NAME".into(),
+        );
+    }
     for dir in &args.oplogs {
         if !dir.is_dir() {
             return Err(format!("--oplog {}: not a folder", dir.display()));
         }
     }
-    if let Some(report) = &args.report {
+    for report in &args.report {
         let ext = report.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !matches!(ext, "json" | "md" | "html") {
             return Err(format!(
@@ -47,7 +67,16 @@ fn check_input(args: &Args) -> Result<switchyard_config::Config, String> {
             ));
         }
     }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        return Err(format!("--rate must be above 0, found {}", args.rate));
+    }
     switchyard_config::load(&args.config).map_err(|e| e.to_string())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn main() -> ExitCode {
@@ -59,12 +88,114 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // This build writes no op log yet, so there is nothing it can read: say
-    // so rather than report a reconciliation that did not happen.
-    eprintln!(
-        "switchyard-reconcile: {} op log folder(s) and {} checked, but this build cannot read op logs yet; nothing was reconciled",
-        args.oplogs.len(),
-        config.source.display()
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard-reconcile: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (logs, sources) = match (&args.nats, &args.stream) {
+        (Some(url), Some(stream)) => (
+            rt.block_on(source::read_stream(url, stream)),
+            vec![format!("{url} stream {stream}")],
+        ),
+        _ => (
+            source::read_dirs(&args.oplogs),
+            args.oplogs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+        ),
+    };
+    let logs = match logs {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("switchyard-reconcile: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    for p in &logs.problems {
+        eprintln!("switchyard-reconcile: warning: {p}");
+    }
+    let mut plan = plan::plan(&logs);
+    if args.apply {
+        let path = args.checkpoint.clone().unwrap_or_else(|| {
+            args.oplogs
+                .first()
+                .map(|d| source::oplog_dir(d))
+                .unwrap_or_default()
+                .join("reconcile.checkpoint")
+        });
+        let mut ckpt = match checkpoint::Checkpoint::open(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("switchyard-reconcile: --checkpoint {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        if ckpt.resumed > 0 {
+            eprintln!(
+                "switchyard-reconcile: resuming: {} ops settled by an interrupted run ({})",
+                ckpt.resumed,
+                path.display()
+            );
+        }
+        let opts = apply::Options {
+            rate: args.rate,
+            timeout: Duration::from_secs(10),
+        };
+        if let Err(e) = rt.block_on(apply::apply(&mut plan, &config, &mut ckpt, &opts)) {
+            eprintln!("switchyard-reconcile: replay stopped: {e:#}");
+            return ExitCode::from(1);
+        }
+        if let Err(e) = ckpt.complete() {
+            eprintln!("switchyard-reconcile: cannot mark the checkpoint complete: {e}");
+        }
+    }
+    let summary = plan::summarize(&logs, &plan);
+    let run = report::Run {
+        mode: if args.apply { "apply" } else { "dry_run" },
+        sources,
+        generated_at_ms: unix_ms(),
+    };
+    for path in &args.report {
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                serde_json::to_string_pretty(&report::json(&run, &logs, &plan, &summary))
+                    .unwrap_or_default()
+            }
+            Some("md") => report::markdown(&run, &logs, &plan, &summary),
+            _ => report::html(&run, &logs, &plan, &summary),
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("switchyard-reconcile: --report {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    println!(
+        "{}: {} ops scanned, {} failover(s), {} in window: {} already present, {} replayed, {} to replay, {} conflicts, {} failed, {} not replayable; {} unresolved",
+        run.mode.replace('_', " "),
+        summary.ops_scanned,
+        plan.failovers.len(),
+        summary.in_window,
+        summary.already_present,
+        summary.replayed,
+        summary.to_replay,
+        summary.conflicts,
+        summary.failed,
+        summary.not_replayable,
+        summary.unresolved
     );
-    ExitCode::from(1)
+    for path in &args.report {
+        println!("report: {}", path.display());
+    }
+    if summary.unresolved == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -79,12 +79,15 @@ fn check_tls_files(cert: &Path, key: &Path) -> anyhow::Result<()> {
     read(key, "key", "PRIVATE KEY")
 }
 
-/// This router's name in the fleet: the config's, else one made once and
-/// kept in the state directory.
-fn edge_id(etcd: &switchyard_config::Etcd, state_dir: &Path) -> anyhow::Result<String> {
-    if let Some(id) = &etcd.edge_id {
+/// This router's name (in the fleet and in its op log): the config's, else
+/// one made once and kept in the state directory.
+fn edge_id(config: &switchyard_config::Config) -> anyhow::Result<String> {
+    if let Some(id) = config.etcd.as_ref().and_then(|e| e.edge_id.as_ref()) {
         return Ok(id.clone());
     }
+    let state_dir = &config.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("state_dir: cannot create {}", state_dir.display()))?;
     let path = state_dir.join("edge-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         if !id.trim().is_empty() {
@@ -139,21 +142,30 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             Some(fleet)
         }
     };
+    let edge = edge_id(&config)?;
     let presence = match &config.etcd {
-        Some(etcd) if fleet.is_some() => Some(Arc::new(crate::fleet::Presence::new(edge_id(
-            etcd,
-            &config.state_dir,
-        )?))),
+        Some(_) if fleet.is_some() => Some(Arc::new(crate::fleet::Presence::new(edge.clone()))),
         _ => None,
     };
+    let oplog = crate::oplog::OpLog::start(&config.state_dir, &config.oplog, edge.clone())?;
+    if let Some(nats) = &config.oplog.nats {
+        control.spawn(crate::oplog_nats::run(
+            oplog.dir.clone(),
+            nats.clone(),
+            edge.clone(),
+        ));
+    }
     let state = RouterState::new(
         topology,
         config_path,
         control.handle().clone(),
         traffic,
         ownership,
-        fleet.clone(),
-        presence.clone(),
+        crate::state::Shared {
+            fleet: fleet.clone(),
+            presence: presence.clone(),
+            oplog: Some(oplog.clone()),
+        },
     );
     if let (Some(fleet), Some(presence), Some(etcd)) = (fleet, presence, &config.etcd) {
         control.spawn(crate::fleet::watch(state.clone(), fleet.clone()));
@@ -281,6 +293,8 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     control.block_on(wait_for_stop(&reloader))?;
     let _ = stop_tx.send(());
     drain(&state, grace);
+    control.block_on(oplog.flush());
+    tracing::info!("op log flushed");
     drop(proxy_thread);
     Ok(())
 }

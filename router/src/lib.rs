@@ -20,6 +20,8 @@ pub mod hygiene;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;
+pub mod oplog;
+pub mod oplog_nats;
 pub mod outlier;
 pub mod ownership;
 pub mod persist;

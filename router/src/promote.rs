@@ -174,6 +174,29 @@ async fn apply(
             tracing::warn!(partition = %r.partition, from = %r.from, to = %r.to, epoch = r.to_epoch, reason, "promoted");
         }
         crate::metrics::promotion(if reason == "manual" { "manual" } else { "auto" });
+        if let Some(log) = &state.oplog {
+            let logged = log
+                .durable(switchyard_oplog::Record::Promotion(
+                    switchyard_oplog::Promotion {
+                        at_ms: r.at_ms,
+                        edge_id: log.edge_id.clone(),
+                        partition: r.partition.clone(),
+                        from: r.from.clone(),
+                        to: r.to.clone(),
+                        from_epoch: r.from_epoch,
+                        to_epoch: r.to_epoch,
+                        applied_position: r.applied_position,
+                        forced: r.forced,
+                        reason: r.reason.clone(),
+                    },
+                ))
+                .await;
+            if let Err(e) = logged {
+                // The promotion holds (it is in the ownership table); the
+                // reconciler will not see it in this log.
+                tracing::error!(partition = %r.partition, error = %e, "promotion not recorded in the op log");
+            }
+        }
     }
     Ok(records)
 }

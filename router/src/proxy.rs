@@ -32,6 +32,7 @@ use crate::ryw::Mark;
 use crate::shadow::{self, ShadowPlan};
 use crate::state::{InflightGuard, RouterState};
 use crate::topology::{RegionIdx, Topology};
+use switchyard_oplog::{Body, Intent, OpId, Outcome, OutcomeKind, Record};
 
 /// Upstream connections kept idle this long for reuse.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
@@ -75,7 +76,68 @@ pub struct Ctx {
     region_inflight: Option<RegionInflight>,
     /// Set when this read is mirrored to a ramping region once answered.
     shadow: Option<Box<ShadowPlan>>,
+    /// A write's record in the op log, until its outcome is written.
+    op: Option<Box<OpInFlight>>,
     _inflight: InflightGuard,
+}
+
+/// What the op log needs to write a write's outcome.
+struct OpInFlight {
+    id: OpId,
+    /// A body too large to read ahead, collected (and hashed) as it streams.
+    streamed: Option<StreamedBody>,
+    /// The region's status; 0 until it answers.
+    status: u16,
+    commit_position: Option<u64>,
+}
+
+struct StreamedBody {
+    kept: Vec<u8>,
+    sha256: ring::digest::Context,
+    len: u64,
+    max: usize,
+}
+
+impl StreamedBody {
+    fn add(&mut self, chunk: &[u8]) {
+        self.len += chunk.len() as u64;
+        self.sha256.update(chunk);
+        if self.len <= self.max as u64 {
+            self.kept.extend_from_slice(chunk);
+        } else {
+            self.kept = Vec::new();
+        }
+    }
+
+    fn finish(self) -> Body {
+        if self.len <= self.max as u64 {
+            Body::Inline(self.kept)
+        } else {
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(self.sha256.finish().as_ref());
+            Body::Hashed {
+                len: self.len,
+                sha256,
+            }
+        }
+    }
+}
+
+/// Request headers an op log record keeps, so a replay means the same thing.
+/// Credentials are never kept.
+const KEPT_FOR_REPLAY: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "accept",
+];
+
+/// A write's body as the router has it before forwarding.
+enum WriteBody {
+    /// Read whole (pingora replays it to the region from its retry buffer).
+    Whole(Bytes),
+    /// Too large, or of unknown length: it streams.
+    Streams { length: Option<usize> },
 }
 
 fn client_ip(session: &Session) -> IpAddr {
@@ -88,6 +150,24 @@ fn client_ip(session: &Session) -> IpAddr {
 /// The most body the router reads ahead of forwarding: what pingora keeps
 /// to replay to the upstream.
 const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a write's body ahead of forwarding when it fits pingora's retry buffer.
+async fn read_write_body(session: &mut Session) -> Result<WriteBody> {
+    let req = session.req_header();
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    Ok(match (length, chunked) {
+        (Some(n), false) if n <= BUFFERED_BODY_LIMIT => {
+            WriteBody::Whole(read_body(session, n).await?)
+        }
+        (None, false) => WriteBody::Whole(Bytes::new()),
+        _ => WriteBody::Streams { length },
+    })
+}
 
 /// Reads a whole request body of `len` bytes; pingora replays it to the region.
 async fn read_body(session: &mut Session, len: usize) -> Result<Bytes> {
@@ -211,7 +291,12 @@ impl Edge {
 
     /// A write's idempotency key: taken from the client, generated, or
     /// required; then checked against the keys in flight and seen.
-    async fn admit_write(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Reject>> {
+    async fn admit_write(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        body: &WriteBody,
+    ) -> Result<Option<Reject>> {
         let cfg = &ctx.topo.config.consistency;
         if cfg.idempotency == Idempotency::Off {
             return Ok(None);
@@ -251,20 +336,13 @@ impl Edge {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let length = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        // Bodies pingora can replay to the region (its retry buffer) are read
-        // now and fingerprinted whole; larger ones by their length.
-        let body = match (length, chunked) {
-            (Some(n), false) if n <= BUFFERED_BODY_LIMIT => read_body(session, n).await?,
-            (None, false) => Bytes::new(),
-            _ => Bytes::from(format!("length {length:?}")),
+        // Bodies read ahead are fingerprinted whole; streamed ones by their length.
+        let fp = match body {
+            WriteBody::Whole(b) => idempotency::fingerprint(&method, &path, b),
+            WriteBody::Streams { length } => {
+                idempotency::fingerprint(&method, &path, format!("length {length:?}").as_bytes())
+            }
         };
-        let fp = idempotency::fingerprint(&method, &path, &body);
         let window = cfg.idempotency_window;
         Ok(match self.state.idempotency.begin(&key, fp, window) {
             Admit::Proceed(guard) => {
@@ -278,6 +356,106 @@ impl Edge {
                 "this Idempotency-Key was used for a different request (method, path or body)",
             )),
         })
+    }
+
+    /// Logs a write's intent; the write goes on only once the log has it.
+    async fn log_intent(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        body: WriteBody,
+    ) -> Option<Reject> {
+        let log = self.state.oplog.as_ref()?;
+        let req = session.req_header();
+        let owner = ctx
+            .order
+            .first()
+            .map_or("", |i| ctx.topo.name(*i))
+            .to_string();
+        let partition = ctx
+            .partition
+            .clone()
+            .unwrap_or_else(|| crate::ownership::DEFAULT.to_string());
+        let max = ctx.topo.config.oplog.max_body_bytes;
+        let (logged_body, streamed) = match body {
+            WriteBody::Whole(b) => (Body::of(&b, max), None),
+            WriteBody::Streams { .. } => (
+                Body::InOutcome,
+                Some(StreamedBody {
+                    kept: Vec::new(),
+                    sha256: ring::digest::Context::new(&ring::digest::SHA256),
+                    len: 0,
+                    max,
+                }),
+            ),
+        };
+        let id = OpId::new();
+        let intent = Intent {
+            op_id: id,
+            edge_id: log.edge_id.clone(),
+            at_ms: crate::ryw::unix_ms(),
+            owner_entry: ctx.topo.owner_entry(&partition).to_string(),
+            partition,
+            method: req.method.as_str().to_string(),
+            path: req
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            idempotency_key: req
+                .headers
+                .get(idempotency::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            headers: KEPT_FOR_REPLAY
+                .iter()
+                .filter_map(|name| {
+                    let v = req.headers.get(*name)?.to_str().ok()?;
+                    Some((name.to_string(), v.to_string()))
+                })
+                .collect(),
+            body: logged_body,
+            owner,
+            epoch: ctx.epoch,
+        };
+        if let Err(why) = log.intent(Record::Intent(intent)).await {
+            return Some(Reject::unavailable(format!(
+                "this write was not forwarded: {why}"
+            )));
+        }
+        ctx.op = Some(Box::new(OpInFlight {
+            id,
+            streamed,
+            status: 0,
+            commit_position: None,
+        }));
+        None
+    }
+
+    /// Logs how a write ended.
+    async fn log_outcome(&self, ctx: &mut Ctx) {
+        let (Some(log), Some(op)) = (self.state.oplog.as_ref(), ctx.op.take()) else {
+            return;
+        };
+        let op = *op;
+        let outcome = match op.status {
+            0 if ctx.upstream_started.is_some() => OutcomeKind::Unknown,
+            0 => OutcomeKind::Failed,
+            100..=399 => OutcomeKind::Acked,
+            400..=499 => OutcomeKind::Rejected,
+            _ => OutcomeKind::Failed,
+        };
+        let record = Record::Outcome(Outcome {
+            op_id: op.id,
+            at_ms: crate::ryw::unix_ms(),
+            status: op.status,
+            outcome,
+            commit_position: op.commit_position,
+            body: op.streamed.map(StreamedBody::finish),
+        });
+        if let Err(e) = log.outcome(record).await {
+            tracing::error!(op = %op.id, error = %e, "write outcome not logged");
+        }
     }
 
     /// After a write: the read-your-writes token, as cookie and header.
@@ -348,6 +526,7 @@ impl ProxyHttp for Edge {
             idempotency: None,
             region_inflight: None,
             shadow: None,
+            op: None,
             _inflight: InflightGuard::new(&self.state),
         }
     }
@@ -379,7 +558,11 @@ impl ProxyHttp for Edge {
             ctx.reject = self.route(session, ctx, ip).await;
         }
         if ctx.reject.is_none() && ctx.class == RequestClass::Write {
-            ctx.reject = self.admit_write(session, ctx).await?;
+            let body = read_write_body(session).await?;
+            ctx.reject = self.admit_write(session, ctx, &body).await?;
+            if ctx.reject.is_none() {
+                ctx.reject = self.log_intent(session, ctx, body).await;
+            }
         }
         if let Some(reject) = ctx.reject.clone() {
             respond(session, &reject).await?;
@@ -460,6 +643,14 @@ impl ProxyHttp for Edge {
         };
         let topo = ctx.topo.clone();
         let entry = &topo.regions[idx as usize];
+        if let Some(op) = &mut ctx.op {
+            op.status = resp.status.as_u16();
+            op.commit_position = resp
+                .headers
+                .get(COMMIT_POSITION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+        }
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
             let secs = t.elapsed().as_secs_f64();
@@ -512,6 +703,22 @@ impl ProxyHttp for Edge {
         }
         if let Some(plan) = &mut ctx.shadow {
             plan.primary_status = resp.status.as_u16();
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(streamed), Some(chunk)) = (
+            ctx.op.as_mut().and_then(|op| op.streamed.as_mut()),
+            body.as_ref(),
+        ) {
+            streamed.add(chunk);
         }
         Ok(())
     }
@@ -637,6 +844,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.log_outcome(ctx).await;
         if let Some(plan) = ctx.shadow.take() {
             // Mirrored only after the client has its whole answer.
             if e.is_none() && plan.primary_status != 0 {

@@ -44,6 +44,16 @@ pub struct RouterState {
     pub fleet: Option<crate::fleet::Fleet>,
     /// Fleet mode: this router's membership and leadership.
     pub presence: Option<Arc<crate::fleet::Presence>>,
+    /// Every write's intent and outcome, and every promotion.
+    pub oplog: Option<Arc<crate::oplog::OpLog>>,
+}
+
+/// What a router shares with others or with disk beyond its own state.
+#[derive(Default)]
+pub struct Shared {
+    pub fleet: Option<crate::fleet::Fleet>,
+    pub presence: Option<Arc<crate::fleet::Presence>>,
+    pub oplog: Option<Arc<crate::oplog::OpLog>>,
 }
 
 impl RouterState {
@@ -53,9 +63,13 @@ impl RouterState {
         control: tokio::runtime::Handle,
         traffic: TrafficStore,
         ownership: OwnershipStore,
-        fleet: Option<crate::fleet::Fleet>,
-        presence: Option<Arc<crate::fleet::Presence>>,
+        shared: Shared,
     ) -> Arc<Self> {
+        let Shared {
+            fleet,
+            presence,
+            oplog,
+        } = shared;
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
         topology.set_owners(&ownership.snapshot());
@@ -74,6 +88,7 @@ impl RouterState {
             idempotency: Arc::default(),
             presence,
             fleet,
+            oplog,
         })
     }
 

@@ -293,6 +293,15 @@ impl Topology {
         self.owners.load().get(partition).map(|o| o.0)
     }
 
+    /// The ownership entry that decides `partition`'s owner: its own, or `default`.
+    pub fn owner_entry<'p>(&self, partition: &'p str) -> &'p str {
+        if self.owners.load().partitions.contains_key(partition) {
+            partition
+        } else {
+            crate::ownership::DEFAULT
+        }
+    }
+
     /// The owner of a partition and the epoch its writes carry.
     pub fn owner_and_epoch(&self, partition: Option<&str>) -> Option<(RegionIdx, u64)> {
         self.owners.load().get(partition)

@@ -7,6 +7,7 @@ mod fleet;
 mod geo;
 mod hygiene;
 mod ops;
+mod reconcile;
 mod routing;
 mod support;
 mod tls;

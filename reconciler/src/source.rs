@@ -1,0 +1,190 @@
+//! Reading op logs: one or more router folders, or a JetStream stream. The
+//! records of every edge are joined by op id (an intent and its outcome),
+//! promotions are kept once each, and everything that could not be read is
+//! a named problem, never a silent skip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use switchyard_oplog::{codec, read_dir, Intent, OpId, Outcome, Problem, Promotion, Record};
+
+/// A write as the logs tell it.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub intent: Intent,
+    /// `None`: the router never logged how it ended (it stopped first).
+    pub outcome: Option<Outcome>,
+}
+
+/// Everything read, joined.
+#[derive(Debug, Default)]
+pub struct Logs {
+    pub ops: BTreeMap<OpId, Op>,
+    /// Promotions by (partition, new epoch): the same one seen from several
+    /// sources is kept once.
+    pub promotions: BTreeMap<(String, u64), Promotion>,
+    /// Records read, duplicates included.
+    pub records: u64,
+    /// Records seen twice (the same op's intent from two sources, say).
+    pub duplicates: u64,
+    /// What could not be read: damage, newer formats, torn tails.
+    pub problems: Vec<String>,
+    /// How many of the problems may hide a record (damage, newer formats).
+    pub unreadable: u64,
+    /// Outcomes whose intent was not found.
+    pub orphans: Vec<Outcome>,
+}
+
+impl Logs {
+    fn add(&mut self, r: Record) {
+        self.records += 1;
+        match r {
+            Record::Intent(i) => match self.ops.get_mut(&i.op_id) {
+                Some(op) if op.intent.edge_id.is_empty() => op.intent = i,
+                Some(_) => self.duplicates += 1,
+                None => {
+                    self.ops.insert(
+                        i.op_id,
+                        Op {
+                            intent: i,
+                            outcome: None,
+                        },
+                    );
+                }
+            },
+            Record::Outcome(o) => match self.ops.get_mut(&o.op_id) {
+                Some(op) if op.outcome.is_some() => self.duplicates += 1,
+                Some(op) => op.outcome = Some(o),
+                None => self.orphans.push(o),
+            },
+            Record::Promotion(p) => {
+                let key = (p.partition.clone(), p.to_epoch);
+                if self.promotions.insert(key, p).is_some() {
+                    self.duplicates += 1;
+                }
+            }
+        }
+    }
+
+    /// Joins outcomes read before their intents (several sources, any order).
+    fn settle(&mut self) {
+        let orphans = std::mem::take(&mut self.orphans);
+        for o in orphans {
+            match self.ops.get_mut(&o.op_id) {
+                Some(op) if op.outcome.is_none() => op.outcome = Some(o),
+                Some(_) => self.duplicates += 1,
+                None => self.orphans.push(o),
+            }
+        }
+    }
+
+    fn problem(&mut self, p: &Problem) {
+        if !matches!(p, Problem::TornTail { .. }) {
+            self.unreadable += 1;
+        }
+        self.problems.push(p.to_string());
+    }
+}
+
+/// The op log folder for `dir`: the folder itself, or its `oplog/` when it
+/// is a router's state directory.
+pub fn oplog_dir(dir: &Path) -> PathBuf {
+    let inner = dir.join("oplog");
+    if inner.is_dir() {
+        inner
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Reads every record of every folder.
+pub fn read_dirs(dirs: &[PathBuf]) -> anyhow::Result<Logs> {
+    let mut logs = Logs::default();
+    for dir in dirs {
+        let dir = oplog_dir(dir);
+        let segments = switchyard_oplog::segment::list(&dir)
+            .with_context(|| format!("--oplog {}: cannot list", dir.display()))?;
+        if segments.is_empty() {
+            anyhow::bail!("--oplog {}: no op log segments (*.seg) here", dir.display());
+        }
+        let mut read = Vec::new();
+        let problems = read_dir(&dir, 0, |_, r| read.push(r))
+            .with_context(|| format!("--oplog {}: cannot read", dir.display()))?;
+        for r in read {
+            logs.add(r);
+        }
+        for p in &problems {
+            logs.problem(p);
+        }
+    }
+    logs.settle();
+    Ok(logs)
+}
+
+/// Reads every record in a JetStream stream, from its first message to the
+/// last one there when reading began.
+pub async fn read_stream(url: &str, stream: &str) -> anyhow::Result<Logs> {
+    use async_nats::jetstream::{self, consumer};
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .with_context(|| format!("--nats {url}: cannot connect"))?;
+    let js = jetstream::new(client);
+    let mut s = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("--stream {stream}: not found on {url}"))?;
+    let last = s.info().await?.state.last_sequence;
+    let mut logs = Logs::default();
+    if last == 0 {
+        return Ok(logs);
+    }
+    let consumer = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    use futures_util::StreamExt;
+    while let Some(msg) = messages.next().await {
+        let msg = msg?;
+        let seq = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        match codec::decode(&msg.payload) {
+            codec::Frame::Record { record, .. } => logs.add(record),
+            codec::Frame::Newer { version, .. } => {
+                logs.unreadable += 1;
+                logs.problems.push(format!(
+                    "stream {stream} message {seq}: a record in format {version}, newer than this build reads ({}); upgrade to read it",
+                    codec::VERSION
+                ));
+            }
+            codec::Frame::Partial | codec::Frame::Damaged(_) => {
+                logs.unreadable += 1;
+                logs.problems.push(format!(
+                    "stream {stream} message {seq}: not a whole op log record"
+                ));
+            }
+        }
+        if seq >= last {
+            break;
+        }
+    }
+    logs.settle();
+    Ok(logs)
+}
+
+/// Per-op index by resource, for the conflict check.
+pub fn by_resource(logs: &Logs) -> HashMap<&str, Vec<&Op>> {
+    let mut out: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for op in logs.ops.values() {
+        out.entry(op.intent.resource()).or_default().push(op);
+    }
+    out
+}

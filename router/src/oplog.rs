@@ -1,0 +1,323 @@
+//! The router's op log: every write's intent before it is forwarded and its
+//! outcome after, and every promotion, appended by one writer thread to the
+//! segmented log in `state_dir/oplog`.
+//!
+//! Requests hand records over a bounded queue: when it is full a write waits
+//! for room (back-pressure; no record is ever dropped), while reads never
+//! touch the log. The writer drains whatever is queued, appends it, and
+//! commits the group: with `fsync: always` it syncs before it acknowledges,
+//! and a write is forwarded only once its intent is acknowledged; with
+//! `batch` it syncs every [`BATCH_SYNC`]; with `off` the kernel decides.
+//! If the disk fails, the log says so and writes are refused until it works
+//! again, rather than forwarded unlogged.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use switchyard_config::Fsync;
+use switchyard_oplog::{Options, Record, Writer};
+use tokio::sync::{mpsc, oneshot};
+
+/// How often `fsync: batch` makes the log durable while records arrive.
+pub const BATCH_SYNC: Duration = Duration::from_millis(10);
+/// Records appended between two looks at the clock and the queue.
+const MAX_GROUP: usize = 4096;
+
+// Nearly every message is an `Append`: boxing its record would allocate per write.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// A record; the sender waits for it to be written (and synced when `sync`).
+    Append {
+        record: Record,
+        ack: Option<oneshot::Sender<Result<u64, String>>>,
+        sync: bool,
+    },
+    /// Write and sync everything queued before it.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct OpLog {
+    tx: mpsc::Sender<Msg>,
+    fsync: Fsync,
+    pub edge_id: String,
+    pub dir: PathBuf,
+    /// Set while the disk refuses writes.
+    failing: Arc<AtomicBool>,
+    capacity: usize,
+}
+
+/// The folder of the log under `state_dir`.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("oplog")
+}
+
+impl OpLog {
+    /// Opens (and recovers) the log and starts its writer thread.
+    pub fn start(
+        state_dir: &Path,
+        cfg: &switchyard_config::Oplog,
+        edge_id: String,
+    ) -> anyhow::Result<Arc<OpLog>> {
+        let dir = dir(state_dir);
+        let opts = Options {
+            segment_bytes: cfg.segment_bytes,
+            retain_age: cfg.retain_age,
+            retain_bytes: cfg.retain_bytes,
+        };
+        let (mut writer, recovery) = Writer::open(&dir, opts)
+            .with_context(|| format!("oplog: cannot open {}", dir.display()))?;
+        for p in &recovery.problems {
+            tracing::warn!("op log recovery: {p}");
+        }
+        if recovery.truncated > 0 {
+            tracing::warn!(
+                bytes = recovery.truncated,
+                "op log recovered from a torn tail: cut {} bytes of an incomplete record; every whole record kept",
+                recovery.truncated
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovery.segments,
+            next_seq = writer.next_seq(),
+            "op log open"
+        );
+        if cfg.nats.is_some() {
+            // The sink moves the floor up as it forwards.
+            writer.set_retain_floor(crate::oplog_nats::cursor(&dir));
+        }
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let failing = Arc::new(AtomicBool::new(false));
+        let fsync = cfg.fsync;
+        let thread_failing = failing.clone();
+        let nats = cfg.nats.is_some().then(|| dir.clone());
+        std::thread::Builder::new()
+            .name("switchyard-oplog".into())
+            .spawn(move || run_writer(writer, rx, fsync, thread_failing, nats))
+            .context("oplog: cannot start the writer thread")?;
+        Ok(Arc::new(OpLog {
+            tx,
+            fsync,
+            edge_id,
+            dir,
+            failing,
+            capacity: cfg.queue,
+        }))
+    }
+
+    /// Why writes cannot be logged now, if they cannot.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        self.failing
+            .load(Ordering::Relaxed)
+            .then_some("the op log cannot write to its disk; writes are refused until it can")
+    }
+
+    /// Logs a write's intent: returns once it may be forwarded (durable with
+    /// `fsync: always`, queued otherwise).
+    pub async fn intent(&self, record: Record) -> Result<(), String> {
+        if let Some(why) = self.unavailable() {
+            return Err(why.into());
+        }
+        if self.fsync == Fsync::Always {
+            self.append_acked(record, true).await.map(|_| ())
+        } else {
+            self.send(record).await
+        }
+    }
+
+    /// Logs an outcome (waits only for room in the queue).
+    pub async fn outcome(&self, record: Record) -> Result<(), String> {
+        self.send(record).await
+    }
+
+    /// Logs `record` and waits until it is on disk, whatever the fsync mode.
+    pub async fn durable(&self, record: Record) -> Result<u64, String> {
+        self.append_acked(record, true).await
+    }
+
+    /// Writes and syncs everything queued so far (at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Records waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    async fn send(&self, record: Record) -> Result<(), String> {
+        let msg = Msg::Append {
+            record,
+            ack: None,
+            sync: false,
+        };
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| "the op log writer has stopped".to_string())
+    }
+
+    async fn append_acked(&self, record: Record, sync: bool) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Msg::Append {
+            record,
+            ack: Some(tx),
+            sync,
+        };
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| "the op log writer has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the op log writer has stopped".to_string())?
+    }
+}
+
+/// The writer thread: group commits until every sender is gone.
+fn run_writer(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Msg>,
+    fsync: Fsync,
+    failing: Arc<AtomicBool>,
+    nats_dir: Option<PathBuf>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "op log writer cannot start");
+            failing.store(true, Ordering::Relaxed);
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let failed = failing.load(Ordering::Relaxed);
+            let first = if (unsynced && fsync == Fsync::Batch) || failed {
+                // A failing disk is tried again each second, so writes resume when it heals.
+                let wait = if failed { Duration::from_secs(1) } else { BATCH_SYNC };
+                tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep_until((last_sync + wait).into()) => {
+                        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+                        unsynced = false;
+                        last_sync = Instant::now();
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
+            let mut must_sync = fsync == Fsync::Always;
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append { record, ack, sync } => {
+                        must_sync |= sync;
+                        metrics::counter!("switchyard_oplog_records_total", "kind" => kind(&record)).increment(1);
+                        match writer.append(&record) {
+                            Ok(seq) => {
+                                if let Some(ack) = ack {
+                                    acks.push((ack, seq));
+                                }
+                            }
+                            Err(e) => {
+                                // The record is not in the log: nobody may think it is.
+                                tracing::error!(error = %e, "op log append failed");
+                                failing.store(true, Ordering::Relaxed);
+                                metrics::counter!("switchyard_oplog_errors_total").increment(1);
+                                if let Some(ack) = ack {
+                                    let _ = ack.send(Err(format!("op log append failed: {e}")));
+                                }
+                            }
+                        }
+                    }
+                    Msg::Flush(done) => {
+                        must_sync = true;
+                        flushes.push(done);
+                    }
+                }
+                n += 1;
+                if n < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let sync_now = must_sync
+                || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
+            commit(&mut writer, sync_now, &failing, &mut acks, &mut flushes);
+            if sync_now {
+                unsynced = false;
+                last_sync = Instant::now();
+            } else {
+                unsynced = true;
+            }
+            if let Some(dir) = &nats_dir {
+                writer.set_retain_floor(crate::oplog_nats::cursor(dir));
+            }
+            metrics::gauge!("switchyard_oplog_next_seq").set(writer.next_seq() as f64);
+        }
+        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+        tracing::info!("op log writer stopped; every record written");
+    });
+}
+
+/// Writes what is buffered (and syncs when asked), then answers the waiters.
+fn commit(
+    writer: &mut Writer,
+    sync: bool,
+    failing: &AtomicBool,
+    acks: &mut Vec<(oneshot::Sender<Result<u64, String>>, u64)>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
+    let started = Instant::now();
+    let result = if sync { writer.sync() } else { writer.flush() };
+    if sync {
+        metrics::histogram!("switchyard_oplog_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+    match &result {
+        Ok(()) => {
+            if failing.swap(false, Ordering::Relaxed) {
+                tracing::warn!("op log writes again");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "op log write failed");
+            metrics::counter!("switchyard_oplog_errors_total").increment(1);
+            failing.store(true, Ordering::Relaxed);
+        }
+    }
+    for (ack, seq) in acks.drain(..) {
+        let _ = ack.send(
+            result
+                .as_ref()
+                .map(|()| seq)
+                .map_err(|e| format!("op log write failed: {e}")),
+        );
+    }
+    for done in flushes.drain(..) {
+        let _ = done.send(());
+    }
+}
+
+fn kind(r: &Record) -> &'static str {
+    match r {
+        Record::Intent(_) => "intent",
+        Record::Outcome(_) => "outcome",
+        Record::Promotion(_) => "promotion",
+    }
+}
