@@ -28,12 +28,16 @@ pub fn reconcile_binary() -> PathBuf {
 
 /// Runs the reconciler; its exit code and the JSON report it wrote.
 fn reconcile(router: &Router, extra: &[&str]) -> (i32, Value) {
+    reconcile_with(router, &router.config, extra)
+}
+
+fn reconcile_with(router: &Router, config: &Path, extra: &[&str]) -> (i32, Value) {
     let report = router.dir.0.join(format!("report-{}.json", extra.len()));
     let out = Command::new(reconcile_binary())
         .arg("--oplog")
         .arg(router.dir.0.join("state"))
         .arg("--config")
-        .arg(&router.config)
+        .arg(config)
         .arg("--report")
         .arg(&report)
         .args(extra)
@@ -212,4 +216,293 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
         (json!(0), json!(99), json!(1)),
         "{s}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_a_sigkill_with_fsync_always() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\noplog: {{ fsync: always }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+    );
+    let mut router = Router::start_in(dir, &cfg);
+    let url = router.url("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (url, stop) = (url.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("client");
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("crash-{w}-{n}");
+                n += 1;
+                let sent = client
+                    .put(format!("{url}/kv/{key}"))
+                    .header("Idempotency-Key", &key)
+                    .body("x")
+                    .send()
+                    .await;
+                if sent.is_ok_and(|r| r.status() == 201) {
+                    acked.push(key);
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::task::block_in_place(|| router.restart());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert!(
+        acked.len() > 50,
+        "the load ran: {} acknowledged",
+        acked.len()
+    );
+    // Settle: the router is idle, its log written.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut logged = std::collections::HashSet::new();
+    let problems = switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
+        if let switchyard_oplog::Record::Intent(i) = r {
+            logged.insert(i.idempotency_key.unwrap_or_default());
+        }
+    })
+    .expect("read the log");
+    assert!(
+        problems.is_empty(),
+        "the tail is clean after recovery: {problems:?}"
+    );
+    let missing: Vec<&String> = acked.iter().filter(|k| !logged.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not logged: {missing:?}"
+    );
+    eprintln!("{} acknowledged writes, all in the log", acked.len());
+}
+
+/// Owner `a` takes `writes` keyed writes, replica `b` has the first
+/// `replicated` when `a` dies, and `b` is promoted.
+async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, Router) {
+    let a = region("a").await;
+    let b = region_with("b", Role::Replica, Some(a.url())).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    for i in 0..writes {
+        if i == replicated {
+            eventually(Duration::from_secs(5), || async {
+                router.status().await["regions"]["b"]["applied_position"] == replicated
+            })
+            .await;
+            b.set("replicate_from", Value::Null).await;
+        }
+        let r = put(
+            &router,
+            &format!("/kv/k{i}"),
+            &format!("v{i}"),
+            &format!("key-{i}"),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    a.set("health", json!(503)).await;
+    b.set("role", json!("primary")).await;
+    let (code, body) = router
+        .admin(
+            Method::POST,
+            "/admin/v1/promote",
+            Some(json!({"partition": "default", "to": "b", "force": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    (a, b, router)
+}
+
+fn reasons(report: &Value, verdict: &str) -> Vec<String> {
+    report["ops"]
+        .as_array()
+        .map(|ops| {
+            ops.iter()
+                .filter(|o| o["verdict"] == verdict)
+                .map(|o| o["reason"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_replays_interruptions_and_damage_are_named() {
+    let (_a, b, router) = failover(10, 6).await;
+
+    // The new owner cannot be reached: each op fails, with the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let text = std::fs::read_to_string(&router.config)
+        .expect("config")
+        .replace(&b.addr.to_string(), &closed.to_string());
+    let unreachable = router.dir.write("unreachable.yaml", &text);
+    let (code, report) = reconcile_with(&router, &unreachable, &["--apply", "--rate", "100"]);
+    assert_eq!(code, 1);
+    assert_eq!(report["summary"]["failed"], 4, "{}", report["summary"]);
+    assert!(reasons(&report, "failed")
+        .iter()
+        .all(|r| r.contains("could not be reached")));
+
+    // It answers 503: failed again, with its answer.
+    b.set("fail", json!(503)).await;
+    let (code, report) = reconcile(&router, &["--apply", "--rate", "100"]);
+    assert_eq!(code, 1);
+    assert_eq!(report["summary"]["failed"], 4);
+    assert!(
+        reasons(&report, "failed")
+            .iter()
+            .all(|r| r.contains("answered 503")),
+        "{:?}",
+        reasons(&report, "failed")
+    );
+    b.set("fail", json!(0)).await;
+
+    // Interrupted after two replays (2 per second); the next run sends only the rest.
+    let mut child = Command::new(reconcile_binary())
+        .arg("--oplog")
+        .arg(router.dir.0.join("state"))
+        .arg("--config")
+        .arg(&router.config)
+        .args(["--apply", "--rate", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("reconciler runs");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let (code, report) = reconcile(&router, &["--apply", "--rate", "100"]);
+    assert_eq!(code, 0, "all settled: {}", report["summary"]);
+    assert_eq!(report["summary"]["replayed"], 4);
+    let resumed = reasons(&report, "replayed")
+        .iter()
+        .filter(|r| r.contains("interrupted earlier run"))
+        .count();
+    assert!(
+        (1..=3).contains(&resumed),
+        "{resumed} taken from the checkpoint"
+    );
+
+    // A damaged record: named with its segment and offset; the rest is read.
+    let seg = std::fs::read_dir(router.dir.0.join("state/oplog"))
+        .expect("oplog dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    bytes[40] ^= 0xff;
+    std::fs::write(&seg, bytes).expect("damage");
+    let (code, report) = reconcile(&router, &[]);
+    assert_eq!(code, 1, "a record that cannot be read is unresolved");
+    assert_eq!(report["summary"]["unreadable_records"], 1);
+    assert_eq!(report["summary"]["ops_scanned"], 9);
+    let problem = report["problems"][0].as_str().unwrap_or("");
+    assert!(
+        problem.contains(".seg: offset 20:") && problem.contains("damaged"),
+        "{problem}"
+    );
+    assert_eq!(
+        report["outcomes_without_intent"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn bad_usage_and_input_exit_2_with_the_reason() {
+    let dir = TempDir::new();
+    let config = dir.write(
+        "edge.yaml",
+        "listen: { http: 127.0.0.1:0 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }\nrouting: { policy: weighted }\n",
+    );
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(reconcile_binary())
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let c = config.as_os_str();
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str)> = vec![
+        (vec!["--config".as_ref(), c], "--oplog DIR"),
+        (
+            vec![
+                "--oplog".as_ref(),
+                "/no/such/dir".as_ref(),
+                "--config".as_ref(),
+                c,
+            ],
+            "not a folder",
+        ),
+        (
+            vec![
+                "--oplog".as_ref(),
+                empty.as_os_str(),
+                "--config".as_ref(),
+                c,
+            ],
+            "no op log segments",
+        ),
+        (
+            vec![
+                "--oplog".as_ref(),
+                empty.as_os_str(),
+                "--config".as_ref(),
+                c,
+                "--report".as_ref(),
+                "r.txt".as_ref(),
+            ],
+            ".json, .md or .html",
+        ),
+        (
+            vec![
+                "--oplog".as_ref(),
+                empty.as_os_str(),
+                "--config".as_ref(),
+                "/no/such.yaml".as_ref(),
+            ],
+            "no/such.yaml",
+        ),
+        (
+            vec![
+                "--oplog".as_ref(),
+                empty.as_os_str(),
+                "--config".as_ref(),
+                c,
+                "--rate".as_ref(),
+                "0".as_ref(),
+            ],
+            "--rate",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
