@@ -126,6 +126,7 @@ consistency:
   freshness: {{ default: bounded, classes: {{ strong: 0s, bounded: 2s, relaxed: 30s }} }}
   partition: {{ header: X-Partition }}
   owners: {{ default: us-east-1 }}
+  idempotency: generate
 synthetic: {{ header: X-Switchyard-Synthetic, token_env: SWITCHYARD_DEMO_SYNTHETIC }}
 ramps:
   ap-launch:
@@ -359,7 +360,8 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         let s = tally.lock().unwrap_or_else(|e| e.into_inner());
         print_summary(&s);
     }
-    consistency_tour(edge, &ramp, eu, &clients[1]).await?;
+    consistency_tour(edge, &clients[1]).await?;
+    failover_finale(edge, &ramp, us, eu, &config).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -391,12 +393,7 @@ async fn show(
 }
 
 /// Freshness classes, read-your-writes and a promotion, from a client in Germany.
-async fn consistency_tour(
-    edge: SocketAddr,
-    admin: &RampWatch,
-    eu: SocketAddr,
-    de: &reqwest::Client,
-) -> anyhow::Result<()> {
+async fn consistency_tour(edge: SocketAddr, de: &reqwest::Client) -> anyhow::Result<()> {
     println!("\nconsistency, from a client in Germany (eu-west-1 replicates us-east-1 with ~200 ms lag):");
     let url = |k: &str| format!("http://{edge}/kv/{k}");
     show(
@@ -437,12 +434,73 @@ async fn consistency_tour(
         "x-commit-position",
     )
     .await?;
-    // us-east-1's database fails over to eu-west-1; the edge follows.
-    reqwest::Client::new()
-        .put(format!("http://{eu}/_control/role"))
-        .json(&serde_json::json!({"value": "primary"}))
-        .send()
-        .await?;
+    Ok(())
+}
+
+/// The owner dies under write load; eu-west-1 (about 200 ms behind) takes
+/// over; the reconciler finds the writes the lag window lost and replays them.
+async fn failover_finale(
+    edge: SocketAddr,
+    admin: &RampWatch,
+    us: SocketAddr,
+    eu: SocketAddr,
+    config: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!("\nfailover: us-east-1 dies under write load (100 writes/s); eu-west-1, ~200 ms behind, takes over");
+    let knob = |addr: SocketAddr, knob: &'static str, value: serde_json::Value| async move {
+        reqwest::Client::new()
+            .put(format!("http://{addr}/_control/{knob}"))
+            .json(&serde_json::json!({ "value": value }))
+            .send()
+            .await
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let mut writes = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..150u32 {
+        tick.tick().await;
+        if i == 100 {
+            // The owner's process dies: it answers nothing useful, ships nothing more.
+            knob(eu, "replicate_from", serde_json::Value::Null).await?;
+            knob(us, "fail", 503.into()).await?;
+            knob(us, "health", 503.into()).await?;
+            println!("  >> us-east-1 is down (after 100 writes)");
+        }
+        let key = format!("order-{i}");
+        let req = client
+            .put(format!("http://{edge}/kv/{key}"))
+            .header("X-Partition", &key)
+            .body(format!("order {i}"));
+        writes.push(tokio::spawn(async move {
+            req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }));
+    }
+    let mut acked = 0;
+    for w in writes {
+        acked += u32::from(w.await? == 201);
+    }
+    println!(
+        "  {acked} of 150 writes acknowledged by us-east-1 before it died; the other {} were refused with 503 (writes never go elsewhere)",
+        150 - acked
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let status: serde_json::Value = admin
+            .client
+            .get(format!("http://{}/admin/v1/status", admin.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status["regions"]["us-east-1"]["healthy"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    knob(eu, "role", "primary".into()).await?;
     let resp = admin
         .client
         .post(format!("http://{}/admin/v1/promote", admin.admin))
@@ -462,12 +520,74 @@ async fn consistency_tour(
             p["applied_position"]
         );
     }
-    show(
-        "PUT cart again (the new owner, the new fencing token)",
-        de.put(url("cart")).body("4 items"),
-        "x-commit-position",
-    )
-    .await?;
+    // A customer changes an order the old owner took but the new one never saw.
+    let changed = client
+        .put(format!("http://{edge}/kv/order-95"))
+        .header("X-Partition", "order-95")
+        .body("order 95, changed after the failover")
+        .send()
+        .await?;
+    println!(
+        "  PUT order-95 again after the failover → {} from {}",
+        changed.status().as_u16(),
+        changed
+            .headers()
+            .get("x-switchyard-region")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+    );
+
+    println!("\nswitchyard-reconcile --apply (in process), reading the router's op log:");
+    let cfg = switchyard_config::load(config)?;
+    let logs = switchyard_reconciler::source::read_dirs(std::slice::from_ref(&cfg.state_dir))?;
+    let mut plan = switchyard_reconciler::plan::plan(&logs);
+    let checkpoint_path = cfg.state_dir.join("reconcile.checkpoint");
+    let mut checkpoint = switchyard_reconciler::checkpoint::Checkpoint::open(&checkpoint_path)?;
+    let opts = switchyard_reconciler::apply::Options {
+        rate: 200.0,
+        timeout: Duration::from_secs(5),
+    };
+    switchyard_reconciler::apply::apply(&mut plan, &cfg, &mut checkpoint, &opts).await?;
+    checkpoint.complete()?;
+    let summary = switchyard_reconciler::plan::summarize(&logs, &plan);
+    let run = switchyard_reconciler::report::Run {
+        mode: "apply",
+        sources: vec![cfg.state_dir.display().to_string()],
+        generated_at_ms: crate::ryw::unix_ms(),
+    };
+    let html = std::env::temp_dir().join("switchyard-demo-reconcile.html");
+    let json = std::env::temp_dir().join("switchyard-demo-reconcile.json");
+    std::fs::write(
+        &html,
+        switchyard_reconciler::report::html(&run, &logs, &plan, &summary),
+    )?;
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&switchyard_reconciler::report::json(
+            &run, &logs, &plan, &summary,
+        ))?,
+    )?;
+    println!(
+        "  {} writes scanned; {} in the failover window: {} already on eu-west-1, {} replayed, {} conflict(s), {} failed; {} unresolved",
+        summary.ops_scanned,
+        summary.in_window,
+        summary.already_present,
+        summary.replayed,
+        summary.conflicts,
+        summary.failed,
+        summary.unresolved
+    );
+    for c in plan
+        .candidates
+        .iter()
+        .filter(|c| c.verdict == switchyard_reconciler::plan::Verdict::Conflict)
+    {
+        println!(
+            "  conflict: {} {}: {}",
+            c.op.intent.method, c.op.intent.path, c.reason
+        );
+    }
+    println!("  report: {}\n          {}", html.display(), json.display());
     Ok(())
 }
 

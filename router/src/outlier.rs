@@ -101,6 +101,8 @@ pub fn max_ejected(cfg: &Outlier, regions: usize) -> usize {
 struct Detector {
     history: HashMap<String, VecDeque<(Instant, StatsSnapshot)>>,
     readmitted_at: HashMap<String, Instant>,
+    /// Regions held in only by the cap: said once, not every tick.
+    capped: std::collections::HashSet<String>,
 }
 
 impl Detector {
@@ -184,12 +186,16 @@ impl Detector {
                 .filter_map(|(j, _)| windows[j].latency)
                 .collect();
             let Some(finding) = judge(cfg, &windows[i], &others) else {
+                self.capped.remove(r.spec.name.as_str());
                 continue;
             };
             if ejected >= cap {
-                tracing::warn!(region = %r.spec.name, reason = %finding.reason, cap, "would eject, but the cap on ejected regions is reached");
+                if self.capped.insert(r.spec.name.to_string()) {
+                    tracing::warn!(region = %r.spec.name, reason = %finding.reason, cap, "would eject, but the cap on ejected regions is reached");
+                }
                 continue;
             }
+            self.capped.remove(r.spec.name.as_str());
             let nth = live.ejections.fetch_add(1, Ordering::Relaxed) + 1;
             let duration = ejection_time(cfg, nth);
             if let Ok(mut slot) = live.ejection.lock() {

@@ -131,9 +131,32 @@ fn demo_runs_regions_router_and_client_mix_and_a_ramp() {
         "X-Freshness: strong (owner only)                     → 200 from us-east-1",
         "X-Freshness: bounded (replica within 2s)             → 200 from eu-west-1",
         "with the read-your-writes token   → 200 from us-east-1",
+        // The finale: the owner dies under write load, the replica takes
+        // over, the reconciler replays what the lag window lost.
+        "us-east-1 is down (after 100 writes)",
         "promoted partition default from us-east-1 (epoch 1) to eu-west-1 (epoch 2)",
-        "(the new owner, the new fencing token)",
+        "PUT order-95 again after the failover → 201 from eu-west-1",
+        "1 conflict(s), 0 failed; 1 unresolved",
+        "conflict: PUT /kv/order-95",
+        "report: ",
     ] {
         assert!(text.contains(event), "missing {event:?} in {text}");
     }
+    let replayed: u32 = text
+        .split(" replayed,")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        replayed > 0,
+        "the lag window lost writes that were replayed: {text}"
+    );
+    let html = std::env::temp_dir().join("switchyard-demo-reconcile.html");
+    let page = std::fs::read_to_string(&html).expect("HTML report");
+    assert!(
+        page.contains("<svg") && page.contains("order-95"),
+        "{}",
+        html.display()
+    );
 }
