@@ -471,6 +471,20 @@ pub struct Oplog {
     pub nats: Option<Nats>,
 }
 
+impl Default for Oplog {
+    fn default() -> Self {
+        Oplog {
+            fsync: Fsync::Batch,
+            max_body_bytes: 1 << 20,
+            segment_bytes: 64 << 20,
+            retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            retain_bytes: None,
+            queue: 4096,
+            nats: None,
+        }
+    }
+}
+
 /// Where the op log is published in fleet mode.
 #[derive(Debug, Clone)]
 pub struct Nats {

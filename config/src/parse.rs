@@ -698,15 +698,7 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
 }
 
 fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
-    let mut o = Oplog {
-        fsync: Fsync::Batch,
-        max_body_bytes: 1 << 20,
-        segment_bytes: 64 << 20,
-        retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
-        retain_bytes: None,
-        queue: 4096,
-        nats: None,
-    };
+    let mut o = Oplog::default();
     let keys = [
         "fsync",
         "max_body_bytes",

@@ -9,7 +9,7 @@ pub mod record;
 pub mod segment;
 pub mod writer;
 
-pub use read::read_dir;
+pub use read::{read_dir, Tail};
 pub use record::{Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record};
 pub use segment::Problem;
 pub use writer::{Options, Recovery, Writer};

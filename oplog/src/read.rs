@@ -31,3 +31,157 @@ pub fn read_dir(
     }
     Ok(problems)
 }
+
+/// Follows a log as it grows: each [`Tail::poll`] hands over the whole
+/// records appended since the last one, reading only the new bytes (a sink
+/// forwarding the log calls it in a loop). Segments are followed across
+/// rotation; one deleted by retention before it was read is a problem.
+pub struct Tail {
+    dir: std::path::PathBuf,
+    /// The next sequence number to hand over.
+    next: u64,
+    at: Option<Position>,
+}
+
+struct Position {
+    path: std::path::PathBuf,
+    offset: u64,
+    /// The sequence number of the frame at `offset`.
+    seq: u64,
+}
+
+impl Tail {
+    pub fn new(dir: &Path, from: u64) -> Tail {
+        Tail {
+            dir: dir.to_path_buf(),
+            next: from,
+            at: None,
+        }
+    }
+
+    /// The next sequence number this tail will hand over.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Hands over up to `max` new records.
+    pub fn poll(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(u64, Record),
+    ) -> io::Result<Vec<Problem>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut problems = Vec::new();
+        let mut handed = 0;
+        loop {
+            let segments = segment::list(&self.dir)?;
+            if self.at.is_none() {
+                // The segment holding `next`: the last that starts at or before it.
+                let Some((first, path)) = segments
+                    .iter()
+                    .rev()
+                    .find(|(first, _)| *first <= self.next)
+                    .or_else(|| segments.first())
+                else {
+                    return Ok(problems);
+                };
+                if *first > self.next {
+                    problems.push(Problem::BadHeader {
+                        segment: path.clone(),
+                        why: format!(
+                            "records {}..{first} were deleted before they were read",
+                            self.next
+                        ),
+                    });
+                    self.next = *first;
+                }
+                self.at = Some(Position {
+                    path: path.clone(),
+                    offset: segment::HEADER as u64,
+                    seq: *first,
+                });
+            }
+            let Some(at) = self.at.as_mut() else {
+                return Ok(problems);
+            };
+            let mut f = match std::fs::File::open(&at.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.at = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            f.seek(SeekFrom::Start(at.offset))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            let mut used = 0;
+            while used < buf.len() && handed < max {
+                match crate::codec::decode(&buf[used..]) {
+                    crate::codec::Frame::Record { record, len } => {
+                        if at.seq >= self.next {
+                            each(at.seq, record);
+                            handed += 1;
+                            self.next = at.seq + 1;
+                        }
+                        at.seq += 1;
+                        used += len;
+                    }
+                    crate::codec::Frame::Newer { version, len } => {
+                        problems.push(Problem::Newer {
+                            segment: at.path.clone(),
+                            offset: at.offset + used as u64,
+                            version,
+                        });
+                        at.seq += 1;
+                        self.next = self.next.max(at.seq);
+                        used += len;
+                    }
+                    // A record still being written: wait for the rest.
+                    crate::codec::Frame::Partial => break,
+                    crate::codec::Frame::Damaged(what) => {
+                        match crate::codec::resync(&buf[used..]) {
+                            Some(skip) => {
+                                problems.push(Problem::Damaged {
+                                    segment: at.path.clone(),
+                                    offset: at.offset + used as u64,
+                                    bytes: skip as u64,
+                                    what,
+                                });
+                                used += skip;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            at.offset += used as u64;
+            if handed >= max {
+                return Ok(problems);
+            }
+            // A segment with a newer one after it is sealed: whole, and done
+            // once read (the listing came before the read).
+            let after = segments
+                .iter()
+                .position(|(_, p)| *p == at.path)
+                .and_then(|i| segments.get(i + 1));
+            match after {
+                Some((first, path)) => {
+                    if used < buf.len() {
+                        problems.push(Problem::TornTail {
+                            segment: at.path.clone(),
+                            offset: at.offset,
+                            bytes: (buf.len() - used) as u64,
+                        });
+                    }
+                    *at = Position {
+                        path: path.clone(),
+                        offset: segment::HEADER as u64,
+                        seq: *first,
+                    };
+                }
+                _ => return Ok(problems),
+            }
+        }
+    }
+}

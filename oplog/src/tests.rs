@@ -302,3 +302,40 @@ fn large_bodies_keep_only_their_hash() {
     let big = Body::of(b"abcd", 3);
     assert!(matches!(big, Body::Hashed { len: 4, .. }));
 }
+
+#[test]
+fn a_tail_follows_appends_across_rotation_without_rereading() {
+    let dir = Dir::new();
+    let opts = Options {
+        segment_bytes: 2048,
+        retain_age: None,
+        retain_bytes: None,
+    };
+    let records: Vec<Record> = (0..120).map(|i| intent(i, vec![b'q'; 40])).collect();
+    let (mut w, _) = Writer::open(&dir.0, opts).expect("open");
+    let mut tail = Tail::new(&dir.0, 5);
+    let mut seen = Vec::new();
+    for chunk in records.chunks(17) {
+        for r in chunk {
+            w.append(r).expect("append");
+        }
+        w.flush().expect("flush");
+        let problems = tail
+            .poll(usize::MAX, |seq, r| seen.push((seq, r)))
+            .expect("poll");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+    assert!(segment::list(&dir.0).expect("list").len() > 3, "rotated");
+    assert_eq!(seen.len(), 115);
+    for (seq, r) in &seen {
+        assert_eq!(r, &records[*seq as usize]);
+    }
+    assert_eq!(tail.next_seq(), 120);
+    // At most `max` at a time, picking up where it stopped.
+    let mut tail = Tail::new(&dir.0, 0);
+    let mut n = 0;
+    tail.poll(50, |_, _| n += 1).expect("poll");
+    assert_eq!((n, tail.next_seq()), (50, 50));
+    tail.poll(usize::MAX, |_, _| n += 1).expect("poll");
+    assert_eq!((n, tail.next_seq()), (120, 120));
+}

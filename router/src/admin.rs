@@ -142,6 +142,9 @@ pub fn status_json(state: &RouterState) -> Value {
     if let Some(p) = &state.presence {
         doc["fleet"] = p.status_json();
     }
+    if let Some(log) = &state.oplog {
+        doc["oplog"] = log.status_json(&topo.config.oplog);
+    }
     doc
 }
 

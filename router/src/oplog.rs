@@ -151,6 +151,25 @@ impl OpLog {
         self.capacity - self.tx.capacity()
     }
 
+    /// The log's part of `GET /admin/v1/status`.
+    pub fn status_json(&self, cfg: &switchyard_config::Oplog) -> serde_json::Value {
+        let queued = self.queued();
+        metrics::gauge!("switchyard_oplog_queued").set(queued as f64);
+        serde_json::json!({
+            "dir": self.dir.display().to_string(),
+            "edge_id": self.edge_id,
+            "fsync": format!("{:?}", self.fsync).to_lowercase(),
+            "queued": queued,
+            "queue": self.capacity,
+            "writable": self.unavailable().is_none(),
+            "nats": cfg.nats.as_ref().map(|n| serde_json::json!({
+                "url": n.url,
+                "stream": n.stream,
+                "forwarded_before_seq": crate::oplog_nats::cursor(&self.dir),
+            })),
+        })
+    }
+
     async fn send(&self, record: Record) -> Result<(), String> {
         let msg = Msg::Append {
             record,
@@ -319,5 +338,49 @@ fn kind(r: &Record) -> &'static str {
         Record::Intent(_) => "intent",
         Record::Outcome(_) => "outcome",
         Record::Promotion(_) => "promotion",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_oplog::{OpId, Outcome, OutcomeKind};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_makes_writers_wait_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sy-oplog-queue-{}", OpId::new()));
+        let mut cfg = switchyard_config::Oplog::default();
+        cfg.queue = 1;
+        cfg.fsync = Fsync::Always;
+        let log = OpLog::start(&dir, &cfg, "edge-t".into()).expect("start");
+        let mut tasks = Vec::new();
+        for i in 0..300u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = Record::Outcome(Outcome {
+                    op_id: OpId::new(),
+                    at_ms: i,
+                    status: 201,
+                    outcome: OutcomeKind::Acked,
+                    commit_position: Some(i),
+                    body: None,
+                });
+                if i % 2 == 0 {
+                    log.intent(r).await
+                } else {
+                    log.outcome(r).await
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("logged");
+        }
+        log.flush().await;
+        let mut n = 0;
+        let problems =
+            switchyard_oplog::read_dir(&dir.join("oplog"), 0, |_, _| n += 1).expect("read");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(n, 300);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use switchyard_config::Nats;
-use switchyard_oplog::{codec, read_dir, Record};
+use switchyard_oplog::{codec, Record, Tail};
 
 const CURSOR: &str = "nats.cursor";
 /// How often the sink looks for new records.
@@ -68,10 +68,13 @@ async fn forward(dir: &Path, nats: &Nats, edge_id: &str) -> anyhow::Result<()> {
     js.get_or_create_stream(stream_config(nats)).await?;
     tracing::info!(url = %nats.url, stream = %nats.stream, "op log forwarding to NATS");
     let subject = nats.subject();
+    // Reads each new byte of the log once, from where forwarding stopped.
+    let mut tail = Tail::new(dir, cursor(dir));
     loop {
-        let from = cursor(dir);
         let mut batch: Vec<(u64, Record)> = Vec::new();
-        read_dir(dir, from, |seq, r| batch.push((seq, r)))?;
+        for p in tail.poll(usize::MAX, |seq, r| batch.push((seq, r)))? {
+            tracing::warn!("op log forwarding: {p}");
+        }
         for chunk in batch.chunks(WINDOW) {
             let mut acks = Vec::with_capacity(chunk.len());
             for (seq, record) in chunk {
