@@ -349,9 +349,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_makes_writers_wait_and_loses_nothing() {
         let dir = std::env::temp_dir().join(format!("sy-oplog-queue-{}", OpId::new()));
-        let mut cfg = switchyard_config::Oplog::default();
-        cfg.queue = 1;
-        cfg.fsync = Fsync::Always;
+        let cfg = switchyard_config::Oplog {
+            queue: 1,
+            fsync: Fsync::Always,
+            ..Default::default()
+        };
         let log = OpLog::start(&dir, &cfg, "edge-t".into()).expect("start");
         let mut tasks = Vec::new();
         for i in 0..300u64 {
