@@ -23,7 +23,26 @@ fn temp() -> std::path::PathBuf {
 fn missing_arguments_exit_2() {
     let (code, err) = reconcile(&[]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--oplog"), "{err}");
+    assert!(err.contains("--config"), "{err}");
+    let dir = temp();
+    let cfg = dir.join("ok.yaml");
+    std::fs::write(&cfg, "listen: { http: 127.0.0.1:1 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api] }\nrouting: { policy: weighted }\n").expect("write");
+    let c = cfg.to_str().expect("utf8");
+    let (code, err) = reconcile(&["--config", c]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--oplog DIR"), "{err}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let e = empty.to_str().expect("utf8");
+    let (code, err) = reconcile(&["--oplog", e, "--config", c]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no op log segments"), "{err}");
+    let (code, err) = reconcile(&["--oplog", e, "--config", c, "--rate", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--rate"), "{err}");
+    let (code, err) = reconcile(&["--nats", "nats://127.0.0.1:1", "--config", c]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--stream"), "{err}");
 }
 
 #[test]
