@@ -169,13 +169,11 @@ async fn two_routers_publish_and_the_reconciler_reads_the_stream_once() {
     assert_eq!(code, 1, "ten writes to replay");
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["ops_scanned"].clone(),
-            s["in_window"].clone(),
-            s["already_present"].clone(),
-            s["to_replay"].clone()
+        fields(
+            s,
+            &["ops_scanned", "in_window", "already_present", "to_replay"]
         ),
-        (json!(20), json!(20), json!(10), json!(10)),
+        [json!(20), json!(20), json!(10), json!(10)],
         "{s}"
     );
     assert_eq!(report["duplicates_dropped"], 0);

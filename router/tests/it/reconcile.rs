@@ -76,60 +76,8 @@ async fn value_on(region: &TestRegion, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_writes_are_replayed_once_and_conflicts_reported() {
-    let a = region("a").await;
-    let b = region_with("b", Role::Replica, Some(a.url())).await;
-    let dir = TempDir::new();
-    let cfg = format!(
-        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }}, idempotency: require }}\noplog: {{ fsync: always }}\n",
-        header(&dir),
-        region_yaml("a", a.addr, ""),
-        region_yaml("b", b.addr, ""),
-    );
-    let router = Router::start_in(dir, &cfg);
-
-    // 100 keyed writes on the owner; the replica has the first 80 when its
-    // replication stops.
-    for i in 0..80 {
-        let r = put(
-            &router,
-            &format!("/kv/k{i}"),
-            &format!("v{i}"),
-            &format!("key-{i}"),
-        )
-        .await;
-        assert_eq!((r.status().as_u16(), served_by(&r)), (201, "a".into()));
-    }
-    eventually(Duration::from_secs(5), || async {
-        router.status().await["regions"]["b"]["applied_position"] == 80
-    })
-    .await;
-    b.set("replicate_from", Value::Null).await;
-    for i in 80..100 {
-        let r = put(
-            &router,
-            &format!("/kv/k{i}"),
-            &format!("v{i}"),
-            &format!("key-{i}"),
-        )
-        .await;
-        assert_eq!(r.status().as_u16(), 201);
-    }
-    // The owner dies; the replica becomes the owner.
-    a.set("health", json!(503)).await;
-    a.set("fail", json!(503)).await;
-    b.set("role", json!("primary")).await;
-    eventually(Duration::from_secs(5), || async {
-        router.status().await["regions"]["a"]["healthy"] == false
-    })
-    .await;
-    let (code, body) = router
-        .admin(
-            Method::POST,
-            "/admin/v1/promote",
-            Some(json!({"partition": "default", "to": "b"})),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
+    // 100 keyed writes on the owner; the replica has the first 80 when the owner dies.
+    let (_a, b, router) = failover(100, 80).await;
     // The new owner takes a write to a resource the old one lost.
     let r = put(&router, "/kv/k95", "newer", "key-newer").await;
     assert_eq!((r.status().as_u16(), served_by(&r)), (201, "b".into()));
@@ -139,22 +87,25 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
     assert_eq!(code, 1, "unresolved ops remain");
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["ops_scanned"].clone(),
-            s["in_window"].clone(),
-            s["already_present"].clone(),
-            s["to_replay"].clone(),
-            s["conflicts"].clone(),
-            s["replayed"].clone()
+        fields(
+            s,
+            &[
+                "ops_scanned",
+                "in_window",
+                "already_present",
+                "to_replay",
+                "conflicts",
+                "replayed"
+            ]
         ),
-        (
+        [
             json!(101),
             json!(100),
             json!(80),
             json!(19),
             json!(1),
             json!(0)
-        ),
+        ],
         "{s}"
     );
     assert_eq!(report["failovers"][0]["from"], "a");
@@ -204,13 +155,8 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
     assert_eq!(code, 1, "the conflict is left for a human");
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["replayed"].clone(),
-            s["conflicts"].clone(),
-            s["failed"].clone(),
-            s["to_replay"].clone()
-        ),
-        (json!(19), json!(1), json!(0), json!(0)),
+        fields(s, &["replayed", "conflicts", "failed", "to_replay"]),
+        [json!(19), json!(1), json!(0), json!(0)],
         "{s}"
     );
     for i in (80..100).filter(|i| *i != 95) {
@@ -237,12 +183,8 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
     assert_eq!(code, 1);
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["replayed"].clone(),
-            s["already_present"].clone(),
-            s["conflicts"].clone()
-        ),
-        (json!(0), json!(99), json!(1)),
+        fields(s, &["replayed", "already_present", "conflicts"]),
+        [json!(0), json!(99), json!(1)],
         "{s}"
     );
 }
@@ -319,14 +261,15 @@ async fn every_acknowledged_write_survives_a_sigkill_with_fsync_always() {
     eprintln!("{} acknowledged writes, all in the log", acked.len());
 }
 
-/// Owner `a` takes `writes` keyed writes, replica `b` has the first
-/// `replicated` when `a` dies, and `b` is promoted.
+/// Owner `a` takes `writes` keyed writes through the router (op log with
+/// `fsync: always`), replica `b` has the first `replicated` when `a` dies,
+/// and `b` is promoted.
 async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, Router) {
     let a = region("a").await;
     let b = region_with("b", Role::Replica, Some(a.url())).await;
     let dir = TempDir::new();
     let cfg = format!(
-        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\n",
+        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }}, idempotency: require }}\noplog: {{ fsync: always }}\n",
         header(&dir),
         region_yaml("a", a.addr, ""),
         region_yaml("b", b.addr, ""),
@@ -349,13 +292,15 @@ async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, 
         .await;
         assert_eq!(r.status().as_u16(), 201);
     }
+    // The owner dies; the replica becomes the owner.
     a.set("health", json!(503)).await;
+    a.set("fail", json!(503)).await;
     b.set("role", json!("primary")).await;
     let (code, body) = router
         .admin(
             Method::POST,
             "/admin/v1/promote",
-            Some(json!({"partition": "default", "to": "b", "force": true})),
+            Some(json!({"partition": "default", "to": "b"})),
         )
         .await;
     assert_eq!(code, 200, "{body}");

@@ -451,3 +451,9 @@ pub async fn split_with(
     }
     counts
 }
+
+/// The values of `keys` in a JSON object, in order: one assertion compares
+/// several fields of a report and prints them all when it fails.
+pub fn fields(v: &serde_json::Value, keys: &[&str]) -> Vec<serde_json::Value> {
+    keys.iter().map(|k| v[*k].clone()).collect()
+}
