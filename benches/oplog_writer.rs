@@ -1,0 +1,80 @@
+//! The router's op log path, as requests use it: records handed over the
+//! bounded queue by concurrent tasks to the writer thread, which appends and
+//! group-commits them. Measures records per second for `fsync: batch` and
+//! `fsync: always` (each sender waiting for its record to be on disk).
+//!
+//! `cargo bench -p switchyard-router --bench oplog_writer`
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard_config::Fsync;
+use switchyard_oplog::{Body, Intent, OpId, Record};
+use switchyard_router::oplog::OpLog;
+
+fn intent(n: u64) -> Record {
+    Record::Intent(Intent {
+        op_id: OpId::new(),
+        edge_id: "edge-bench".into(),
+        at_ms: n,
+        partition: format!("tenant-{}", n % 100),
+        owner_entry: "default".into(),
+        method: "PUT".into(),
+        path: format!("/v1/orders/{n}"),
+        idempotency_key: Some(format!("key-{n}")),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Body::Inline(vec![b'x'; 200]),
+        owner: "us-east-1".into(),
+        epoch: 3,
+    })
+}
+
+/// Senders running at once, like requests in flight.
+const SENDERS: u64 = 64;
+const PER_SENDER: u64 = 64;
+
+fn through_the_queue(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("oplog_writer");
+    g.throughput(Throughput::Elements(SENDERS * PER_SENDER));
+    for fsync in [Fsync::Batch, Fsync::Always] {
+        let dir =
+            std::env::temp_dir().join(format!("sy-bench-writer-{fsync:?}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = switchyard_config::Oplog {
+            fsync,
+            ..Default::default()
+        };
+        let log: Arc<OpLog> = OpLog::start(&dir, &cfg, "edge-bench".into()).expect("start");
+        g.bench_function(format!("{fsync:?}").to_lowercase(), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut tasks = Vec::new();
+                    for s in 0..SENDERS {
+                        let log = log.clone();
+                        tasks.push(tokio::spawn(async move {
+                            for i in 0..PER_SENDER {
+                                log.intent(intent(s * PER_SENDER + i))
+                                    .await
+                                    .expect("logged");
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("sender");
+                    }
+                    log.flush().await;
+                })
+            })
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, through_the_queue);
+criterion_main!(benches);
