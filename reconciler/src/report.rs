@@ -240,12 +240,23 @@ fn timeline(logs: &Logs, plan: &Plan, index: usize) -> String {
         .iter()
         .filter(|c| c.failover == index)
         .collect();
+    // Writes each side took: acknowledged, or sent and never answered.
+    let taken = |o: &&Op| {
+        matches!(
+            o.outcome
+                .as_ref()
+                .map_or(OutcomeKind::Unknown, |x| x.outcome),
+            OutcomeKind::Acked | OutcomeKind::Unknown
+        )
+    };
     let on_old = |o: &&Op| {
-        o.intent.owner == p.from
+        taken(o)
+            && o.intent.owner == p.from
             && o.intent.epoch == p.from_epoch
             && o.intent.owner_entry == p.partition
     };
-    let on_new = |o: &&Op| o.intent.epoch >= p.to_epoch && o.intent.owner_entry == p.partition;
+    let on_new =
+        |o: &&Op| taken(o) && o.intent.epoch >= p.to_epoch && o.intent.owner_entry == p.partition;
     let times: Vec<u64> = logs
         .ops
         .values()
