@@ -7,6 +7,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::codec;
@@ -53,8 +55,9 @@ pub struct Writer {
     /// Bytes of the segment on disk plus pending.
     segment_len: u64,
     next_seq: u64,
-    /// Records below this are forwarded by every sink: deletable.
-    retain_floor: u64,
+    /// Records below this are forwarded by every sink: deletable. Shared,
+    /// so a sink moves it without a word to the writer.
+    retain_floor: Arc<AtomicU64>,
     opts: Options,
 }
 
@@ -116,7 +119,7 @@ impl Writer {
                 pending: Vec::with_capacity(FLUSH_AT + 4096),
                 segment_len,
                 next_seq,
-                retain_floor: u64::MAX,
+                retain_floor: Arc::new(AtomicU64::new(u64::MAX)),
                 opts,
             },
             recovery,
@@ -162,7 +165,12 @@ impl Writer {
 
     /// Keeps every segment holding records at or after `seq`.
     pub fn set_retain_floor(&mut self, seq: u64) {
-        self.retain_floor = seq;
+        self.retain_floor.store(seq, Ordering::Relaxed);
+    }
+
+    /// The retention floor, for a sink to raise as it forwards (read at each rotation).
+    pub fn retain_floor(&self) -> Arc<AtomicU64> {
+        self.retain_floor.clone()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -182,6 +190,7 @@ impl Writer {
     /// Deletes sealed segments past the age or size bound.
     fn retain(&self) -> io::Result<()> {
         let segments = segment::list(&self.dir)?;
+        let floor = self.retain_floor.load(Ordering::Relaxed);
         let mut sealed: Vec<(u64, PathBuf, u64, SystemTime)> = Vec::new();
         for (i, (first, path)) in segments.iter().enumerate() {
             if *path == self.path {
@@ -189,7 +198,7 @@ impl Writer {
             }
             // A segment ends where the next begins; keep it while a sink needs any of it.
             let end = segments.get(i + 1).map_or(u64::MAX, |(s, _)| *s);
-            if end > self.retain_floor {
+            if end > floor {
                 continue;
             }
             let meta = std::fs::metadata(path)?;

@@ -153,6 +153,7 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             oplog.dir.clone(),
             nats.clone(),
             edge.clone(),
+            oplog.forwarded.clone(),
         ));
     }
     let state = RouterState::new(

@@ -12,7 +12,7 @@
 //! again, rather than forwarded unlogged.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,11 +29,10 @@ const MAX_GROUP: usize = 4096;
 // Nearly every message is an `Append`: boxing its record would allocate per write.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    /// A record; the sender waits for it to be written (and synced when `sync`).
+    /// A record; a sender holding `ack` waits until it is written and synced.
     Append {
         record: Record,
         ack: Option<oneshot::Sender<Result<u64, String>>>,
-        sync: bool,
     },
     /// Write and sync everything queued before it.
     Flush(oneshot::Sender<()>),
@@ -44,6 +43,9 @@ pub struct OpLog {
     fsync: Fsync,
     pub edge_id: String,
     pub dir: PathBuf,
+    /// The first sequence number the NATS sink has not forwarded; segments
+    /// from it on are kept. `u64::MAX` without a sink.
+    pub forwarded: Arc<AtomicU64>,
     /// Set while the disk refuses writes.
     failing: Arc<AtomicBool>,
     capacity: usize,
@@ -89,20 +91,21 @@ impl OpLog {
             // The sink moves the floor up as it forwards.
             writer.set_retain_floor(crate::oplog_nats::cursor(&dir));
         }
+        let forwarded = writer.retain_floor();
         let (tx, rx) = mpsc::channel(cfg.queue);
         let failing = Arc::new(AtomicBool::new(false));
         let fsync = cfg.fsync;
         let thread_failing = failing.clone();
-        let nats = cfg.nats.is_some().then(|| dir.clone());
         std::thread::Builder::new()
             .name("switchyard-oplog".into())
-            .spawn(move || run_writer(writer, rx, fsync, thread_failing, nats))
+            .spawn(move || run_writer(writer, rx, fsync, thread_failing))
             .context("oplog: cannot start the writer thread")?;
         Ok(Arc::new(OpLog {
             tx,
             fsync,
             edge_id,
             dir,
+            forwarded,
             failing,
             capacity: cfg.queue,
         }))
@@ -122,7 +125,7 @@ impl OpLog {
             return Err(why.into());
         }
         if self.fsync == Fsync::Always {
-            self.append_acked(record, true).await.map(|_| ())
+            self.append_acked(record).await.map(|_| ())
         } else {
             self.send(record).await
         }
@@ -135,7 +138,7 @@ impl OpLog {
 
     /// Logs `record` and waits until it is on disk, whatever the fsync mode.
     pub async fn durable(&self, record: Record) -> Result<u64, String> {
-        self.append_acked(record, true).await
+        self.append_acked(record).await
     }
 
     /// Writes and syncs everything queued so far (at shutdown).
@@ -154,7 +157,6 @@ impl OpLog {
     /// The log's part of `GET /admin/v1/status`.
     pub fn status_json(&self, cfg: &switchyard_config::Oplog) -> serde_json::Value {
         let queued = self.queued();
-        metrics::gauge!("switchyard_oplog_queued").set(queued as f64);
         serde_json::json!({
             "dir": self.dir.display().to_string(),
             "edge_id": self.edge_id,
@@ -165,29 +167,25 @@ impl OpLog {
             "nats": cfg.nats.as_ref().map(|n| serde_json::json!({
                 "url": n.url,
                 "stream": n.stream,
-                "forwarded_before_seq": crate::oplog_nats::cursor(&self.dir),
+                "forwarded_before_seq": self.forwarded.load(Ordering::Relaxed),
             })),
         })
     }
 
     async fn send(&self, record: Record) -> Result<(), String> {
-        let msg = Msg::Append {
-            record,
-            ack: None,
-            sync: false,
-        };
+        let msg = Msg::Append { record, ack: None };
         self.tx
             .send(msg)
             .await
             .map_err(|_| "the op log writer has stopped".to_string())
     }
 
-    async fn append_acked(&self, record: Record, sync: bool) -> Result<u64, String> {
+    /// Sends `record` and waits until it is on disk.
+    async fn append_acked(&self, record: Record) -> Result<u64, String> {
         let (tx, rx) = oneshot::channel();
         let msg = Msg::Append {
             record,
             ack: Some(tx),
-            sync,
         };
         self.tx
             .send(msg)
@@ -204,7 +202,6 @@ fn run_writer(
     mut rx: mpsc::Receiver<Msg>,
     fsync: Fsync,
     failing: Arc<AtomicBool>,
-    nats_dir: Option<PathBuf>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -245,8 +242,8 @@ fn run_writer(
             let mut n = 0;
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Append { record, ack, sync } => {
-                        must_sync |= sync;
+                    Msg::Append { record, ack } => {
+                        must_sync |= ack.is_some();
                         metrics::counter!("switchyard_oplog_records_total", "kind" => kind(&record)).increment(1);
                         match writer.append(&record) {
                             Ok(seq) => {
@@ -284,10 +281,8 @@ fn run_writer(
             } else {
                 unsynced = true;
             }
-            if let Some(dir) = &nats_dir {
-                writer.set_retain_floor(crate::oplog_nats::cursor(dir));
-            }
             metrics::gauge!("switchyard_oplog_next_seq").set(writer.next_seq() as f64);
+            metrics::gauge!("switchyard_oplog_queued").set(rx.len() as f64);
         }
         commit(&mut writer, true, &failing, &mut acks, &mut flushes);
         tracing::info!("op log writer stopped; every record written");

@@ -3,10 +3,12 @@
 //! with `Nats-Msg-Id` set to its dedup id, so the server drops a record sent
 //! twice (after a reconnect, or by a restarted router). The local log stays
 //! the source: the sink remembers the sequence number it has forwarded up to
-//! (`nats.cursor` beside the segments), the writer keeps every segment past
-//! it, and an unreachable server only delays forwarding.
+//! (`nats.cursor` beside the segments, and the writer's retention floor,
+//! so every segment past it is kept), and an unreachable server only delays forwarding.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -46,9 +48,9 @@ pub fn stream_config(nats: &Nats) -> jetstream::stream::Config {
 }
 
 /// Forwards records forever, reconnecting as needed. Runs on the control runtime.
-pub async fn run(dir: PathBuf, nats: Nats, edge_id: String) {
+pub async fn run(dir: PathBuf, nats: Nats, edge_id: String, forwarded: Arc<AtomicU64>) {
     loop {
-        match forward(&dir, &nats, &edge_id).await {
+        match forward(&dir, &nats, &edge_id, &forwarded).await {
             Ok(()) => {}
             Err(e) => {
                 metrics::counter!("switchyard_oplog_nats_errors_total").increment(1);
@@ -59,7 +61,12 @@ pub async fn run(dir: PathBuf, nats: Nats, edge_id: String) {
     }
 }
 
-async fn forward(dir: &Path, nats: &Nats, edge_id: &str) -> anyhow::Result<()> {
+async fn forward(
+    dir: &Path,
+    nats: &Nats,
+    edge_id: &str,
+    forwarded: &AtomicU64,
+) -> anyhow::Result<()> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
         .connect(nats.url.as_str())
@@ -94,6 +101,7 @@ async fn forward(dir: &Path, nats: &Nats, edge_id: &str) -> anyhow::Result<()> {
             }
             if let Some((last, _)) = chunk.last() {
                 save_cursor(dir, last + 1)?;
+                forwarded.store(last + 1, Ordering::Relaxed);
                 metrics::counter!("switchyard_oplog_nats_forwarded_total")
                     .increment(chunk.len() as u64);
             }
