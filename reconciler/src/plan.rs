@@ -12,7 +12,7 @@
 //!   original key and the current fencing token.
 
 use serde::Serialize;
-use switchyard_oplog::{Body, OpId, OutcomeKind, Promotion};
+use switchyard_oplog::{Body, OutcomeKind, Promotion};
 
 use crate::source::{by_resource, Logs, Op};
 
@@ -75,6 +75,13 @@ pub struct Candidate {
 pub struct Plan {
     pub failovers: Vec<Failover>,
     pub candidates: Vec<Candidate>,
+}
+
+impl Plan {
+    /// The candidates with `verdict`, in plan order.
+    pub fn with_verdict(&self, verdict: Verdict) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(move |c| c.verdict == verdict)
+    }
 }
 
 fn outcome_of(op: &Op) -> OutcomeKind {
@@ -246,19 +253,10 @@ pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
     s
 }
 
-/// Ids of the ops a verdict applies to, for tests and the checkpoint.
-pub fn ids(plan: &Plan, verdict: Verdict) -> Vec<OpId> {
-    plan.candidates
-        .iter()
-        .filter(|c| c.verdict == verdict)
-        .map(|c| c.op.intent.op_id)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_oplog::{Intent, Outcome, Record};
+    use switchyard_oplog::{Intent, OpId, Outcome, Record};
 
     fn write(n: u64, owner: &str, epoch: u64, pos: Option<u64>, kind: OutcomeKind) -> Vec<Record> {
         let id = OpId::new();
@@ -339,11 +337,7 @@ mod tests {
         assert_eq!(s.conflicts, 1);
         assert_eq!(s.to_replay, 2, "k9 and the unanswered k12");
         assert_eq!(s.unresolved, 3);
-        let conflict = p
-            .candidates
-            .iter()
-            .find(|c| c.verdict == Verdict::Conflict)
-            .expect("conflict");
+        let conflict = p.with_verdict(Verdict::Conflict).next().expect("conflict");
         assert_eq!(conflict.op.intent.path, "/kv/k10");
         assert_eq!(
             conflict.conflict_with.as_ref().map(|o| o.intent.epoch),

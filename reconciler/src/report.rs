@@ -160,11 +160,7 @@ pub fn markdown(run: &Run, logs: &Logs, plan: &Plan, s: &Summary) -> String {
             p.reason
         );
     }
-    let conflicts: Vec<&Candidate> = plan
-        .candidates
-        .iter()
-        .filter(|c| c.verdict == Verdict::Conflict)
-        .collect();
+    let conflicts: Vec<&Candidate> = plan.with_verdict(Verdict::Conflict).collect();
     if !conflicts.is_empty() {
         let _ = writeln!(m, "\n## Conflicts (not replayed: decide by hand)\n");
         let _ = writeln!(
@@ -407,11 +403,7 @@ code,pre{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
         );
         out.push_str(&timeline(logs, plan, i));
     }
-    let conflicts: Vec<&Candidate> = plan
-        .candidates
-        .iter()
-        .filter(|c| c.verdict == Verdict::Conflict)
-        .collect();
+    let conflicts: Vec<&Candidate> = plan.with_verdict(Verdict::Conflict).collect();
     if !conflicts.is_empty() {
         out.push_str("<h2>Conflicts</h2><p>Not replayed: the new owner has written the same resource since. Decide by hand.</p><table><tr><th>resource</th><th>lost write (old owner)</th><th>newer write (new owner)</th></tr>");
         for c in conflicts {

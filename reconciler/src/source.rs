@@ -25,8 +25,6 @@ pub struct Logs {
     /// Promotions by (partition, new epoch): the same one seen from several
     /// sources is kept once.
     pub promotions: BTreeMap<(String, u64), Promotion>,
-    /// Records read, duplicates included.
-    pub records: u64,
     /// Records seen twice (the same op's intent from two sources, say).
     pub duplicates: u64,
     /// What could not be read: damage, newer formats, torn tails.
@@ -39,10 +37,8 @@ pub struct Logs {
 
 impl Logs {
     fn add(&mut self, r: Record) {
-        self.records += 1;
         match r {
             Record::Intent(i) => match self.ops.get_mut(&i.op_id) {
-                Some(op) if op.intent.edge_id.is_empty() => op.intent = i,
                 Some(_) => self.duplicates += 1,
                 None => {
                     self.ops.insert(

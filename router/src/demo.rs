@@ -392,7 +392,7 @@ async fn show(
     Ok(resp)
 }
 
-/// Freshness classes, read-your-writes and a promotion, from a client in Germany.
+/// Freshness classes and read-your-writes, from a client in Germany.
 async fn consistency_tour(edge: SocketAddr, de: &reqwest::Client) -> anyhow::Result<()> {
     println!("\nconsistency, from a client in Germany (eu-west-1 replicates us-east-1 with ~200 ms lag):");
     let url = |k: &str| format!("http://{edge}/kv/{k}");
@@ -577,11 +577,7 @@ async fn failover_finale(
         summary.failed,
         summary.unresolved
     );
-    for c in plan
-        .candidates
-        .iter()
-        .filter(|c| c.verdict == switchyard_reconciler::plan::Verdict::Conflict)
-    {
+    for c in plan.with_verdict(switchyard_reconciler::plan::Verdict::Conflict) {
         println!(
             "  conflict: {} {}: {}",
             c.op.intent.method, c.op.intent.path, c.reason
