@@ -471,7 +471,7 @@ pub async fn run_controller(state: std::sync::Arc<RouterState>) {
                 crate::metrics::ramp(&spec.name, run.step, run.state.as_str());
             }
         }
-        refresh_shadow_targets(&state, &topo);
+        refresh_shadow_targets(&state, &topo, &runs);
     }
 }
 
@@ -509,8 +509,11 @@ fn drive(state: &RouterState, topo: &Topology) -> Vec<String> {
 }
 
 /// Points shadow reads at the regions whose ramp runs its synthetic stage.
-fn refresh_shadow_targets(state: &RouterState, topo: &Topology) {
-    let runs = state.traffic.snapshot().ramps;
+fn refresh_shadow_targets(
+    state: &RouterState,
+    topo: &Topology,
+    runs: &std::collections::BTreeMap<String, RampRun>,
+) {
     let Ok(mut all) = state.shadow_all.lock() else {
         return;
     };
