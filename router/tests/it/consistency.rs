@@ -34,12 +34,6 @@ async fn echo_write(
     (status, region, token)
 }
 
-async fn promote(router: &Router, body: Value) -> (u16, Value) {
-    router
-        .admin(Method::POST, "/admin/v1/promote", Some(body))
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_carry_the_owners_epoch_and_a_promotion_survives_a_restart() {
     let (a, b) = (region("a").await, region("b").await);

@@ -126,13 +126,7 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
     assert_eq!(owner(&two).await, json!({"region": "a", "epoch": 1}));
 
     // A promotion through one router is seen by the other within a second.
-    let (code, body) = one
-        .admin(
-            Method::POST,
-            "/admin/v1/promote",
-            Some(json!({"partition": "default", "to": "b"})),
-        )
-        .await;
+    let (code, body) = promote(&one, json!({"partition": "default", "to": "b"})).await;
     assert_eq!(code, 200, "{body}");
     let t = Instant::now();
     eventually(Duration::from_secs(1), || async {
@@ -154,10 +148,8 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
     // Both routers promote from the same view at once: exactly one new epoch.
     let body_c = json!({"partition": "default", "to": "c"});
     let body_a = json!({"partition": "default", "to": "a"});
-    let ((code1, ans1), (code2, ans2)) = tokio::join!(
-        one.admin(Method::POST, "/admin/v1/promote", Some(body_c)),
-        two.admin(Method::POST, "/admin/v1/promote", Some(body_a)),
-    );
+    let ((code1, ans1), (code2, ans2)) =
+        tokio::join!(promote(&one, body_c), promote(&two, body_a),);
     let mut codes = [code1, code2];
     codes.sort();
     assert_eq!(codes, [200, 409], "{ans1} {ans2}");

@@ -6,7 +6,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use switchyard_region::Role;
 
@@ -141,13 +140,11 @@ async fn two_routers_publish_and_the_reconciler_reads_the_stream_once() {
 
     a.set("health", json!(503)).await;
     b.set("role", json!("primary")).await;
-    let (code, body) = one
-        .admin(
-            Method::POST,
-            "/admin/v1/promote",
-            Some(json!({"partition": "default", "to": "b", "force": true})),
-        )
-        .await;
+    let (code, body) = promote(
+        &one,
+        json!({"partition": "default", "to": "b", "force": true}),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     eventually(Duration::from_secs(5), || async {
         nats.messages("SY_TEST").await == 41

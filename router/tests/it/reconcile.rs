@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use switchyard_region::Role;
 
@@ -296,13 +295,7 @@ async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, 
     a.set("health", json!(503)).await;
     a.set("fail", json!(503)).await;
     b.set("role", json!("primary")).await;
-    let (code, body) = router
-        .admin(
-            Method::POST,
-            "/admin/v1/promote",
-            Some(json!({"partition": "default", "to": "b"})),
-        )
-        .await;
+    let (code, body) = promote(&router, json!({"partition": "default", "to": "b"})).await;
     assert_eq!(code, 200, "{body}");
     (a, b, router)
 }

@@ -457,3 +457,10 @@ pub async fn split_with(
 pub fn fields(v: &serde_json::Value, keys: &[&str]) -> Vec<serde_json::Value> {
     keys.iter().map(|k| v[*k].clone()).collect()
 }
+
+/// `POST /admin/v1/promote` with `body`: the status and the answer.
+pub async fn promote(router: &Router, body: serde_json::Value) -> (u16, serde_json::Value) {
+    router
+        .admin(reqwest::Method::POST, "/admin/v1/promote", Some(body))
+        .await
+}
