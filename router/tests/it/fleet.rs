@@ -57,11 +57,11 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd starts (apt-get install etcd-server)");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd never listened on {url}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(
+            ([127, 0, 0, 1], client).into(),
+            Duration::from_secs(15),
+            "etcd",
+        );
         Etcd {
             child,
             url,

@@ -30,11 +30,11 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server starts (apt-get install nats-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(
+            ([127, 0, 0, 1], port).into(),
+            Duration::from_secs(10),
+            "nats-server",
+        );
         Nats {
             child,
             url: format!("nats://127.0.0.1:{port}"),

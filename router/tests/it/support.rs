@@ -238,15 +238,7 @@ impl Router {
     }
 
     fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.http).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "router never listened on {}",
-                self.http
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(self.http, Duration::from_secs(10), "router");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -463,4 +455,13 @@ pub async fn promote(router: &Router, body: serde_json::Value) -> (u16, serde_js
     router
         .admin(reqwest::Method::POST, "/admin/v1/promote", Some(body))
         .await
+}
+
+/// Waits until `addr` accepts connections, failing the test after `limit`.
+pub fn wait_listening(addr: std::net::SocketAddr, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
