@@ -105,12 +105,8 @@ pub fn read_dirs(dirs: &[PathBuf]) -> anyhow::Result<Logs> {
         if segments.is_empty() {
             anyhow::bail!("--oplog {}: no op log segments (*.seg) here", dir.display());
         }
-        let mut read = Vec::new();
-        let problems = read_dir(&dir, 0, |_, r| read.push(r))
+        let problems = read_dir(&dir, 0, |_, r| logs.add(r))
             .with_context(|| format!("--oplog {}: cannot read", dir.display()))?;
-        for r in read {
-            logs.add(r);
-        }
         for p in &problems {
             logs.problem(p);
         }
