@@ -8,7 +8,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p switchyard-router -p switchyard-reconciler -p switchyard-region \
+      -p switchyard-cli -p switchyard-reconciler -p switchyard-region \
  && mkdir /out \
  && cp target/release/switchyard target/release/switchyard-reconcile target/release/switchyard-region /out/
 

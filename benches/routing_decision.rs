@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
-use switchyard_router::classify::classify;
-use switchyard_router::decide::{decide, take_rate_tokens};
-use switchyard_router::ratelimit::{nanos, TokenBucket};
-use switchyard_router::topology::Topology;
+use switchyard_router::decision::{
+    classify, decide, nanos, take_rate_tokens, Secrets, TokenBucket, Topology,
+};
 
 fn config(regions: usize, policy: &str) -> String {
     let mut text = String::from("listen: { http: 127.0.0.1:8080 }\nregions:\n");
@@ -39,16 +38,9 @@ fn config(regions: usize, policy: &str) -> String {
 fn topology(regions: usize, policy: &str) -> Topology {
     let cfg = switchyard_config::parse_str(&config(regions, policy), Path::new("bench.yaml"))
         .expect("bench config is valid");
-    let topo = Topology::build(Arc::new(cfg), None).expect("topology");
-    for (i, r) in topo.regions.iter().enumerate() {
-        r.live.latency_score.set(0.010 + i as f64 * 0.001);
-        // As if every region had just reported no replica lag.
-        r.live.lag_reported_at.store(
-            r.live.now_nanos().max(1),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-    topo.refresh_latency_order();
+    let topo =
+        Topology::build(Arc::new(cfg), None, &Secrets::fixed(b"bench key")).expect("topology");
+    topo.assume_probed(|i| 0.010 + i as f64 * 0.001);
     topo
 }
 
@@ -70,7 +62,7 @@ fn bench_decision(c: &mut Criterion) {
                 b.iter(|| {
                     i = (i + 1) & 1023;
                     headers.insert(&partition, keys[i].clone());
-                    let req = classify(&topo, &Method::GET, "/kv/item", &headers, client)
+                    let req = classify(&topo, &Method::GET, "/kv/item", &headers, client, 0)
                         .expect("classifies");
                     let mut order = decide(&topo, &req).expect("decides");
                     take_rate_tokens(&topo, &mut order, nanos(Instant::now())).expect("tokens");

@@ -13,7 +13,7 @@ BASE=${BASE_PORT:-18480}
 BACKEND=$BASE; PROXY=$((BASE+1))
 BIN=target/$PROFILE
 command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
-cargo build --profile "$PROFILE" -p switchyard-router -p switchyard-bare-proxy >&2
+cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
 source loadtests/peers/lib.sh
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"

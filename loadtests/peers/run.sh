@@ -11,7 +11,7 @@ BACKEND=$BASE; NGINX=$((BASE+1)); HAPROXY=$((BASE+2)); BARE=$((BASE+3)); SY=$((B
 for tool in wrk nginx haproxy taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx haproxy util-linux" >&2; exit 2; }
 done
-cargo build --profile "$PROFILE" -p switchyard-router -p switchyard-bare-proxy >&2
+cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
 BIN=target/$PROFILE
 source loadtests/peers/lib.sh
 

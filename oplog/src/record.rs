@@ -186,3 +186,11 @@ pub struct Promotion {
     pub forced: bool,
     pub reason: String,
 }
+
+/// Wall-clock time as Unix milliseconds: the clock every record's `at_ms`
+/// and every read-your-writes time mark uses.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

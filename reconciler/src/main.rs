@@ -73,12 +73,6 @@ fn check_input(args: &Args) -> Result<switchyard_config::Config, String> {
     switchyard_config::load(&args.config).map_err(|e| e.to_string())
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match check_input(&args) {
@@ -160,7 +154,7 @@ fn main() -> ExitCode {
     let run = report::Run {
         mode: if args.apply { "apply" } else { "dry_run" },
         sources,
-        generated_at_ms: unix_ms(),
+        generated_at_ms: switchyard_oplog::unix_ms(),
     };
     for path in &args.report {
         let text = match path.extension().and_then(|e| e.to_str()) {

@@ -1,40 +1,41 @@
 //! The Switchyard edge router: classifies each request, decides which region
-//! serves it, and forwards it there on pingora. Decision code takes plain
-//! inputs so tests and benches run it without sockets; only `proxy` touches
-//! pingora's session.
+//! serves it, and forwards it there on pingora.
+//!
+//! The crate is in layers; each uses only the ones listed before it
+//! (`scripts/check-layers` enforces it, docs/architecture.md draws it):
+//!
+//! - `metrics`: the Prometheus names, for every layer.
+//! - `route`: the decision, from plain inputs (a header view, the
+//!   topology, `now`) to plain values: no tokio, no files, no sockets.
+//! - `store`: what is kept on disk: traffic state, ownership, the op log.
+//! - `fleet`: etcd I/O for fleet mode, returning data.
+//! - `control`: the router's shared state and the loops that change it
+//!   (health, DNS, ramps, brownout ejection, promotion, reload).
+//! - `proxy`: the one `impl ProxyHttp`; the only code that sees pingora's session.
+//! - `admin`: the admin API and the status document.
+//! - `app`: builds all of it and runs it until a signal.
+#![warn(unreachable_pub)]
 
-pub mod admin;
-pub mod app;
-pub mod classify;
-pub mod ctl;
-pub mod decide;
-pub mod demo;
-pub mod error;
-pub mod explain;
-pub mod fleet;
-pub mod fleet_ramps;
-pub mod geo;
-pub mod headers;
-pub mod health;
-pub mod hygiene;
-pub mod idempotency;
-pub mod live;
-pub mod metrics;
-pub mod oplog;
-pub mod oplog_nats;
-pub mod outlier;
-pub mod ownership;
-pub mod persist;
-pub mod policy;
-pub mod promote;
-pub mod proxy;
-pub mod ramp;
-pub mod ratelimit;
-pub mod reload;
-pub mod resolve;
-pub mod ryw;
-pub mod safety;
-pub mod shadow;
-pub mod state;
-pub mod stats;
-pub mod topology;
+mod admin;
+mod app;
+mod control;
+mod fleet;
+mod metrics;
+mod proxy;
+mod route;
+mod store;
+
+pub use app::{App, Bound};
+
+/// The decision code, for benches and property tests: no sockets needed.
+pub mod decision {
+    pub use crate::route::classify::{classify, Classified};
+    pub use crate::route::decide::{decide, decide_with_fallback, take_rate_tokens, Decision};
+    pub use crate::route::ratelimit::{nanos, TokenBucket};
+    pub use crate::route::topology::{Secrets, Topology};
+}
+
+/// The op log writer, for its bench.
+pub mod oplog {
+    pub use crate::store::oplog::OpLog;
+}

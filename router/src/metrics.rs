@@ -2,22 +2,18 @@
 //! `_total`, durations in `_seconds`; labels stay low-cardinality (region,
 //! class, status code).
 
-use std::sync::atomic::Ordering;
-
 use std::sync::OnceLock;
 
 use metrics::{counter, gauge, histogram, Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_config::{RegionName, RequestClass};
 
-use crate::live::RegionLive;
-
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Installs the global recorder; the handle renders the text format.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
@@ -113,7 +109,7 @@ fn describe() {
     );
 }
 
-pub fn class_label(class: RequestClass) -> &'static str {
+pub(crate) fn class_label(class: RequestClass) -> &'static str {
     match class {
         RequestClass::Read => "read",
         RequestClass::Write => "write",
@@ -121,7 +117,7 @@ pub fn class_label(class: RequestClass) -> &'static str {
 }
 
 /// Labels a status without allocating for the common ones.
-pub fn status_label(status: u16) -> metrics::SharedString {
+pub(crate) fn status_label(status: u16) -> metrics::SharedString {
     match status {
         200 => "200".into(),
         201 => "201".into(),
@@ -150,14 +146,14 @@ fn class_index(class: RequestClass) -> usize {
 
 /// One region's request metrics, with handles kept after first use so that
 /// the hot path does not build and hash label sets for every request.
-pub struct RegionMetrics {
+pub(crate) struct RegionMetrics {
     region: SharedString,
     requests: [[OnceLock<Counter>; COMMON_STATUSES.len()]; 2],
     durations: [OnceLock<Histogram>; 2],
 }
 
 impl RegionMetrics {
-    pub fn new(region: &RegionName) -> Self {
+    pub(crate) fn new(region: &RegionName) -> Self {
         RegionMetrics {
             region: SharedString::from(region.0.clone()),
             requests: Default::default(),
@@ -170,7 +166,7 @@ impl RegionMetrics {
     }
 
     /// Counts one answered request and records its duration.
-    pub fn request(&self, class: RequestClass, status: u16, secs: f64) {
+    pub(crate) fn request(&self, class: RequestClass, status: u16, secs: f64) {
         let c = class_index(class);
         match COMMON_STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.requests[c][i]
@@ -186,91 +182,87 @@ impl RegionMetrics {
     }
 }
 
-pub fn rejected(status: u16) {
+pub(crate) fn rejected(status: u16) {
     counter!("switchyard_rejected_total", "status" => status_label(status)).increment(1);
 }
 
-pub fn upstream_error(region: &RegionName, kind: &'static str) {
+pub(crate) fn upstream_error(region: &RegionName, kind: &'static str) {
     counter!("switchyard_upstream_errors_total", "region" => metrics::SharedString::from(region.0.clone()), "kind" => kind).increment(1);
 }
 
-pub fn retry(region: &RegionName) {
+pub(crate) fn retry(region: &RegionName) {
     counter!("switchyard_retries_total", "region" => metrics::SharedString::from(region.0.clone()))
         .increment(1);
 }
 
 /// A region refused a request over its rate limit: it went to the next
 /// candidate (`spilled`) or, with none left, was answered 429 (`rejected`).
-pub fn rate_limited(region: &RegionName, spilled: bool) {
+pub(crate) fn rate_limited(region: &RegionName, spilled: bool) {
     counter!("switchyard_rate_limited_total", "region" => metrics::SharedString::from(region.0.clone()), "outcome" => if spilled { "spilled" } else { "rejected" }).increment(1);
 }
 
-pub fn retry_denied() {
+pub(crate) fn retry_denied() {
     counter!("switchyard_retries_denied_total").increment(1);
 }
 
-pub fn reload(ok: bool) {
+pub(crate) fn reload(ok: bool) {
     counter!("switchyard_config_reloads_total", "result" => if ok { "ok" } else { "error" })
         .increment(1);
 }
 
-pub fn region_gauges(name: &RegionName, live: &RegionLive) {
+/// A region's state as its gauges show it.
+pub(crate) struct RegionGauges {
+    pub(crate) healthy: bool,
+    pub(crate) lag_ms: u64,
+    pub(crate) dial_percent: f64,
+    pub(crate) ejected: bool,
+    pub(crate) draining: bool,
+    pub(crate) drifted: bool,
+    pub(crate) probe_rtt: Option<f64>,
+}
+
+pub(crate) fn region_gauges(name: &RegionName, g: RegionGauges) {
     let region = metrics::SharedString::from(name.0.clone());
-    gauge!("switchyard_region_healthy", "region" => region.clone()).set(if live.is_healthy() {
-        1.0
-    } else {
-        0.0
-    });
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    gauge!("switchyard_region_healthy", "region" => region.clone()).set(flag(g.healthy));
     gauge!("switchyard_region_replica_lag_seconds", "region" => region.clone())
-        .set(live.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0);
-    gauge!("switchyard_region_dial_percent", "region" => region.clone()).set(live.dial().as_f64());
-    gauge!("switchyard_region_ejected", "region" => region.clone()).set(if live.is_ejected() {
-        1.0
-    } else {
-        0.0
-    });
-    gauge!("switchyard_region_draining", "region" => region.clone()).set(if live.is_draining() {
-        1.0
-    } else {
-        0.0
-    });
-    gauge!("switchyard_region_drifted", "region" => region.clone()).set(if live.is_drifted() {
-        1.0
-    } else {
-        0.0
-    });
-    if let Some(rtt) = live.probe_rtt.get() {
+        .set(g.lag_ms as f64 / 1000.0);
+    gauge!("switchyard_region_dial_percent", "region" => region.clone()).set(g.dial_percent);
+    gauge!("switchyard_region_ejected", "region" => region.clone()).set(flag(g.ejected));
+    gauge!("switchyard_region_draining", "region" => region.clone()).set(flag(g.draining));
+    gauge!("switchyard_region_drifted", "region" => region.clone()).set(flag(g.drifted));
+    if let Some(rtt) = g.probe_rtt {
         gauge!("switchyard_region_probe_rtt_seconds", "region" => region).set(rtt);
     }
 }
 
-pub fn ejection(region: &RegionName, reason: &'static str) {
+pub(crate) fn ejection(region: &RegionName, reason: &'static str) {
     counter!("switchyard_ejections_total", "region" => metrics::SharedString::from(region.0.clone()), "reason" => reason).increment(1);
 }
 
-pub fn shadow_read(region: &RegionName, result: &'static str) {
+pub(crate) fn shadow_read(region: &RegionName, result: &'static str) {
     counter!("switchyard_shadow_reads_total", "region" => metrics::SharedString::from(region.0.clone()), "result" => result).increment(1);
 }
 
-/// A ramp's step index and its state as a one-hot gauge.
-pub fn ramp(name: &str, step: usize, state: &'static str) {
+/// A ramp's step index and its state as a one-hot gauge over `states`.
+pub(crate) fn ramp(name: &str, step: usize, state: &str, states: &[&'static str]) {
     let ramp = SharedString::from(name.to_string());
     gauge!("switchyard_ramp_step", "ramp" => ramp.clone()).set(step as f64);
-    for s in crate::ramp::STATES {
+    for s in states {
         gauge!("switchyard_ramp_state", "ramp" => ramp.clone(), "state" => *s)
             .set(if *s == state { 1.0 } else { 0.0 });
     }
 }
 
-pub fn ramp_halt(name: &str, gate: &'static str) {
+pub(crate) fn ramp_halt(name: &str, gate: &'static str) {
     counter!("switchyard_ramp_halts_total", "ramp" => SharedString::from(name.to_string()), "gate" => gate).increment(1);
 }
 
-pub fn promotion(kind: &'static str) {
+pub(crate) fn promotion(kind: &'static str) {
     counter!("switchyard_promotions_total", "kind" => kind).increment(1);
 }
 
 /// A write the owner refused as fenced: this router's view of ownership was stale.
-pub fn fenced() {
+pub(crate) fn fenced() {
     counter!("switchyard_fenced_writes_total").increment(1);
 }

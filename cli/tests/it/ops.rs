@@ -1,0 +1,308 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn weighted(a: &TestRegion, b: &TestRegion, dir: &TempDir, wa: u32, wb: u32) -> String {
+    format!(
+        "{}regions:\n{}{}routing:\n  policy: weighted\n  weights: {{ a: {wa}, b: {wb} }}\n",
+        header(dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_status_needs_the_bearer_token() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 1, 1);
+    let router = Router::start_in(dir, &cfg);
+    let admin = router.admin.expect("admin");
+    let url = format!("http://{admin}/admin/v1/status");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(&url)
+            .send()
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        401
+    );
+    let s = router.status().await;
+    for field in ["healthy", "dial", "lag_ms", "ejected", "drift"] {
+        assert!(
+            s["regions"]["a"].get(field).is_some(),
+            "missing {field}: {s}"
+        );
+    }
+    assert_eq!(s["owners"]["default"], json!({"region": "a", "epoch": 1}));
+    assert!(s["ramps"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_exported_in_prometheus_text() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 1, 0);
+    let router = Router::start_in(dir, &cfg);
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        client.get(router.url("/kv/x")).send().await.expect("req");
+    }
+    client
+        .put(router.url("/kv/x"))
+        .body("v")
+        .send()
+        .await
+        .expect("req");
+    eventually(Duration::from_secs(5), || async {
+        let m = router.metrics_text().await;
+        m.contains("switchyard_requests_total{region=\"a\",class=\"read\",status=\"404\"} 5")
+            && m.contains(
+                "switchyard_requests_total{region=\"a\",class=\"write\",status=\"201\"} 1",
+            )
+            && m.contains("switchyard_request_duration_seconds_bucket")
+            && m.contains("switchyard_region_healthy{region=\"b\"} 1")
+            && m.contains("switchyard_region_replica_lag_seconds{region=\"a\"}")
+            && m.contains("switchyard_region_dial_percent{region=\"a\"} 100")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 100, 0);
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    // A steady load on kept-alive connections while the config changes under it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut failures = 0;
+        let mut regions = std::collections::HashMap::<String, u32>::new();
+        // Bounded: stops when told, or after 20000 requests.
+        for i in 0..20_000 {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match client
+                .get(&url)
+                .header("X-Partition", format!("k{i}"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().as_u16() == 404 => {
+                    let region = r.headers()["x-switchyard-region"]
+                        .to_str()
+                        .unwrap_or("")
+                        .to_string();
+                    *regions.entry(region).or_default() += 1;
+                }
+                _ => failures += 1,
+            }
+        }
+        (failures, regions)
+    });
+    let serving = |want: &'static str| {
+        let url = router.url("/kv/x");
+        async move {
+            reqwest::get(url)
+                .await
+                .map(|r| r.headers()["x-switchyard-region"] == want)
+                .unwrap_or(false)
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Valid change via the admin API: all traffic to b.
+    let resp = router
+        .reload_with(&weighted(&a, &b, &router.dir, 0, 100))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    eventually(Duration::from_secs(5), || serving("b")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Invalid change: refused with its reason, old config kept.
+    let resp = router.reload_with("regions: [oops\n").await;
+    assert_eq!(resp.status().as_u16(), 400);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("switchyard.yaml:"), "{body}");
+    assert!(
+        serving("b").await,
+        "the old config stays after a failed reload"
+    );
+    // SIGHUP reloads too: back to a.
+    std::fs::write(&router.config, weighted(&a, &b, &router.dir, 100, 0)).expect("write");
+    router.signal(Signal::HUP);
+    eventually(Duration::from_secs(5), || serving("a")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (failures, regions) = load.await.expect("load task");
+    assert_eq!(failures, 0, "requests failed during reloads: {regions:?}");
+    assert!(
+        regions.get("a").copied().unwrap_or(0) > 0 && regions.get("b").copied().unwrap_or(0) > 0,
+        "{regions:?}"
+    );
+    let m = router.metrics_text().await;
+    assert!(
+        m.contains("switchyard_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_config_reloads_total{result=\"ok\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_in_flight_and_exits_0() {
+    let (a, b) = (region("a").await, region("b").await);
+    a.set("delay", json!(1000)).await;
+    let dir = TempDir::new();
+    let cfg = slow_health(&weighted(&a, &b, &dir, 1, 0));
+    let mut router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    router.signal(Signal::TERM);
+    let status = slow
+        .await
+        .expect("task")
+        .expect("the slow request completes");
+    assert_eq!(status, 404);
+    let code = tokio::task::block_in_place(|| router.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctl_reads_status_and_reloads_with_the_token() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = weighted(&a, &b, &dir, 1, 1);
+    let router = Router::start_in(dir, &cfg);
+    let admin = router.admin.expect("admin").to_string();
+    let ctl = |args: &[&str], token: &str| {
+        std::process::Command::new(binary())
+            .arg("ctl")
+            .args(["--admin", &admin])
+            .args(args)
+            .env("SWITCHYARD_ADMIN_TOKEN", token)
+            .output()
+            .expect("ctl runs")
+    };
+    let run = |args: &[&str], token: &str| tokio::task::block_in_place(|| ctl(args, token));
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let out = run(&["status", "--json"], TOKEN);
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["regions"]["b"]["dial"], 100);
+    let out = run(&["dial", "b", "12.5"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    // The table: a header row, one row per region, owners and ramps.
+    let out = run(&["status"], TOKEN);
+    let table = text(&out);
+    assert!(out.status.success(), "{table}");
+    let b_row = table
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(b_row.contains("12.5%"), "{table}");
+    assert!(
+        table.starts_with("REGION") && table.contains("OWNERS") && table.contains("default"),
+        "{table}"
+    );
+    let out = run(&["drain", "b"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(router.status().await["regions"]["b"]["draining"], true);
+    let out = run(&["drain", "b", "--undo"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        &["explain", "--path", "/kv/x", "-H", "X-Partition: p1"],
+        TOKEN,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["request"]["partition"], "p1");
+    let out = run(&["ramp", "nope", "start"], TOKEN);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no ramp \"nope\""), "{}", text(&out));
+    let out = run(&["explain", "--path", "/", "-H", "no-colon"], TOKEN);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = run(&["reload"], TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["status"], "wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("401"), "{}", text(&out));
+    // An admin address nobody listens on.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(binary())
+            .args(["ctl", "--admin", "127.0.0.1:9", "status"])
+            .output()
+            .expect("ctl runs")
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("cannot reach the admin API at 127.0.0.1:9"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() {
+    let (a, b) = (region("a").await, region("b").await);
+    a.set("delay", json!(800)).await;
+    let dir = TempDir::new();
+    let cfg = slow_health(&weighted(&a, &b, &dir, 1, 0));
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    let slow = tokio::spawn(async move {
+        let r = reqwest::get(url).await.expect("slow request");
+        (
+            r.status().as_u16(),
+            r.headers()["x-switchyard-region"]
+                .to_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The new config no longer has region a at all.
+    let only_b = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&router.dir),
+        region_yaml("b", b.addr, "")
+    );
+    let resp = router.reload_with(&only_b).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        get_region(&reqwest::Client::new(), &router.url("/kv/x"), None)
+            .await
+            .1,
+        "b"
+    );
+    assert_eq!(slow.await.expect("task"), (404, "a".to_string()));
+    assert!(router.status().await["regions"].get("a").is_none());
+}

@@ -1,0 +1,465 @@
+//! Test support: reference regions in-process, the real `switchyard` binary
+//! as a child process on free ports, and polling with a deadline.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use rustix::process::Signal;
+use switchyard_region::{Region, RegionOpts, Role};
+
+pub const TOKEN: &str = "test-admin-token";
+
+pub struct TestRegion {
+    pub addr: SocketAddr,
+    pub region: Arc<Region>,
+}
+
+impl TestRegion {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets one of the region's knobs (`lag`, `delay`, `health`, `fail`, `role`, `services`).
+    pub async fn set(&self, knob: &str, value: serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .put(format!("{}/_control/{knob}", self.url()))
+            .json(&serde_json::json!({ "value": value }))
+            .send()
+            .await
+            .expect("control request");
+        assert!(
+            resp.status().is_success(),
+            "setting {knob}: {}",
+            resp.status()
+        );
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.region
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub async fn region(name: &str) -> TestRegion {
+    region_with(name, Role::Primary, None).await
+}
+
+pub async fn region_with(name: &str, role: Role, replicate_from: Option<String>) -> TestRegion {
+    let opts = RegionOpts {
+        name: name.into(),
+        role,
+        services: vec!["api".into()],
+        replicate_from,
+        lag: Duration::ZERO,
+        delay: Duration::ZERO,
+        partition_header: "X-Partition".into(),
+    };
+    let (addr, region) = switchyard_region::spawn("127.0.0.1:0".parse().expect("addr"), opts)
+        .await
+        .expect("region starts");
+    TestRegion { addr, region }
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("switchyard-it-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The running router; killed on drop.
+pub struct Router {
+    pub child: Option<Child>,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    pub dir: TempDir,
+}
+
+/// Spawns the binary on `config`; returns it with its ready line.
+fn launch(config: &Path, env: &[(String, String)]) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SY_TEST_TOKEN", TOKEN)
+        .env("SWITCHYARD_THREADS", "2")
+        .env("SWITCHYARD_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("router starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
+    (child, line)
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// The header that every test config starts with: free ports, admin, metrics.
+pub fn header(dir: &TempDir) -> String {
+    format!(
+        "listen: {{ http: 127.0.0.1:0 }}
+admin: {{ addr: 127.0.0.1:0, token_env: SY_TEST_TOKEN }}
+metrics: {{ addr: 127.0.0.1:0 }}
+state_dir: {}
+",
+        dir.0.join("state").display()
+    )
+}
+
+/// A region block with a fast health check.
+pub fn region_yaml(name: &str, addr: impl std::fmt::Display, extra: &str) -> String {
+    format!(
+        "  {name}:
+    type: full
+    endpoints: [\"{addr}\"]
+    services: [api]
+    health: {{ interval: 100ms, timeout: 300ms, fall: 2, rise: 1 }}
+{extra}"
+    )
+}
+
+/// The config with health checks slowed to once a minute: for tests where
+/// the first probe must be the only one (retries, not ejection, must act).
+pub fn slow_health(config: &str) -> String {
+    config.replace(
+        "interval: 100ms, timeout: 300ms",
+        "interval: 1m, timeout: 3s",
+    )
+}
+
+impl Router {
+    /// Starts the router with `config` (the YAML text) written into `dir`.
+    pub fn start_in(dir: TempDir, config: &str) -> Router {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// Starts the router with extra environment variables.
+    pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Router {
+        let path = dir.write("switchyard.yaml", config);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, line) = launch(&path, &env);
+        let field = |name: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|a| a.parse().ok())
+        };
+        let http = field("http").unwrap_or_else(|| panic!("router did not start: {line:?}"));
+        let r = Router {
+            child: Some(child),
+            http,
+            https: field("https"),
+            admin: field("admin"),
+            metrics: field("metrics"),
+            config: path,
+            env,
+            dir,
+        };
+        r.wait_listening();
+        r
+    }
+
+    /// Kills the router (SIGKILL) and starts it again on the same config,
+    /// state directory and ports.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut text = std::fs::read_to_string(&self.config).expect("config");
+        for (key, addr) in [("http", Some(self.http)), ("addr", self.admin)] {
+            if let Some(a) = addr {
+                text = text.replacen(&format!("{key}: 127.0.0.1:0"), &format!("{key}: {a}"), 1);
+            }
+        }
+        std::fs::write(&self.config, text).expect("config");
+        let (child, line) = launch(&self.config, &self.env);
+        assert!(
+            line.contains("switchyard ready"),
+            "restart failed: {line:?}"
+        );
+        self.child = Some(child);
+        self.wait_listening();
+    }
+
+    /// Calls the admin API; returns the status and the JSON body (or the text as a string).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let admin = self.admin.expect("admin configured");
+        let mut req = reqwest::Client::new()
+            .request(method, format!("http://{admin}{path}"))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("admin body");
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+
+    fn wait_listening(&self) {
+        wait_listening(self.http, Duration::from_secs(10), "router");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).expect("a child's pid is positive");
+        rustix::process::kill_process(pid, sig).expect("signal the router");
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let admin = self.admin.expect("admin configured");
+        reqwest::Client::new()
+            .get(format!("http://{admin}/admin/v1/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
+    /// Writes `config` over the router's file and asks for a reload over the admin API.
+    pub async fn reload_with(&self, config: &str) -> reqwest::Response {
+        std::fs::write(&self.config, config).expect("write config");
+        let admin = self.admin.expect("admin configured");
+        reqwest::Client::new()
+            .post(format!("http://{admin}/admin/v1/reload"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("reload")
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let m = self.metrics.expect("metrics configured");
+        reqwest::get(format!("http://{m}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Waits until the status shows region `name` with `healthy == want`.
+    pub async fn wait_healthy(&self, name: &str, want: bool) {
+        eventually(Duration::from_secs(10), || async {
+            self.status().await["regions"][name]["healthy"] == serde_json::Value::Bool(want)
+        })
+        .await;
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client whose requests leave from `source` (any 127/8 address works on loopback).
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().expect("ip"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GETs `url` and returns (status, serving region).
+pub async fn get_region(
+    client: &reqwest::Client,
+    url: &str,
+    partition: Option<&str>,
+) -> (u16, String) {
+    let mut req = client.get(url);
+    if let Some(p) = partition {
+        req = req.header("X-Partition", p);
+    }
+    let resp = req.send().await.expect("request");
+    (resp.status().as_u16(), served_by(&resp))
+}
+
+/// The region an answer names in `X-Switchyard-Region` ("" when none).
+pub fn served_by(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-switchyard-region")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Sends raw bytes and returns the status line's code and the whole answer.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A config with regions `a` and `b` (`b_extra` appended to b's block).
+pub fn two_regions(
+    a: &TestRegion,
+    b: &TestRegion,
+    routing: &str,
+    b_extra: &str,
+    dir: &TempDir,
+) -> String {
+    format!(
+        "{}regions:\n{}{}routing:\n{routing}",
+        header(dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, b_extra),
+    )
+}
+
+/// Sends `n` reads with distinct partition keys; counts the serving regions.
+pub async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
+    split_with(router, n, &[]).await
+}
+
+/// [`split`], each read also carrying `headers`.
+pub async fn split_with(
+    router: &Router,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> HashMap<String, usize> {
+    let client = reqwest::Client::new();
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let mut req = client
+            .get(router.url("/kv/x"))
+            .header("X-Partition", format!("client-{i}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        assert!(status < 500, "request {i} got {status}");
+        *counts.entry(served_by(&resp)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The values of `keys` in a JSON object, in order: one assertion compares
+/// several fields of a report and prints them all when it fails.
+pub fn fields(v: &serde_json::Value, keys: &[&str]) -> Vec<serde_json::Value> {
+    keys.iter().map(|k| v[*k].clone()).collect()
+}
+
+/// `POST /admin/v1/promote` with `body`: the status and the answer.
+pub async fn promote(router: &Router, body: serde_json::Value) -> (u16, serde_json::Value) {
+    router
+        .admin(reqwest::Method::POST, "/admin/v1/promote", Some(body))
+        .await
+}
+
+/// Waits until `addr` accepts connections, failing the test after `limit`.
+pub fn wait_listening(addr: std::net::SocketAddr, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,87 @@
+//! `GET /admin/v1/status`: the status document, built in one place.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::admin::AdminState;
+use crate::control::RouterState;
+
+pub(super) async fn status(State(s): State<AdminState>) -> Json<Value> {
+    Json(status_json(&s.router))
+}
+
+/// The status document: regions, owners, ramps, and the fleet in fleet mode.
+fn status_json(state: &RouterState) -> Value {
+    let topo = state.topology.load_full();
+    let now = crate::route::ratelimit::nanos(std::time::Instant::now());
+    let mut regions = Map::new();
+    for r in &topo.regions {
+        let live = &r.live;
+        let endpoints: Vec<Value> = r
+            .endpoints
+            .endpoints
+            .iter()
+            .map(|e| {
+                json!({
+                    "endpoint": e.spec.to_string(),
+                    "addresses": e.addrs.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "usable": e.usable.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "healthy": e.is_up(),
+                })
+            })
+            .collect();
+        let drift = live.drift();
+        regions.insert(
+            r.spec.name.to_string(),
+            json!({
+                "type": r.spec.kind.as_str(),
+                "healthy": live.is_healthy(),
+                "dial": live.dial().to_json_number(),
+                "lag_ms": live.lag_ms.load(Ordering::Relaxed),
+                "applied_position": live.applied_position.load(Ordering::Relaxed),
+                "role": live.role().as_str(),
+                "ejected": live.is_ejected(),
+                "ejection": live.ejection().map(|e| json!({
+                    "reason": e.reason,
+                    "for_s": e.duration.as_secs_f64(),
+                    "left_s": (e.until.saturating_sub(live.now_nanos()) as f64 / 1e9 * 10.0).round() / 10.0,
+                })),
+                "ejections": live.ejections.load(Ordering::Relaxed),
+                "draining": live.is_draining(),
+                "inflight": live.inflight.load(Ordering::Relaxed),
+                "rate": r.rate.as_ref().map(|b| json!({
+                    "rps": b.limit.rps,
+                    "burst": b.limit.burst,
+                    "tokens": b.available(now),
+                    "share": b.share(),
+                    "share_rps": b.share_rps(),
+                })),
+                "drift": !drift.is_empty(),
+                "drift_reasons": drift,
+                "probe_rtt_ms": live.probe_rtt.get().map(|s| (s * 1e5).round() / 100.0),
+                "response_ms": live.response_time.get().map(|s| (s * 1e5).round() / 100.0),
+                "services": r.spec.services,
+                "endpoints": endpoints,
+            }),
+        );
+    }
+    let mut doc = json!({
+        "regions": regions,
+        "owners": state.ownership.snapshot().status_json(),
+        "ramps": crate::control::ramp::status(state, &topo),
+        "policy": format!("{:?}", topo.config.routing.policy).to_lowercase(),
+        "inflight": state.inflight(),
+        "idempotency_keys": state.idempotency.len(),
+        "config": topo.config.source.display().to_string(),
+    });
+    if let Some(p) = &state.presence {
+        doc["fleet"] = p.status_json();
+    }
+    if let Some(log) = &state.oplog {
+        doc["oplog"] = log.status_json(&topo.config.oplog);
+    }
+    doc
+}

@@ -1,0 +1,236 @@
+//! Active health checks: each endpoint is probed at its region's interval;
+//! `fall` failures in a row take it down and `rise` successes bring it back.
+//! The health JSON feeds the region's live state (lag, applied position, role,
+//! epoch) and spec-drift detection against the Region Artifact.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use switchyard_config::{Region, RegionKind};
+
+use crate::control::RouterState;
+use crate::route::live::{EndpointLive, RegionLive, ReportedRole};
+
+/// The optional fields of a region's health body.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct HealthReport {
+    pub(crate) replica_lag_ms: Option<u64>,
+    pub(crate) applied_position: Option<u64>,
+    pub(crate) role: Option<String>,
+    pub(crate) epoch: Option<u64>,
+    pub(crate) services: Option<Vec<String>>,
+}
+
+/// How a region departs from its artifact, judged from one report.
+pub(crate) fn drift(spec: &Region, report: &HealthReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(reported) = &report.services {
+        for s in &spec.services {
+            if !reported.contains(s) {
+                out.push(format!("declares service {s} but does not report it"));
+            }
+        }
+    }
+    if spec.kind == RegionKind::ReadOnly && report.role.as_deref() == Some("primary") {
+        out.push("is read-only but reports role primary".to_string());
+    }
+    out
+}
+
+/// Applies one successful report to the region's live state.
+fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
+    live.lag_ms
+        .store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
+    live.lag_reported_at
+        .store(live.now_nanos(), Ordering::Relaxed);
+    if let Some(p) = report.applied_position {
+        live.applied_position.store(p, Ordering::Relaxed);
+    }
+    if let Some(e) = report.epoch {
+        live.reported_epoch.store(e, Ordering::Relaxed);
+    }
+    let role = match report.role.as_deref() {
+        Some("primary") => ReportedRole::Primary,
+        Some("replica") => ReportedRole::Replica,
+        _ => ReportedRole::Unknown,
+    };
+    live.role.store(role as u8, Ordering::Relaxed);
+    let found = drift(spec, report);
+    if let Ok(mut d) = live.drift.lock() {
+        if *d != found {
+            if !found.is_empty() {
+                tracing::warn!(region = %spec.name, drift = ?found, "region drifted from its artifact");
+            }
+            *d = found;
+        }
+    }
+}
+
+/// Probes every resolved address of `endpoint`; keeps those that answer as
+/// its usable ones. `Ok(report)` from the first that answers 2xx.
+async fn probe(
+    client: &reqwest::Client,
+    endpoint: &EndpointLive,
+    path: &str,
+    timeout: Duration,
+) -> Result<HealthReport, String> {
+    let addrs = endpoint.addrs.load_full();
+    if addrs.is_empty() {
+        return Err("no address resolved".to_string());
+    }
+    let mut report = None;
+    let mut last_error = String::new();
+    let mut usable = Vec::with_capacity(addrs.len());
+    for addr in addrs.iter() {
+        match probe_addr(client, endpoint, *addr, path, timeout).await {
+            Ok(r) => {
+                usable.push(*addr);
+                report.get_or_insert(r);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    if !usable.is_empty() && **endpoint.usable.load() != usable {
+        endpoint.usable.store(Arc::new(usable));
+    }
+    report.ok_or(last_error)
+}
+
+async fn probe_addr(
+    client: &reqwest::Client,
+    endpoint: &EndpointLive,
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HealthReport, String> {
+    let url = format!("http://{addr}{path}");
+    let resp = client
+        .get(&url)
+        .header(http::header::HOST, endpoint.spec.to_string())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(serde_json::from_slice(&body).unwrap_or_default())
+}
+
+/// Probes `endpoint` until it is retired.
+pub(crate) async fn check_endpoint(
+    state: Arc<RouterState>,
+    region: String,
+    endpoint: Arc<EndpointLive>,
+) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap_or_default();
+    let (mut ok_run, mut fail_run) = (0u32, 0u32);
+    loop {
+        if endpoint.is_retired() {
+            return;
+        }
+        let topo = state.topology.load_full();
+        let Some(entry) = topo.region(&region) else {
+            return;
+        };
+        let h = entry.spec.health.clone();
+        let alpha = topo.config.routing.latency.ewma_alpha;
+        let started = Instant::now();
+        let result = probe(&client, &endpoint, &h.path, h.timeout).await;
+        let rtt = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(report) => {
+                ok_run += 1;
+                fail_run = 0;
+                entry.live.probe_rtt.observe(rtt, alpha);
+                absorb(&entry.spec, &entry.live, report);
+                if ok_run >= h.rise && !endpoint.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(region, endpoint = %endpoint.spec, "endpoint up");
+                }
+            }
+            Err(why) => {
+                fail_run += 1;
+                ok_run = 0;
+                // A slow-not-dead region must look slow: a timeout counts in full.
+                entry
+                    .live
+                    .probe_rtt
+                    .observe(rtt.max(h.timeout.as_secs_f64()), alpha);
+                if fail_run >= h.fall && endpoint.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(region, endpoint = %endpoint.spec, reason = %why, "endpoint down");
+                }
+            }
+        }
+        if let Some(score) = crate::route::policy::latency::score(&entry.live) {
+            entry.live.latency_score.set(score);
+            topo.refresh_latency_order();
+        }
+        let healthy = entry.endpoints.any_up();
+        entry.live.healthy.store(healthy, Ordering::Relaxed);
+        entry.live.publish_gauges(&entry.spec.name);
+        tokio::time::sleep(h.interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Starts health and DNS tasks for every endpoint of `state`'s topology that
+/// has none yet (all at start, the new ones after a reload).
+pub(crate) fn start_tasks(
+    state: &Arc<RouterState>,
+    resolver: &Arc<hickory_resolver::TokioResolver>,
+) {
+    let topo = state.topology.load_full();
+    for r in &topo.regions {
+        for e in &r.endpoints.endpoints {
+            if e.tasks_started.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            state.control.spawn(crate::control::dns::keep_resolved(
+                resolver.clone(),
+                e.clone(),
+            ));
+            state.control.spawn(check_endpoint(
+                state.clone(),
+                r.spec.name.to_string(),
+                e.clone(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_missing_services_or_a_primary_read_only() {
+        let cfg = switchyard_config::parse_str(
+            "listen: { http: 127.0.0.1:1 }
+regions:
+  ro: { type: read-only, endpoints: [\"127.0.0.1:2\"], services: [api, search] }
+routing: { policy: weighted }
+",
+            std::path::Path::new("x.yaml"),
+        )
+        .expect("valid");
+        let spec = &cfg.regions[0];
+        let ok = HealthReport {
+            services: Some(vec!["api".into(), "search".into()]),
+            role: Some("replica".into()),
+            ..Default::default()
+        };
+        assert!(drift(spec, &ok).is_empty());
+        let bad = HealthReport {
+            services: Some(vec!["api".into()]),
+            role: Some("primary".into()),
+            ..Default::default()
+        };
+        assert_eq!(drift(spec, &bad).len(), 2);
+        assert!(drift(spec, &HealthReport::default()).is_empty());
+    }
+}

@@ -1,0 +1,278 @@
+//! Promotion: move a partition's ownership to another region and raise its
+//! epoch by one, durably, before any write uses it. Manual (admin API, `ctl
+//! promote`) with rules a target must pass, and automatic when the owner has
+//! been unhealthy for `consistency.auto_promote.after`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use switchyard_config::RegionKind;
+
+use crate::control::error::ControlError;
+use crate::control::RouterState;
+use crate::fleet::FleetError;
+use crate::route::owners::PromotionRecord;
+use crate::route::topology::{RegionIdx, Topology};
+
+/// `POST /admin/v1/promote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PromoteRequest {
+    /// A partition, `default`, or `*` for every partition.
+    pub(crate) partition: String,
+    pub(crate) to: String,
+    /// Overrides the health, drain and lag rules (never read-only or residency).
+    #[serde(default)]
+    pub(crate) force: bool,
+}
+
+/// Why `to` may not own `partitions` now; `None` when it may.
+pub(crate) fn refusal(
+    topo: &Topology,
+    partitions: &[String],
+    to: RegionIdx,
+    force: bool,
+) -> Option<ControlError> {
+    let r = &topo.regions[to as usize];
+    let name = r.spec.name.as_str();
+    let c = &topo.config.consistency;
+    if r.spec.kind == RegionKind::ReadOnly {
+        return Some(ControlError::refused(
+            "read_only",
+            format!("{name} is a read-only region and cannot own writes"),
+        ));
+    }
+    for p in partitions {
+        if let Some(zone) = c.partition_residency.get(p) {
+            if r.spec.data_residency.as_deref() != Some(zone.as_str()) {
+                return Some(ControlError::refused(
+                    "residency",
+                    format!(
+                        "partition {p} must stay in residency zone {zone}; {name} is in {}",
+                        r.spec.data_residency.as_deref().unwrap_or("no zone")
+                    ),
+                ));
+            }
+        }
+    }
+    let owners = topo.owners.load();
+    if partitions
+        .iter()
+        .all(|p| owners.get(Some(p)).map(|o| o.0) == Some(to))
+    {
+        return Some(ControlError::refused(
+            "already_owner",
+            format!("{name} already owns {}", partitions.join(", ")),
+        ));
+    }
+    if force {
+        return None;
+    }
+    if !r.live.is_healthy() {
+        return Some(ControlError::refused(
+            "unhealthy",
+            format!("{name} is unhealthy (use force to promote anyway)"),
+        ));
+    }
+    if r.live.is_draining() {
+        return Some(ControlError::refused(
+            "drained",
+            format!("{name} is drained (use force to promote anyway)"),
+        ));
+    }
+    let lag = Duration::from_millis(r.live.lag_ms.load(Ordering::Relaxed));
+    if lag > c.promotion.max_lag {
+        return Some(ControlError::refused(
+            "lag",
+            format!(
+                "{name} lags {} ms, more than consistency.promotion.max_lag ({} ms); promoting it would lose the writes in between (use force to promote anyway)",
+                lag.as_millis(),
+                c.promotion.max_lag.as_millis()
+            ),
+        ));
+    }
+    None
+}
+
+/// The partitions a request names: `*` is every partition in the table.
+fn partitions_of(state: &RouterState, partition: &str) -> Vec<String> {
+    if partition == "*" {
+        state.ownership.snapshot().partitions.into_keys().collect()
+    } else {
+        vec![partition.to_string()]
+    }
+}
+
+/// Promotes; returns the records written.
+pub(crate) async fn promote(
+    state: &RouterState,
+    req: &PromoteRequest,
+    reason: &str,
+) -> Result<Vec<PromotionRecord>, ControlError> {
+    // Promotions and reloads both rebuild the owner index: one at a time.
+    let _one_at_a_time = state.reload_lock.lock().await;
+    let topo = state.topology.load_full();
+    let to = topo.index_of(&req.to).ok_or_else(|| {
+        let known: Vec<&str> = topo.regions.iter().map(|r| r.spec.name.as_str()).collect();
+        ControlError::NotFound(format!(
+            "no region {:?}; configured: {}",
+            req.to,
+            known.join(", ")
+        ))
+    })?;
+    let partitions = partitions_of(state, &req.partition);
+    if let Some(refused) = refusal(&topo, &partitions, to, req.force) {
+        return Err(refused);
+    }
+    apply(state, &topo, &partitions, to, req.force, reason).await
+}
+
+async fn apply(
+    state: &RouterState,
+    topo: &Topology,
+    partitions: &[String],
+    to: RegionIdx,
+    forced: bool,
+    reason: &str,
+) -> Result<Vec<PromotionRecord>, ControlError> {
+    let target = &topo.regions[to as usize];
+    let applied = target.live.applied_position.load(Ordering::Relaxed);
+    let name = target.spec.name.as_str();
+    let records = match &state.fleet {
+        None => state
+            .ownership
+            .promote(partitions, name, applied, forced, reason)
+            .map_err(|e| ControlError::Internal(format!("{e:#}")))?,
+        Some(fleet) => {
+            let seen = state.ownership.snapshot();
+            let records = fleet
+                .promote(&seen, partitions, name, applied, forced, reason)
+                .await
+                .map_err(|e| match e {
+                    FleetError::Conflict => ControlError::refused(
+                        "concurrent_promotion",
+                        "another router changed this partition's owner first; read the status and retry",
+                    ),
+                    FleetError::Etcd(e) => ControlError::Unavailable(format!(
+                        "etcd did not take the promotion: {e:#}"
+                    )),
+                })?;
+            crate::control::fleet_sync::sync_owners(state, fleet)
+                .await
+                .map_err(|e| ControlError::Unavailable(format!("{e:#}")))?;
+            records
+        }
+    };
+    topo.set_owners(&state.ownership.snapshot());
+    for r in &records {
+        if forced {
+            tracing::warn!(partition = %r.partition, from = %r.from, to = %r.to, epoch = r.to_epoch, reason, "FORCED promotion past the safety rules");
+        } else {
+            tracing::warn!(partition = %r.partition, from = %r.from, to = %r.to, epoch = r.to_epoch, reason, "promoted");
+        }
+        crate::metrics::promotion(if reason == "manual" { "manual" } else { "auto" });
+        if let Some(log) = &state.oplog {
+            let logged = log
+                .durable(switchyard_oplog::Record::Promotion(
+                    switchyard_oplog::Promotion {
+                        at_ms: r.at_ms,
+                        edge_id: log.edge_id.clone(),
+                        partition: r.partition.clone(),
+                        from: r.from.clone(),
+                        to: r.to.clone(),
+                        from_epoch: r.from_epoch,
+                        to_epoch: r.to_epoch,
+                        applied_position: r.applied_position,
+                        forced: r.forced,
+                        reason: r.reason.clone(),
+                    },
+                ))
+                .await;
+            if let Err(e) = logged {
+                // The promotion holds (it is in the ownership table); the
+                // reconciler will not see it in this log.
+                tracing::error!(partition = %r.partition, error = %e, "promotion not recorded in the op log");
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Automatic promotion, on the control runtime: when an owner has been
+/// unhealthy for `after`, the least-lagged eligible full region takes its
+/// partitions.
+pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
+    let mut down_since: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let topo = state.topology.load_full();
+        let Some(auto) = topo.config.consistency.auto_promote else {
+            continue;
+        };
+        // In a fleet, only the leader promotes on its own.
+        if state.presence.as_ref().is_some_and(|p| !p.is_leader()) {
+            down_since.clear();
+            continue;
+        }
+        let table = state.ownership.snapshot();
+        // Owner region → the partitions it owns.
+        let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
+        for (p, o) in &table.partitions {
+            by_owner
+                .entry(o.region.clone())
+                .or_default()
+                .push(p.clone());
+        }
+        for (owner, partitions) in by_owner {
+            let healthy = topo.region(&owner).is_some_and(|r| r.live.is_healthy());
+            if healthy {
+                down_since.remove(&owner);
+                continue;
+            }
+            let since = *down_since.entry(owner.clone()).or_insert_with(Instant::now);
+            if since.elapsed() < auto.after {
+                continue;
+            }
+            let candidate = (0..topo.regions.len() as RegionIdx)
+                .filter(|i| topo.name(*i) != owner)
+                .filter(|i| topo.regions[*i as usize].spec.kind == RegionKind::Full)
+                .filter(|i| {
+                    Duration::from_millis(
+                        topo.regions[*i as usize]
+                            .live
+                            .lag_ms
+                            .load(Ordering::Relaxed),
+                    ) <= auto.max_lag
+                })
+                .filter(|i| refusal(&topo, &partitions, *i, false).is_none())
+                .min_by_key(|i| {
+                    topo.regions[*i as usize]
+                        .live
+                        .lag_ms
+                        .load(Ordering::Relaxed)
+                });
+            let Some(to) = candidate else {
+                if since.elapsed() < auto.after + Duration::from_millis(300) {
+                    tracing::error!(
+                        owner,
+                        "owner unhealthy, and no region is eligible for automatic promotion"
+                    );
+                }
+                continue;
+            };
+            let reason = format!(
+                "auto: {owner} unhealthy for {:.1}s",
+                since.elapsed().as_secs_f64()
+            );
+            let _one_at_a_time = state.reload_lock.lock().await;
+            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason).await {
+                tracing::error!(?e, "automatic promotion failed");
+            }
+            down_since.remove(&owner);
+        }
+    }
+}

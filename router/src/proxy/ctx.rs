@@ -1,0 +1,81 @@
+//! The per-request state the proxy's phases carry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchyard_config::RequestClass;
+
+use crate::control::idempotency::KeyGuard;
+use crate::control::{InflightGuard, RouterState};
+use crate::proxy::write::OpInFlight;
+use crate::route::decide::Order;
+use crate::route::live::RegionInflight;
+use crate::route::reject::Reject;
+use crate::route::shadow::ShadowPlan;
+use crate::route::topology::{RegionIdx, Topology};
+
+/// Per-request state, carried through the phases.
+pub(crate) struct Ctx {
+    pub(super) topo: Arc<Topology>,
+    pub(super) started: Instant,
+    pub(super) reject: Option<Reject>,
+    pub(super) class: RequestClass,
+    /// Regions to try, best first; `next` indexes the one to try next.
+    pub(super) order: Order,
+    pub(super) next: usize,
+    pub(super) region: Option<RegionIdx>,
+    pub(super) addr: Option<SocketAddr>,
+    /// Set once the one retry this request may have is spent.
+    pub(super) retried: bool,
+    /// Set when a phase of ours asked pingora to retry this attempt.
+    pub(super) retry_requested: bool,
+    pub(super) upstream_started: Option<Instant>,
+    /// The current attempt got a response header.
+    pub(super) answered: bool,
+    /// Carries the synthetic marker with the right token.
+    pub(super) synthetic: bool,
+    /// A write's partition epoch: its fencing token.
+    pub(super) epoch: u64,
+    /// A write's partition, for its read-your-writes token.
+    pub(super) partition: Option<String>,
+    /// Served by a replica beyond the read's bound (`stale` fallback): its lag.
+    pub(super) stale_ms: Option<u64>,
+    /// A keyed write's hold on its idempotency key.
+    pub(super) idempotency: Option<KeyGuard>,
+    /// Counts this request on the region serving it.
+    pub(super) region_inflight: Option<RegionInflight>,
+    /// Set when this read is mirrored to a ramping region once answered.
+    pub(super) shadow: Option<Box<ShadowPlan>>,
+    /// A write's record in the op log, until its outcome is written.
+    pub(super) op: Option<Box<OpInFlight>>,
+    _inflight: InflightGuard,
+}
+
+impl Ctx {
+    pub(super) fn new(state: &Arc<RouterState>) -> Self {
+        Ctx {
+            topo: state.topology.load_full(),
+            started: Instant::now(),
+            reject: None,
+            class: RequestClass::Read,
+            order: Order::new(),
+            next: 0,
+            region: None,
+            addr: None,
+            retried: false,
+            retry_requested: false,
+            upstream_started: None,
+            answered: false,
+            synthetic: false,
+            epoch: 0,
+            partition: None,
+            stale_ms: None,
+            idempotency: None,
+            region_inflight: None,
+            shadow: None,
+            op: None,
+            _inflight: InflightGuard::new(state),
+        }
+    }
+}

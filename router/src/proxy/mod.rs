@@ -1,0 +1,484 @@
+//! The one `impl ProxyHttp`: each pingora phase does one step of a request's
+//! way (see docs/request-lifecycle.md) and delegates the deciding to `route`,
+//! which never sees a `Session`. A write's extra steps are in `write`, the
+//! router's own answers in `respond`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use switchyard_config::RequestClass;
+use tower::retry::budget::Budget;
+
+use crate::control::RouterState;
+use crate::metrics;
+use crate::route::classify::classify;
+use crate::route::decide::{decide_with_fallback, take_rate_tokens, WAIT_EXPIRED};
+use crate::route::headers::{
+    COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
+};
+use crate::route::hygiene;
+use crate::route::live::RegionInflight;
+use crate::route::ratelimit;
+use crate::route::reject::Reject;
+use crate::route::shadow;
+
+mod ctx;
+mod respond;
+mod write;
+
+use ctx::Ctx;
+use respond::{client_ip, request_line_len, respond};
+
+/// Upstream connections kept idle this long for reuse.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a waiting read looks at its replica's lag again.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// The proxy: pingora calls its phases for every request.
+pub(crate) struct Edge {
+    state: Arc<RouterState>,
+}
+
+impl Edge {
+    pub(crate) fn new(state: Arc<RouterState>) -> Self {
+        Edge { state }
+    }
+
+    /// Whether the current attempt may be retried on the next region.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        ctx.class == RequestClass::Read && !ctx.retried && ctx.next < ctx.order.len()
+    }
+
+    /// Spends the retry if the budget allows it.
+    fn take_retry(&self, ctx: &mut Ctx) -> bool {
+        if !self.may_retry(ctx) {
+            return false;
+        }
+        if !self.state.retry_budget.withdraw() {
+            metrics::retry_denied();
+            return false;
+        }
+        ctx.retried = true;
+        if let Some(r) = ctx.region {
+            metrics::retry(&ctx.topo.regions[r as usize].spec.name);
+        }
+        true
+    }
+
+    /// Classifies and decides. `Ok(Some(limit))`: the read's class waits up
+    /// to `limit` for its preferred replica to become fresh; ask again, with
+    /// `waited` once the wait is over.
+    fn classify_and_route(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        ip: IpAddr,
+        waited: bool,
+    ) -> std::result::Result<Option<Duration>, Reject> {
+        let req = session.req_header();
+        let now_ms = switchyard_oplog::unix_ms();
+        let classified = classify(
+            &ctx.topo,
+            &req.method,
+            req.uri.path(),
+            &req.headers,
+            ip,
+            now_ms,
+        )?;
+        ctx.class = classified.class;
+        ctx.synthetic = classified.synthetic;
+        if ctx.class == RequestClass::Write {
+            if let Some(why) = self.state.ownership_unconfirmed() {
+                return Err(Reject::unavailable(why));
+            }
+            ctx.epoch = ctx
+                .topo
+                .owner_and_epoch(classified.partition)
+                .map_or(0, |o| o.1);
+            ctx.partition = Some(
+                classified
+                    .partition
+                    .unwrap_or(crate::route::owners::DEFAULT)
+                    .to_string(),
+            );
+        }
+        let decision = decide_with_fallback(&ctx.topo, &classified)?;
+        if let (Some((_, limit)), false) = (decision.wait_for, waited) {
+            return Ok(Some(limit));
+        }
+        if decision.order.is_empty() {
+            return Err(Reject::unavailable(WAIT_EXPIRED));
+        }
+        ctx.order = decision.order;
+        ctx.stale_ms = decision.stale_ms;
+        take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(ctx.started))?;
+        if ctx.class == RequestClass::Read {
+            self.state.retry_budget.deposit();
+        }
+        Ok(None)
+    }
+
+    /// Classifies and decides, waiting (without blocking the worker) when a
+    /// read's class asks to wait for a replica to catch up.
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx, ip: IpAddr) -> Option<Reject> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let waited = deadline.is_some_and(|d| Instant::now() >= d);
+            match self.classify_and_route(session, ctx, ip, waited) {
+                Ok(None) => return None,
+                Ok(Some(limit)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + limit);
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+                Err(r) => return Some(r),
+            }
+        }
+    }
+
+    /// Strips reserved headers, appends `X-Forwarded-For`, sets `X-Request-Id`.
+    fn rewrite_request(session: &mut Session, ctx: &Ctx, ip: IpAddr) -> Result<()> {
+        let req = session.req_header_mut();
+        let marker = ctx.topo.synthetic.as_ref().map(|m| &m.header);
+        for name in hygiene::reserved_headers(&req.headers, marker, ctx.synthetic) {
+            req.remove_header(&name);
+        }
+        let xff = hygiene::forwarded_for(&req.headers, ip);
+        req.insert_header(FORWARDED_FOR, xff)?;
+        if let Some(id) = hygiene::request_id(&req.headers) {
+            req.insert_header(REQUEST_ID, id)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(&self.state)
+    }
+
+    /// Limits and framing, before anything else looks at the request.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        let limits = &ctx.topo.config.limits;
+        let mut verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
+            .and_then(|()| hygiene::check_framing(&req.headers));
+        if verdict.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            let raw_cl = session
+                .as_downstream()
+                .as_http1()
+                .is_some_and(|h1| hygiene::raw_has_content_length(&h1.get_headers_raw_bytes()));
+            if raw_cl {
+                verdict = Err(Reject::bad_request(
+                    "request has both Content-Length and Transfer-Encoding",
+                ));
+            }
+        }
+        ctx.reject = verdict.err();
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let ip = client_ip(session);
+        if ctx.reject.is_none() {
+            ctx.reject = self.route(session, ctx, ip).await;
+        }
+        if ctx.reject.is_none() && ctx.class == RequestClass::Write {
+            let body = write::read_write_body(session).await?;
+            ctx.reject = write::admit_write(&self.state, session, ctx, &body).await?;
+            if ctx.reject.is_none() {
+                ctx.reject = write::log_intent(&self.state, session, ctx, body).await;
+            }
+        }
+        if let Some(reject) = ctx.reject.clone() {
+            respond(session, &reject).await?;
+            return Ok(true);
+        }
+        Self::rewrite_request(session, ctx, ip)?;
+        if ctx.class == RequestClass::Read && !ctx.synthetic {
+            let targets = self.state.shadow_active.load();
+            if !targets.is_empty() {
+                let first = ctx.order.first().map_or("", |i| ctx.topo.name(*i));
+                let req = session.req_header();
+                let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                ctx.shadow = shadow::sample(&targets, first, &req.method, pq, &req.headers);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let failed_addr = ctx.addr.take();
+        while let Some(&idx) = ctx.order.get(ctx.next) {
+            ctx.next += 1;
+            let entry = &ctx.topo.regions[idx as usize];
+            // The first region's token was taken when deciding; a retry takes its own.
+            if ctx.next > 1 && ctx.region != Some(idx) {
+                if let Some(bucket) = &entry.rate {
+                    if bucket.try_take(ratelimit::nanos(Instant::now())).is_err() {
+                        metrics::rate_limited(&entry.spec.name, ctx.next < ctx.order.len());
+                        continue;
+                    }
+                }
+            }
+            if let Some(addr) = entry.endpoints.pick(failed_addr) {
+                if ctx.region != Some(idx) {
+                    ctx.region_inflight = Some(RegionInflight::new(&entry.live));
+                }
+                ctx.region = Some(idx);
+                ctx.addr = Some(addr);
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+                let timeout = ctx.topo.config.limits.upstream_timeout;
+                // 0s turns the read timeout off (and its per-read timers).
+                peer.options.read_timeout = (!timeout.is_zero()).then_some(timeout);
+                peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+                return Ok(Box::new(peer));
+            }
+        }
+        Error::e_explain(
+            ErrorType::HTTPStatus(503),
+            "no endpoint of any eligible region is up",
+        )
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.class == RequestClass::Write {
+            upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from(ctx.epoch))?;
+        }
+        ctx.retry_requested = false;
+        ctx.answered = false;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(idx) = ctx.region else {
+            return Ok(());
+        };
+        let topo = ctx.topo.clone();
+        let entry = &topo.regions[idx as usize];
+        if let Some(op) = &mut ctx.op {
+            op.status = resp.status.as_u16();
+            op.commit_position = resp
+                .headers
+                .get(COMMIT_POSITION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+        }
+        if let Some(t) = ctx.upstream_started {
+            let alpha = ctx.topo.config.routing.latency.ewma_alpha;
+            let secs = t.elapsed().as_secs_f64();
+            ctx.answered = true;
+            if let Some(key) = &mut ctx.idempotency {
+                key.reached_region = true;
+            }
+            entry.live.record_response_time(secs, alpha);
+            entry
+                .live
+                .stats
+                .answer(!resp.status.is_server_error(), secs);
+        }
+        if ctx.class == RequestClass::Write
+            && resp.status == http::StatusCode::CONFLICT
+            && resp
+                .headers
+                .get(FENCED)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+        {
+            // Our epoch is behind the region's: ownership moved on without us.
+            metrics::fenced();
+            let state = self.state.clone();
+            self.state.control.spawn(async move {
+                state.refresh_ownership().await;
+            });
+            ctx.reject = Some(Reject::unavailable(
+                "the owner refused this write as fenced: ownership moved on; this router refreshed its view, retry",
+            ));
+            return Error::e_explain(ErrorType::HTTPStatus(503), "fenced write");
+        }
+        if resp.status.is_server_error() {
+            metrics::upstream_error(&entry.spec.name, "5xx");
+            if self.take_retry(ctx) {
+                ctx.retry_requested = true;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(resp.status.as_u16()),
+                    "upstream answered 5xx; retrying on the next region",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        resp.insert_header(REGION, entry.header_value.clone())?;
+        if let Some(lag) = ctx.stale_ms {
+            resp.insert_header(STALE, format!("{lag}ms"))?;
+        }
+        if ctx.class == RequestClass::Write && resp.status.is_success() {
+            write::issue_ryw(resp, ctx)?;
+        }
+        if let Some(plan) = &mut ctx.shadow {
+            plan.primary_status = resp.status.as_u16();
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(streamed), Some(chunk)) = (
+            ctx.op.as_mut().and_then(|op| op.streamed.as_mut()),
+            body.as_ref(),
+        ) {
+            streamed.add(chunk);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(plan), Some(chunk)) = (&mut ctx.shadow, body.as_ref()) {
+            plan.primary_chunk(chunk);
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(idx) = ctx.region {
+            let entry = &ctx.topo.regions[idx as usize];
+            metrics::upstream_error(&entry.spec.name, "connect");
+            entry.live.stats.no_answer();
+        }
+        let retry = self.take_retry(ctx);
+        ctx.retry_requested = retry;
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.retry_requested {
+            return e;
+        }
+        // A broken connection before any answer: a read may go elsewhere once.
+        let retry = e.retry() && self.take_retry(ctx);
+        if let Some(idx) = ctx.region {
+            let entry = &ctx.topo.regions[idx as usize];
+            metrics::upstream_error(&entry.spec.name, "proxy");
+            if ctx.upstream_started.is_some() && !ctx.answered {
+                entry.live.stats.no_answer();
+            }
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // A refusal of ours decided while proxying (a fenced write) speaks for itself.
+        if let Some(reject) = ctx.reject.take() {
+            if session.response_written().is_none() {
+                if let Err(err) = respond(session, &reject).await {
+                    tracing::debug!(error = %err, "could not write the error response");
+                }
+            }
+            return FailToProxy {
+                error_code: reject.status,
+                can_reuse_downstream: false,
+            };
+        }
+        let reject = respond::reject_for(e);
+        let status = reject.as_ref().map_or(0, |r| r.status);
+        if let (Some(reject), None) = (&reject, session.response_written()) {
+            if let Err(err) = respond(session, reject).await {
+                tracing::debug!(error = %err, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// A retry we asked for (a 5xx on a read) is a decision, not a warning.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        ctx.retry_requested
+    }
+
+    /// A client that hangs up is its own business, not an error of ours.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        matches!(error.esource(), pingora::ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        write::log_outcome(&self.state, ctx).await;
+        if let Some(plan) = ctx.shadow.take() {
+            // Mirrored only after the client has its whole answer.
+            if e.is_none() && plan.primary_status != 0 {
+                self.state
+                    .control
+                    .spawn(crate::control::shadow::mirror(ctx.topo.clone(), plan));
+            }
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(idx) = ctx.region {
+            ctx.topo.regions[idx as usize].metrics.request(
+                ctx.class,
+                status,
+                ctx.started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}

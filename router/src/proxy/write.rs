@@ -1,0 +1,306 @@
+//! A write's way through the proxy before and after the region: its body
+//! read ahead (up to what pingora replays to the region), its idempotency
+//! key admitted, its intent logged before it is forwarded and its outcome
+//! after, and the read-your-writes token it earns.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use switchyard_config::Idempotency;
+use switchyard_oplog::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Record};
+
+use crate::control::idempotency::{self, Admit};
+use crate::control::RouterState;
+use crate::proxy::ctx::Ctx;
+use crate::route::headers::{COMMIT_POSITION, RYW};
+use crate::route::reject::Reject;
+use crate::route::ryw::Mark;
+
+/// What the op log needs to write a write's outcome.
+pub(super) struct OpInFlight {
+    pub(super) id: OpId,
+    /// A body too large to read ahead, collected (and hashed) as it streams.
+    pub(super) streamed: Option<StreamedBody>,
+    /// The region's status; 0 until it answers.
+    pub(super) status: u16,
+    pub(super) commit_position: Option<u64>,
+}
+
+pub(super) struct StreamedBody {
+    kept: Vec<u8>,
+    sha256: ring::digest::Context,
+    len: u64,
+    max: usize,
+}
+
+impl StreamedBody {
+    pub(super) fn add(&mut self, chunk: &[u8]) {
+        self.len += chunk.len() as u64;
+        self.sha256.update(chunk);
+        if self.len <= self.max as u64 {
+            self.kept.extend_from_slice(chunk);
+        } else {
+            self.kept = Vec::new();
+        }
+    }
+
+    fn finish(self) -> Body {
+        if self.len <= self.max as u64 {
+            Body::Inline(self.kept)
+        } else {
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(self.sha256.finish().as_ref());
+            Body::Hashed {
+                len: self.len,
+                sha256,
+            }
+        }
+    }
+}
+
+/// Request headers an op log record keeps, so a replay means the same thing.
+/// Credentials are never kept.
+const KEPT_FOR_REPLAY: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "accept",
+];
+
+/// A write's body as the router has it before forwarding.
+pub(super) enum WriteBody {
+    /// Read whole (pingora replays it to the region from its retry buffer).
+    Whole(Bytes),
+    /// Too large, or of unknown length: it streams.
+    Streams { length: Option<usize> },
+}
+
+/// The most body the router reads ahead of forwarding: what pingora keeps
+/// to replay to the upstream.
+const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a write's body ahead of forwarding when it fits pingora's retry buffer.
+pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> {
+    let req = session.req_header();
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    Ok(match (length, chunked) {
+        (Some(n), false) if n <= BUFFERED_BODY_LIMIT => {
+            WriteBody::Whole(read_body(session, n).await?)
+        }
+        (None, false) => WriteBody::Whole(Bytes::new()),
+        _ => WriteBody::Streams { length },
+    })
+}
+
+/// Reads a whole request body of `len` bytes; pingora replays it to the region.
+async fn read_body(session: &mut Session, len: usize) -> Result<Bytes> {
+    // What is read here is kept in the retry buffer, which the proxy sends upstream.
+    session.as_downstream_mut().enable_retry_buffering();
+    let mut body = bytes::BytesMut::with_capacity(len);
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A write's idempotency key: taken from the client, generated, or
+/// required; then checked against the keys in flight and seen.
+pub(super) async fn admit_write(
+    state: &RouterState,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    body: &WriteBody,
+) -> Result<Option<Reject>> {
+    let cfg = &ctx.topo.config.consistency;
+    if cfg.idempotency == Idempotency::Off {
+        return Ok(None);
+    }
+    let given = session
+        .req_header()
+        .headers
+        .get(idempotency::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let key = match given {
+        Some(k) if k.len() > idempotency::MAX_KEY_LEN => {
+            return Ok(Some(Reject::bad_request(format!(
+                "Idempotency-Key is longer than {} characters",
+                idempotency::MAX_KEY_LEN
+            ))))
+        }
+        Some(k) => k,
+        None if cfg.idempotency == Idempotency::Require => {
+            return Ok(Some(Reject::bad_request(
+                "writes need an Idempotency-Key header here (consistency.idempotency: require)",
+            )))
+        }
+        None => {
+            let k = uuid::Uuid::new_v4().to_string();
+            session
+                .req_header_mut()
+                .insert_header(idempotency::HEADER, &k)?;
+            k
+        }
+    };
+    let req = session.req_header();
+    let method = req.method.as_str().to_string();
+    let path = req
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    // Bodies read ahead are fingerprinted whole; streamed ones by their length.
+    let fp = match body {
+        WriteBody::Whole(b) => idempotency::fingerprint(&method, &path, b),
+        WriteBody::Streams { length } => {
+            idempotency::fingerprint(&method, &path, format!("length {length:?}").as_bytes())
+        }
+    };
+    let window = cfg.idempotency_window;
+    Ok(match state.idempotency.begin(&key, fp, window) {
+        Admit::Proceed(guard) => {
+            ctx.idempotency = Some(guard);
+            None
+        }
+        Admit::InFlight => Some(Reject::conflict(
+            "a request with this Idempotency-Key is still in flight",
+        )),
+        Admit::Mismatch => Some(Reject::unprocessable(
+            "this Idempotency-Key was used for a different request (method, path or body)",
+        )),
+    })
+}
+
+/// Logs a write's intent; the write goes on only once the log has it.
+pub(super) async fn log_intent(
+    state: &RouterState,
+    session: &Session,
+    ctx: &mut Ctx,
+    body: WriteBody,
+) -> Option<Reject> {
+    let log = state.oplog.as_ref()?;
+    let req = session.req_header();
+    let owner = ctx
+        .order
+        .first()
+        .map_or("", |i| ctx.topo.name(*i))
+        .to_string();
+    let partition = ctx
+        .partition
+        .clone()
+        .unwrap_or_else(|| crate::route::owners::DEFAULT.to_string());
+    let max = ctx.topo.config.oplog.max_body_bytes;
+    let (logged_body, streamed) = match body {
+        WriteBody::Whole(b) => (Body::of(&b, max), None),
+        WriteBody::Streams { .. } => (
+            Body::InOutcome,
+            Some(StreamedBody {
+                kept: Vec::new(),
+                sha256: ring::digest::Context::new(&ring::digest::SHA256),
+                len: 0,
+                max,
+            }),
+        ),
+    };
+    let id = OpId::new();
+    let intent = Intent {
+        op_id: id,
+        edge_id: log.edge_id.clone(),
+        at_ms: unix_ms(),
+        owner_entry: ctx.topo.owner_entry(&partition).to_string(),
+        partition,
+        method: req.method.as_str().to_string(),
+        path: req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        idempotency_key: req
+            .headers
+            .get(idempotency::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        headers: KEPT_FOR_REPLAY
+            .iter()
+            .filter_map(|name| {
+                let v = req.headers.get(*name)?.to_str().ok()?;
+                Some((name.to_string(), v.to_string()))
+            })
+            .collect(),
+        body: logged_body,
+        owner,
+        epoch: ctx.epoch,
+    };
+    if let Err(why) = log.intent(Record::Intent(intent)).await {
+        return Some(Reject::unavailable(format!(
+            "this write was not forwarded: {why}"
+        )));
+    }
+    ctx.op = Some(Box::new(OpInFlight {
+        id,
+        streamed,
+        status: 0,
+        commit_position: None,
+    }));
+    None
+}
+
+/// Logs how a write ended.
+pub(super) async fn log_outcome(state: &RouterState, ctx: &mut Ctx) {
+    let (Some(log), Some(op)) = (state.oplog.as_ref(), ctx.op.take()) else {
+        return;
+    };
+    let op = *op;
+    let outcome = match op.status {
+        0 if ctx.upstream_started.is_some() => OutcomeKind::Unknown,
+        0 => OutcomeKind::Failed,
+        100..=399 => OutcomeKind::Acked,
+        400..=499 => OutcomeKind::Rejected,
+        _ => OutcomeKind::Failed,
+    };
+    let record = Record::Outcome(Outcome {
+        op_id: op.id,
+        at_ms: unix_ms(),
+        status: op.status,
+        outcome,
+        commit_position: op.commit_position,
+        body: op.streamed.map(StreamedBody::finish),
+    });
+    if let Err(e) = log.outcome(record).await {
+        tracing::error!(op = %op.id, error = %e, "write outcome not logged");
+    }
+}
+
+/// After a write: the read-your-writes token, as cookie and header.
+pub(super) fn issue_ryw(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    let mark = resp
+        .headers
+        .get(COMMIT_POSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map_or_else(|| Mark::Time(unix_ms()), Mark::Position);
+    let token = ctx.topo.ryw.issue(&crate::route::ryw::Token {
+        partition: ctx
+            .partition
+            .clone()
+            .unwrap_or_else(|| crate::route::owners::DEFAULT.to_string()),
+        epoch: ctx.epoch,
+        mark,
+    });
+    resp.append_header(
+        http::header::SET_COOKIE,
+        format!(
+            "{}={token}; Path=/; HttpOnly; SameSite=Lax",
+            crate::route::ryw::COOKIE
+        ),
+    )?;
+    resp.insert_header(RYW, token)?;
+    Ok(())
+}

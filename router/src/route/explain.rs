@@ -1,0 +1,223 @@
+//! Explain: the routing decision for a described request, as JSON. It runs
+//! the same classification, rules, policy and dials as the proxy, and looks
+//! at rate limits without taking a token, so asking changes nothing.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_config::Policy;
+
+use crate::route::classify::{classify, Classified};
+use crate::route::decide::{
+    class_rejects, decide_with_fallback, dial_admits, first_with_token, verdict, Verdict,
+    WAIT_EXPIRED,
+};
+use crate::route::policy;
+use crate::route::topology::{RegionIdx, Topology};
+
+/// The request to explain, as `POST /admin/v1/explain` takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExplainRequest {
+    #[serde(default = "default_method")]
+    pub(crate) method: String,
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    /// The client address; 127.0.0.1 when absent.
+    #[serde(default)]
+    pub(crate) client: Option<String>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// A description that cannot be explained: a 400 with this reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ExplainError(String);
+
+/// Explains the decision the proxy would make for `req` at `now` (rate-limit
+/// clock, see `ratelimit::nanos`) and `now_ms` (wall clock, Unix ms): the
+/// same classification, rules, policy, dials, freshness fallback and rate
+/// limits, without taking a token.
+pub(crate) fn explain(
+    topo: &Topology,
+    req: &ExplainRequest,
+    now: u64,
+    now_ms: u64,
+) -> Result<Value, ExplainError> {
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| ExplainError(format!("method {:?} is not an HTTP method", req.method)))?;
+    if !req.path.starts_with('/') {
+        return Err(ExplainError(format!(
+            "path must start with /, found {:?}",
+            req.path
+        )));
+    }
+    let mut headers = HeaderMap::new();
+    for (k, v) in &req.headers {
+        let name = HeaderName::try_from(k.as_str())
+            .map_err(|_| ExplainError(format!("header name {k:?} is not valid")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| ExplainError(format!("header {k} has a value that is not valid")))?;
+        headers.append(name, value);
+    }
+    let client: IpAddr = match &req.client {
+        None => IpAddr::from([127, 0, 0, 1]),
+        Some(c) => c
+            .parse()
+            .map_err(|_| ExplainError(format!("client {c:?} is not an IP address")))?,
+    };
+    let path = req.path.split('?').next().unwrap_or("/");
+    let classified = match classify(topo, &method, path, &headers, client, now_ms) {
+        Ok(c) => c,
+        Err(r) => {
+            return Ok(json!({
+                "request": {"method": method.as_str(), "path": req.path, "client": client.to_string()},
+                "outcome": {"status": r.status, "reason": r.reason},
+                "candidates": [],
+                "pick": null,
+            }))
+        }
+    };
+    let owner = topo.owner_of(classified.partition);
+    let candidates: Vec<Value> = (0..topo.regions.len() as RegionIdx)
+        .map(|i| candidate(topo, &classified, owner, i, now))
+        .collect();
+    let decided = decide_with_fallback(topo, &classified);
+    let mut fallback = Value::Null;
+    let (order, outcome, pick) = match &decided {
+        Ok(d) => {
+            if let Some(lag) = d.stale_ms {
+                fallback = json!({"kind": "stale", "lag_ms": lag});
+            }
+            if let Some((region, limit)) = d.wait_for {
+                fallback = json!({
+                    "kind": "wait",
+                    "for": topo.name(region),
+                    "up_to_ms": limit.as_millis() as u64,
+                    // Where the read goes if the replica is still too stale when the wait ends.
+                    "then": d.order.iter().map(|i| topo.name(*i)).collect::<Vec<_>>(),
+                });
+            }
+            let names: Vec<&str> = d.order.iter().map(|i| topo.name(*i)).collect();
+            let (outcome, pick) = if d.order.is_empty() {
+                (json!({"status": 503, "reason": WAIT_EXPIRED}), None)
+            } else {
+                // The proxy takes the first region in this order with a token.
+                match first_with_token(topo, &d.order, now, false) {
+                    Ok(pos) => (
+                        json!({"status": if d.wait_for.is_some() { "wait" } else { "forward" }}),
+                        Some(topo.name(d.order[pos])),
+                    ),
+                    Err(r) => (
+                        json!({"status": r.status, "reason": r.reason, "retry_after": r.retry_after}),
+                        None,
+                    ),
+                }
+            };
+            (names, outcome, pick)
+        }
+        Err(r) => {
+            if *r == class_rejects(classified.freshness.bound.as_millis()) {
+                fallback = json!({"kind": "reject"});
+            }
+            (
+                Vec::new(),
+                json!({"status": r.status, "reason": r.reason, "retry_after": r.retry_after}),
+                None,
+            )
+        }
+    };
+    Ok(json!({
+        "request": {
+            "method": method.as_str(),
+            "path": req.path,
+            "client": client.to_string(),
+            "service": classified.service,
+            "class": crate::metrics::class_label(classified.class),
+            "freshness_ms": u64::try_from(classified.freshness.bound.as_millis()).unwrap_or(u64::MAX),
+            "partition": classified.partition,
+            "country": classified.place.country.map(|c| c.as_str().to_string()),
+            "continent": classified.place.continent.map(|c| c.as_str().to_string()),
+            "residency_zone": classified.zone,
+            "synthetic": classified.synthetic,
+        },
+        "policy": policy_name(topo.config.routing.policy),
+        "owner": topo.owner_and_epoch(classified.partition).map(|(o, epoch)| json!({"region": topo.name(o), "epoch": epoch})),
+        "candidates": candidates,
+        "fallback": fallback,
+        "order": order,
+        "pick": pick,
+        "outcome": outcome,
+    }))
+}
+
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::Weighted => "weighted",
+        Policy::Geo => "geo",
+        Policy::Latency => "latency",
+    }
+}
+
+/// One region: the rule that kept or dropped it, its score, dial and limit.
+fn candidate(
+    topo: &Topology,
+    req: &Classified<'_>,
+    owner: Option<RegionIdx>,
+    idx: RegionIdx,
+    now: u64,
+) -> Value {
+    let r = &topo.regions[idx as usize];
+    let v = verdict(topo, req, owner, idx);
+    let detail = match v {
+        Verdict::TooStale => Some(format!(
+            "lag {} ms > bound {} ms",
+            r.live.lag_ms.load(std::sync::atomic::Ordering::Relaxed),
+            req.freshness.bound.as_millis()
+        )),
+        Verdict::Residency => Some(format!(
+            "region zone {:?}, client zone {:?}",
+            r.spec.data_residency, req.zone
+        )),
+        Verdict::NotOwner => owner.map(|o| format!("writes go to {}", topo.name(o))),
+        Verdict::Ejected => r.live.ejection().map(|e| e.reason),
+        _ => None,
+    };
+    let is_write = req.class == switchyard_config::RequestClass::Write;
+    let dial_ok = is_write || dial_admits(topo, req, idx);
+    let score = match topo.config.routing.policy {
+        Policy::Weighted => {
+            json!({"rendezvous_key": policy::weighted::key(r, req.sticky), "weight": r.weight})
+        }
+        Policy::Latency => json!({"latency_ms": r.live.latency_score.get().map(|s| s * 1e3)}),
+        Policy::Geo => {
+            let order = policy::geo::order_for(topo, &req.place);
+            json!({"preference_rank": order.iter().position(|i| *i == idx)})
+        }
+    };
+    let rate = r.rate.as_ref().map(|b| {
+        json!({
+            "rps": b.limit.rps,
+            "burst": b.limit.burst,
+            "tokens": b.available(now),
+            "admits": b.peek(now).is_ok(),
+        })
+    });
+    let kept = v == Verdict::Keep && dial_ok;
+    json!({
+        "region": r.spec.name.as_str(),
+        "kept": kept,
+        "rule": if v != Verdict::Keep { v.as_str() } else if !dial_ok { "dial" } else { "keep" },
+        "detail": detail,
+        "dial": r.live.dial().to_json_number(),
+        "dial_admits": dial_ok,
+        "score": score,
+        "rate_limit": rate,
+    })
+}

@@ -1,0 +1,17 @@
+//! Header names Switchyard reads or writes.
+
+/// Prefix of every header Switchyard owns; clients may not set them.
+pub(crate) const SWITCHYARD_PREFIX: &str = "x-switchyard-";
+pub(crate) const REGION: &str = "x-switchyard-region";
+/// The read-your-writes token: the one `X-Switchyard-*` header clients may send.
+pub(crate) const RYW: &str = "x-switchyard-ryw";
+pub(crate) const FENCING_TOKEN: &str = "x-fencing-token";
+pub(crate) const FRESHNESS: http::HeaderName = http::HeaderName::from_static("x-freshness");
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) const FORWARDED_FOR: &str = "x-forwarded-for";
+/// A region's mark on a write it refused for carrying an old fencing token.
+pub(crate) const FENCED: &str = "x-fenced";
+/// On a read served beyond its freshness bound (`stale` fallback): the replica's lag.
+pub(crate) const STALE: &str = "x-switchyard-stale";
+/// The owner's commit position for a write, when the region sends one.
+pub(crate) const COMMIT_POSITION: &str = "x-commit-position";

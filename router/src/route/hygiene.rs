@@ -1,0 +1,258 @@
+//! Request hygiene at the edge: header limits, the framing rules that stop
+//! request smuggling, and the header rewrites every forwarded request gets.
+
+use std::net::IpAddr;
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
+use switchyard_config::Limits;
+
+use crate::route::headers::{FENCING_TOKEN, FORWARDED_FOR, REQUEST_ID, RYW, SWITCHYARD_PREFIX};
+use crate::route::reject::Reject;
+
+/// Checks the header section against the limits: over either → `431`.
+/// `request_line` is the length of the method, target and version.
+pub(crate) fn check_limits(
+    headers: &HeaderMap,
+    request_line: usize,
+    limits: &Limits,
+) -> Result<(), Reject> {
+    if headers.len() > limits.max_header_count {
+        return Err(Reject::headers_too_large(format!(
+            "request has {} header fields; the limit is {}",
+            headers.len(),
+            limits.max_header_count
+        )));
+    }
+    // Each field costs its name, value, ": " and CRLF, as on the wire.
+    let bytes = request_line
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if bytes > limits.max_header_bytes {
+        return Err(Reject::headers_too_large(format!(
+            "request header section is {bytes} bytes; the limit is {}",
+            limits.max_header_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects ambiguous framing: both `Content-Length` and `Transfer-Encoding`,
+/// or `Content-Length`s that disagree. Such a request is never forwarded.
+pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
+    let has_te = headers.contains_key(TRANSFER_ENCODING);
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter().peekable();
+    if lengths.peek().is_none() {
+        return Ok(());
+    }
+    if has_te {
+        return Err(Reject::bad_request(
+            "request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut seen: Option<&[u8]> = None;
+    for v in lengths {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Reject::bad_request("Content-Length is not a number"));
+            }
+            match seen {
+                Some(prev) if prev != part => {
+                    return Err(Reject::bad_request(
+                        "request has differing Content-Length values",
+                    ))
+                }
+                _ => seen = Some(part),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a raw HTTP/1 header section carries a `Content-Length` field. The
+/// parser drops `Content-Length` when `Transfer-Encoding` is present, so a
+/// request with both is only visible in its raw bytes.
+pub(crate) fn raw_has_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n')
+        .skip(1) // the request line
+        .any(|line| {
+            let line = line.trim_ascii_start();
+            line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+        })
+}
+
+/// Names of client headers that only Switchyard may set. The synthetic
+/// marker (`marker`) is kept only when it carried the right token (`authentic`).
+pub(crate) fn reserved_headers(
+    headers: &HeaderMap,
+    marker: Option<&http::HeaderName>,
+    authentic: bool,
+) -> SmallVec<[http::HeaderName; 4]> {
+    headers
+        .keys()
+        .filter(|k| {
+            if Some(*k) == marker {
+                return !authentic;
+            }
+            let k = k.as_str();
+            (k.starts_with(SWITCHYARD_PREFIX) && k != RYW) || k == FENCING_TOKEN
+        })
+        .cloned()
+        .collect()
+}
+
+/// Compares without an early exit, so timing does not leak a secret.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes an address without the formatting machinery (this runs per request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let o = *octet;
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `X-Forwarded-For` with the client appended to what earlier hops wrote.
+pub(crate) fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
+    let mut out = String::with_capacity(64);
+    for v in headers.get_all(FORWARDED_FOR) {
+        if let Ok(s) = v.to_str() {
+            if !s.trim().is_empty() {
+                out.push_str(s.trim());
+                out.push_str(", ");
+            }
+        }
+    }
+    push_ip(&mut out, client);
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// A fresh request id (a random UUID) when the client sent none.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    if headers.contains_key(REQUEST_ID) {
+        return None;
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
+        assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
+        let both = check_framing(&map(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ]));
+        assert_eq!(both.map_err(|r| r.status), Err(400));
+        let differ = check_framing(&map(&[("content-length", "5"), ("content-length", "6")]));
+        assert_eq!(differ.map_err(|r| r.status), Err(400));
+        let listed = check_framing(&map(&[("content-length", "5, 7")]));
+        assert_eq!(listed.map_err(|r| r.status), Err(400));
+    }
+
+    #[test]
+    fn raw_content_length_is_found_in_any_case() {
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST /content-length: HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn limits() {
+        let l = Limits::default();
+        let many: Vec<(String, String)> =
+            (0..101).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            check_limits(&map(&many), 20, &l).map_err(|r| r.status),
+            Err(431)
+        );
+        assert!(check_limits(&map(&many[..100]), 20, &l).is_ok());
+        let big = "a".repeat(70 * 1024);
+        assert_eq!(
+            check_limits(&map(&[("x-big", &big)]), 20, &l).map_err(|r| r.status),
+            Err(431)
+        );
+    }
+
+    #[test]
+    fn reserved_are_found_but_ryw_is_kept() {
+        let h = map(&[
+            ("x-switchyard-region", "evil"),
+            ("x-switchyard-ryw", "token"),
+            ("x-fencing-token", "99"),
+            ("x-other", "ok"),
+        ]);
+        let names: Vec<String> = reserved_headers(&h, None, false)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["x-switchyard-region", "x-fencing-token"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
+        let v = forwarded_for(&h, "127.0.0.1".parse().expect("ip"));
+        assert_eq!(v, "1.2.3.4, 5.6.7.8, 127.0.0.1");
+        let v = forwarded_for(&HeaderMap::new(), "::1".parse().expect("ip"));
+        assert_eq!(v, "::1");
+        for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
+            assert_eq!(
+                forwarded_for(&HeaderMap::new(), ip.parse().expect("ip")),
+                ip
+            );
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Read-your-writes tokens. After a write the router hands the client a
+//! token (cookie `sy_ryw`, header `X-Switchyard-Ryw`) naming the partition,
+//! the epoch and the owner's commit position (or the time, when the region
+//! sends no position). A later read carrying it skips replicas that have not
+//! applied that far. Tokens are signed with HMAC-SHA256 so a client cannot
+//! forge one; a token that does not verify is ignored.
+
+use http::HeaderMap;
+use ring::hmac;
+
+/// The cookie that carries the token.
+pub(crate) const COOKIE: &str = "sy_ryw";
+const VERSION: &str = "v1";
+/// Bytes of the MAC kept in the token.
+const MAC_BYTES: usize = 16;
+
+/// How far a reader's own write got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// The owner's commit position.
+    Position(u64),
+    /// Unix milliseconds of the write.
+    Time(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) partition: String,
+    pub(crate) epoch: u64,
+    pub(crate) mark: Mark,
+}
+
+/// Signs and verifies tokens.
+pub(crate) struct Signer {
+    key: hmac::Key,
+}
+
+impl Signer {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
+    }
+
+    fn mac(&self, body: &str) -> String {
+        let tag = hmac::sign(&self.key, body.as_bytes());
+        hex(&tag.as_ref()[..MAC_BYTES])
+    }
+
+    /// `v1.<epoch>.<p|t><value>.<partition as hex>.<mac>`: cookie-safe.
+    pub(crate) fn issue(&self, t: &Token) -> String {
+        let mark = match t.mark {
+            Mark::Position(p) => format!("p{p}"),
+            Mark::Time(ms) => format!("t{ms}"),
+        };
+        let body = format!(
+            "{VERSION}.{}.{mark}.{}",
+            t.epoch,
+            hex(t.partition.as_bytes())
+        );
+        let mac = self.mac(&body);
+        format!("{body}.{mac}")
+    }
+
+    /// The token if it is well formed and its MAC verifies.
+    pub(crate) fn verify(&self, s: &str) -> Option<Token> {
+        let (body, mac) = s.trim().rsplit_once('.')?;
+        let expected = self.mac(body);
+        if !crate::route::hygiene::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+            return None;
+        }
+        let mut parts = body.split('.');
+        if parts.next()? != VERSION {
+            return None;
+        }
+        let epoch = parts.next()?.parse().ok()?;
+        let mark = parts.next()?;
+        let mark = match mark.split_at_checked(1)? {
+            ("p", v) => Mark::Position(v.parse().ok()?),
+            ("t", v) => Mark::Time(v.parse().ok()?),
+            _ => return None,
+        };
+        let partition = String::from_utf8(unhex(parts.next()?)?).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Token {
+            partition,
+            epoch,
+            mark,
+        })
+    }
+
+    /// The token a request carries (header first, then the cookie), verified.
+    pub(crate) fn token_in(&self, headers: &HeaderMap) -> Option<Token> {
+        if let Some(v) = headers
+            .get(crate::route::headers::RYW)
+            .and_then(|v| v.to_str().ok())
+        {
+            return self.verify(v);
+        }
+        for cookies in headers.get_all(http::header::COOKIE) {
+            let Ok(text) = cookies.to_str() else {
+                continue;
+            };
+            for pair in text.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=') {
+                    if k == COOKIE {
+                        return self.verify(v);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn signer() -> Signer {
+        Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, b"test key"),
+        }
+    }
+
+    #[test]
+    fn a_token_round_trips_and_a_forged_one_is_refused() {
+        let s = signer();
+        let t = Token {
+            partition: "tenant 7; x".into(),
+            epoch: 3,
+            mark: Mark::Position(42),
+        };
+        let text = s.issue(&t);
+        assert!(!text.contains(';') && !text.contains(' '), "{text}");
+        assert_eq!(s.verify(&text), Some(t));
+        // Raise the position and keep the MAC: refused.
+        let forged = text.replacen(".p42.", ".p99.", 1);
+        assert_eq!(s.verify(&forged), None);
+        let other = Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, b"other key"),
+        };
+        assert_eq!(other.verify(&text), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            format!("a=1; {COOKIE}={text}; b=2")
+                .parse()
+                .expect("cookie"),
+        );
+        assert_eq!(s.token_in(&h).map(|t| t.epoch), Some(3));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_verifies_or_panics(s in ".{0,80}") {
+            prop_assert_eq!(signer().verify(&s), None);
+        }
+
+        #[test]
+        fn every_token_round_trips(p in ".{0,40}", epoch in any::<u64>(), pos in any::<u64>(), time in any::<bool>()) {
+            let t = Token { partition: p, epoch, mark: if time { Mark::Time(pos) } else { Mark::Position(pos) } };
+            let s = signer();
+            prop_assert_eq!(s.verify(&s.issue(&t)), Some(t));
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The router's op log: every write's intent before it is forwarded and its
+//! outcome after, and every promotion, appended by one writer thread to the
+//! segmented log in `state_dir/oplog`.
+//!
+//! Requests hand records over a bounded queue: when it is full a write waits
+//! for room (back-pressure; no record is ever dropped), while reads never
+//! touch the log. The writer drains whatever is queued, appends it, and
+//! commits the group: with `fsync: always` it syncs before it acknowledges,
+//! and a write is forwarded only once its intent is acknowledged; with
+//! `batch` it syncs every [`BATCH_SYNC`]; with `off` the kernel decides.
+//! If the disk fails, the log says so and writes are refused until it works
+//! again, rather than forwarded unlogged.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use switchyard_config::Fsync;
+use switchyard_oplog::{Options, Record, Writer};
+use tokio::sync::{mpsc, oneshot};
+
+/// How often `fsync: batch` makes the log durable while records arrive.
+pub(crate) const BATCH_SYNC: Duration = Duration::from_millis(10);
+/// Records appended between two looks at the clock and the queue.
+const MAX_GROUP: usize = 4096;
+
+// Nearly every message is an `Append`: boxing its record would allocate per write.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// A record; a sender holding `ack` waits until it is written and synced.
+    Append {
+        record: Record,
+        ack: Option<oneshot::Sender<Result<u64, String>>>,
+    },
+    /// Write and sync everything queued before it.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct OpLog {
+    tx: mpsc::Sender<Msg>,
+    fsync: Fsync,
+    pub(crate) edge_id: String,
+    pub(crate) dir: PathBuf,
+    /// The first sequence number the NATS sink has not forwarded; segments
+    /// from it on are kept. `u64::MAX` without a sink.
+    pub(crate) forwarded: Arc<AtomicU64>,
+    /// Set while the disk refuses writes.
+    failing: Arc<AtomicBool>,
+    capacity: usize,
+}
+
+/// The folder of the log under `state_dir`.
+pub(crate) fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("oplog")
+}
+
+impl OpLog {
+    /// Opens (and recovers) the log and starts its writer thread.
+    pub fn start(
+        state_dir: &Path,
+        cfg: &switchyard_config::Oplog,
+        edge_id: String,
+    ) -> anyhow::Result<Arc<OpLog>> {
+        let dir = dir(state_dir);
+        let opts = Options {
+            segment_bytes: cfg.segment_bytes,
+            retain_age: cfg.retain_age,
+            retain_bytes: cfg.retain_bytes,
+        };
+        let (mut writer, recovery) = Writer::open(&dir, opts)
+            .with_context(|| format!("oplog: cannot open {}", dir.display()))?;
+        for p in &recovery.problems {
+            tracing::warn!("op log recovery: {p}");
+        }
+        if recovery.truncated > 0 {
+            tracing::warn!(
+                bytes = recovery.truncated,
+                "op log recovered from a torn tail: cut {} bytes of an incomplete record; every whole record kept",
+                recovery.truncated
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovery.segments,
+            next_seq = writer.next_seq(),
+            "op log open"
+        );
+        if cfg.nats.is_some() {
+            // The sink moves the floor up as it forwards.
+            writer.set_retain_floor(crate::store::oplog_nats::cursor(&dir));
+        }
+        let forwarded = writer.retain_floor();
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let failing = Arc::new(AtomicBool::new(false));
+        let fsync = cfg.fsync;
+        let thread_failing = failing.clone();
+        std::thread::Builder::new()
+            .name("switchyard-oplog".into())
+            .spawn(move || run_writer(writer, rx, fsync, thread_failing))
+            .context("oplog: cannot start the writer thread")?;
+        Ok(Arc::new(OpLog {
+            tx,
+            fsync,
+            edge_id,
+            dir,
+            forwarded,
+            failing,
+            capacity: cfg.queue,
+        }))
+    }
+
+    /// Why writes cannot be logged now, if they cannot.
+    pub(crate) fn unavailable(&self) -> Option<&'static str> {
+        self.failing
+            .load(Ordering::Relaxed)
+            .then_some("the op log cannot write to its disk; writes are refused until it can")
+    }
+
+    /// Logs a write's intent: returns once it may be forwarded (durable with
+    /// `fsync: always`, queued otherwise).
+    pub async fn intent(&self, record: Record) -> Result<(), String> {
+        if let Some(why) = self.unavailable() {
+            return Err(why.into());
+        }
+        if self.fsync == Fsync::Always {
+            self.append_acked(record).await.map(|_| ())
+        } else {
+            self.send(record).await
+        }
+    }
+
+    /// Logs an outcome (waits only for room in the queue).
+    pub async fn outcome(&self, record: Record) -> Result<(), String> {
+        self.send(record).await
+    }
+
+    /// Logs `record` and waits until it is on disk, whatever the fsync mode.
+    pub async fn durable(&self, record: Record) -> Result<u64, String> {
+        self.append_acked(record).await
+    }
+
+    /// Writes and syncs everything queued so far (at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Records waiting for the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    /// The log's part of `GET /admin/v1/status`.
+    pub(crate) fn status_json(&self, cfg: &switchyard_config::Oplog) -> serde_json::Value {
+        let queued = self.queued();
+        serde_json::json!({
+            "dir": self.dir.display().to_string(),
+            "edge_id": self.edge_id,
+            "fsync": format!("{:?}", self.fsync).to_lowercase(),
+            "queued": queued,
+            "queue": self.capacity,
+            "writable": self.unavailable().is_none(),
+            "nats": cfg.nats.as_ref().map(|n| serde_json::json!({
+                "url": n.url,
+                "stream": n.stream,
+                "forwarded_before_seq": self.forwarded.load(Ordering::Relaxed),
+            })),
+        })
+    }
+
+    async fn send(&self, record: Record) -> Result<(), String> {
+        let msg = Msg::Append { record, ack: None };
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| "the op log writer has stopped".to_string())
+    }
+
+    /// Sends `record` and waits until it is on disk.
+    async fn append_acked(&self, record: Record) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Msg::Append {
+            record,
+            ack: Some(tx),
+        };
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| "the op log writer has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the op log writer has stopped".to_string())?
+    }
+}
+
+/// The writer thread: group commits until every sender is gone.
+fn run_writer(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Msg>,
+    fsync: Fsync,
+    failing: Arc<AtomicBool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "op log writer cannot start");
+            failing.store(true, Ordering::Relaxed);
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let failed = failing.load(Ordering::Relaxed);
+            let first = if (unsynced && fsync == Fsync::Batch) || failed {
+                // A failing disk is tried again each second, so writes resume when it heals.
+                let wait = if failed { Duration::from_secs(1) } else { BATCH_SYNC };
+                tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep_until((last_sync + wait).into()) => {
+                        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+                        unsynced = false;
+                        last_sync = Instant::now();
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
+            let mut must_sync = fsync == Fsync::Always;
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append { record, ack } => {
+                        must_sync |= ack.is_some();
+                        metrics::counter!("switchyard_oplog_records_total", "kind" => kind(&record)).increment(1);
+                        match writer.append(&record) {
+                            Ok(seq) => {
+                                if let Some(ack) = ack {
+                                    acks.push((ack, seq));
+                                }
+                            }
+                            Err(e) => {
+                                // The record is not in the log: nobody may think it is.
+                                tracing::error!(error = %e, "op log append failed");
+                                failing.store(true, Ordering::Relaxed);
+                                metrics::counter!("switchyard_oplog_errors_total").increment(1);
+                                if let Some(ack) = ack {
+                                    let _ = ack.send(Err(format!("op log append failed: {e}")));
+                                }
+                            }
+                        }
+                    }
+                    Msg::Flush(done) => {
+                        must_sync = true;
+                        flushes.push(done);
+                    }
+                }
+                n += 1;
+                if n < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let sync_now = must_sync
+                || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
+            commit(&mut writer, sync_now, &failing, &mut acks, &mut flushes);
+            if sync_now {
+                unsynced = false;
+                last_sync = Instant::now();
+            } else {
+                unsynced = true;
+            }
+            metrics::gauge!("switchyard_oplog_next_seq").set(writer.next_seq() as f64);
+            metrics::gauge!("switchyard_oplog_queued").set(rx.len() as f64);
+        }
+        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+        tracing::info!("op log writer stopped; every record written");
+    });
+}
+
+/// Writes what is buffered (and syncs when asked), then answers the waiters.
+fn commit(
+    writer: &mut Writer,
+    sync: bool,
+    failing: &AtomicBool,
+    acks: &mut Vec<(oneshot::Sender<Result<u64, String>>, u64)>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
+    let started = Instant::now();
+    let result = if sync { writer.sync() } else { writer.flush() };
+    if sync {
+        metrics::histogram!("switchyard_oplog_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+    match &result {
+        Ok(()) => {
+            if failing.swap(false, Ordering::Relaxed) {
+                tracing::warn!("op log writes again");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "op log write failed");
+            metrics::counter!("switchyard_oplog_errors_total").increment(1);
+            failing.store(true, Ordering::Relaxed);
+        }
+    }
+    for (ack, seq) in acks.drain(..) {
+        let _ = ack.send(
+            result
+                .as_ref()
+                .map(|()| seq)
+                .map_err(|e| format!("op log write failed: {e}")),
+        );
+    }
+    for done in flushes.drain(..) {
+        let _ = done.send(());
+    }
+}
+
+fn kind(r: &Record) -> &'static str {
+    match r {
+        Record::Intent(_) => "intent",
+        Record::Outcome(_) => "outcome",
+        Record::Promotion(_) => "promotion",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_oplog::{OpId, Outcome, OutcomeKind};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_makes_writers_wait_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sy-oplog-queue-{}", OpId::new()));
+        let cfg = switchyard_config::Oplog {
+            queue: 1,
+            fsync: Fsync::Always,
+            ..Default::default()
+        };
+        let log = OpLog::start(&dir, &cfg, "edge-t".into()).expect("start");
+        let mut tasks = Vec::new();
+        for i in 0..300u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = Record::Outcome(Outcome {
+                    op_id: OpId::new(),
+                    at_ms: i,
+                    status: 201,
+                    outcome: OutcomeKind::Acked,
+                    commit_position: Some(i),
+                    body: None,
+                });
+                if i % 2 == 0 {
+                    log.intent(r).await
+                } else {
+                    log.outcome(r).await
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("logged");
+        }
+        log.flush().await;
+        let mut n = 0;
+        let problems =
+            switchyard_oplog::read_dir(&dir.join("oplog"), 0, |_, _| n += 1).expect("read");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(n, 300);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
