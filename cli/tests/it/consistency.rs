@@ -311,8 +311,16 @@ async fn an_owner_down_long_enough_is_replaced_automatically() {
         region_yaml("b", b.addr, ""),
     );
     let router = Router::start_in(dir, &cfg);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(router.status().await["owners"]["default"]["region"], "a");
+    // A healthy owner is never replaced: not while it is probed, for longer
+    // than `auto_promote.after`.
+    eventually(Duration::from_secs(5), || async {
+        !router.status().await["regions"]["a"]["probe_rtt_ms"].is_null()
+    })
+    .await;
+    consistently(Duration::from_millis(1500), || async {
+        router.status().await["owners"]["default"]["region"] == "a"
+    })
+    .await;
     a.set("health", json!(503)).await;
     eventually(Duration::from_secs(6), || async {
         router.status().await["owners"]["default"] == json!({"region": "b", "epoch": 2})
@@ -479,8 +487,25 @@ async fn each_fallback_when_no_replica_is_fresh_enough() {
     writer.abort();
     let catch_up = {
         let b_url = b.url();
+        let admin = router.admin.expect("admin");
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Once the read is waiting in the router, the replica catches up.
+            let client = reqwest::Client::new();
+            loop {
+                let status: serde_json::Value = client
+                    .get(format!("http://{admin}/admin/v1/status"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .expect("status")
+                    .json()
+                    .await
+                    .expect("json");
+                if status["inflight"] == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             reqwest::Client::new()
                 .put(format!("{b_url}/_control/lag"))
                 .json(&json!({"value": 0}))
@@ -604,7 +629,7 @@ async fn idempotency_keys_at_the_edge() {
                 .as_u16()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    router.wait_inflight(1).await;
     let (status, _, text) = put(&router, "/kv/slow", Some("key-2"), "s").await;
     assert_eq!(status, 409, "{text}");
     assert_eq!(slow.await.expect("task"), 201);
@@ -636,4 +661,66 @@ async fn keyless_writes_get_a_generated_key() {
         echo["body"], "hello",
         "the body read at the edge still reaches the region: {echo}"
     );
+}
+
+/// Explain and a real request agree on the region, or on the refusal, for
+/// every freshness fallback, with the replica fresh and lagging.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_and_a_real_request_agree_fallbacks_included() {
+    let (a, b, router) = owner_and_replica(
+        "  freshness:\n    default: bounded\n    classes:\n      bounded: 1s\n      stale-ok: { bound: 1s, fallback: stale }\n      picky: { bound: 1s, fallback: reject }\n",
+    )
+    .await;
+    let agree = |class: &'static str| {
+        let router = &router;
+        async move {
+            let (code, explained) = router
+                .admin(
+                    Method::POST,
+                    "/admin/v1/explain",
+                    Some(json!({"method": "GET", "path": "/kv/x", "headers": {"X-Freshness": class}})),
+                )
+                .await;
+            assert_eq!(code, 200, "{explained}");
+            let (status, region, headers) = read(router, "x", Some(class), &[]).await;
+            (explained, status, region, headers)
+        }
+    };
+    eventually(Duration::from_secs(5), || async {
+        agree("bounded").await.2 == "b"
+    })
+    .await;
+    for class in ["bounded", "stale-ok", "picky"] {
+        let (explained, status, region, _) = agree(class).await;
+        assert_eq!(status, 404, "{class}: a read of an absent key");
+        assert_eq!(explained["pick"], region.as_str(), "{class}: {explained}");
+        assert_eq!(explained["fallback"], Value::Null, "{class}");
+    }
+    b.set("lag", json!(5000)).await;
+    let writer = keep_writing(&a);
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["b"]["lag_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2000
+    })
+    .await;
+    let (explained, _, region, _) = agree("bounded").await;
+    assert_eq!(
+        (explained["pick"].clone(), region.as_str()),
+        (json!("a"), "a")
+    );
+    let (explained, _, region, headers) = agree("stale-ok").await;
+    assert_eq!(explained["fallback"]["kind"], "stale", "{explained}");
+    assert_eq!(explained["pick"], region.as_str());
+    assert!(headers.contains_key("x-switchyard-stale"));
+    let (explained, status, _, _) = agree("picky").await;
+    assert_eq!(
+        explained["fallback"],
+        json!({"kind": "reject"}),
+        "{explained}"
+    );
+    assert_eq!(explained["outcome"]["status"], status);
+    assert_eq!(status, 503);
+    writer.abort();
 }

@@ -348,7 +348,12 @@ async fn the_leader_drives_ramps_for_the_fleet_and_rate_limits_are_shared() {
         ramp_of(&one).await["state"] == "paused"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than a step's hold: it would have moved if the pause did not hold.
+    consistently(Duration::from_secs(2), || async {
+        let r = ramp_of(&one).await;
+        r["state"] == "paused" && r["step"] == 10
+    })
+    .await;
     let held = ramp_of(&one).await;
     assert_eq!(
         (held["state"].clone(), held["step"].clone()),

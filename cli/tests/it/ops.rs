@@ -130,14 +130,14 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
                 .unwrap_or(false)
         }
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    served_more(&[&a, &b], 50).await;
     // Valid change via the admin API: all traffic to b.
     let resp = router
         .reload_with(&weighted(&a, &b, &router.dir, 0, 100))
         .await;
     assert_eq!(resp.status().as_u16(), 200);
     eventually(Duration::from_secs(5), || serving("b")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    served_more(&[&a, &b], 50).await;
     // Invalid change: refused with its reason, old config kept.
     let resp = router.reload_with("regions: [oops\n").await;
     assert_eq!(resp.status().as_u16(), 400);
@@ -151,7 +151,7 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
     std::fs::write(&router.config, weighted(&a, &b, &router.dir, 100, 0)).expect("write");
     router.signal(Signal::HUP);
     eventually(Duration::from_secs(5), || serving("a")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    served_more(&[&a, &b], 50).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (failures, regions) = load.await.expect("load task");
     assert_eq!(failures, 0, "requests failed during reloads: {regions:?}");
@@ -179,7 +179,7 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let mut router = Router::start_in(dir, &cfg);
     let url = router.url("/kv/x");
     let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    router.wait_inflight(1).await;
     router.signal(Signal::TERM);
     let status = slow
         .await
@@ -288,7 +288,7 @@ async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() 
                 .to_string(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    router.wait_inflight(1).await;
     // The new config no longer has region a at all.
     let only_b = format!(
         "{}regions:\n{}routing:\n  policy: weighted\n",

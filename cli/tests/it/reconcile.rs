@@ -226,9 +226,9 @@ async fn every_acknowledged_write_survives_a_sigkill_with_fsync_always() {
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    served_more(&[&a], 300).await;
     tokio::task::block_in_place(|| router.restart());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    served_more(&[&a], 100).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
     for w in writers {
@@ -239,8 +239,8 @@ async fn every_acknowledged_write_survives_a_sigkill_with_fsync_always() {
         "the load ran: {} acknowledged",
         acked.len()
     );
-    // Settle: the router is idle, its log written.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // With `fsync: always` every acknowledged write's intent was on disk
+    // before it was forwarded: no settling needed.
     let mut logged = std::collections::HashSet::new();
     let problems = switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
         if let switchyard_oplog::Record::Intent(i) = r {
@@ -356,7 +356,14 @@ async fn failed_replays_interruptions_and_damage_are_named() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("reconciler runs");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Killed once its checkpoint holds a settled op of this run.
+    let checkpoint = router.dir.0.join("state/oplog/reconcile.checkpoint");
+    eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+        let this_run = text.rsplit("\"complete\"").next().unwrap_or("");
+        this_run.contains("\"op\"")
+    })
+    .await;
     child.kill().expect("kill");
     let _ = child.wait();
     let (code, report) = reconcile(&router, &["--apply", "--rate", "100"]);

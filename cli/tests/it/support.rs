@@ -255,6 +255,14 @@ impl Router {
         rustix::process::kill_process(pid, sig).expect("signal the router");
     }
 
+    /// Waits until the router has `n` requests in flight.
+    pub async fn wait_inflight(&self, n: u64) {
+        eventually(Duration::from_secs(5), || async {
+            self.status().await["inflight"] == n
+        })
+        .await;
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         let admin = self.admin.expect("admin configured");
         reqwest::Client::new()
@@ -341,6 +349,28 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Asserts `check` holds at every look for the whole of `span`: for what
+/// must not happen (a ramp that must stay paused, an owner that must stay),
+/// failing as soon as it does.
+pub async fn consistently<F, Fut>(span: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + span;
+    while Instant::now() < until {
+        assert!(check().await, "condition broken within {span:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the regions together have served `n` more requests than now.
+pub async fn served_more(regions: &[&TestRegion], n: u64) {
+    let total = || regions.iter().map(|r| r.requests()).sum::<u64>();
+    let from = total();
+    eventually(Duration::from_secs(10), || async { total() >= from + n }).await;
 }
 
 /// A client whose requests leave from `source` (any 127/8 address works on loopback).

@@ -482,7 +482,7 @@ async fn drain_stops_new_requests_and_lets_in_flight_ones_finish() {
         let (status, region) = get_region(&reqwest::Client::new(), &url, Some("slow-one")).await;
         (status, region)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    router.wait_inflight(1).await;
     let (code, body) = router
         .admin(Method::POST, "/admin/v1/regions/b/drain", None)
         .await;
@@ -658,7 +658,10 @@ async fn shadow_reads_mirror_real_reads_during_the_synthetic_stage() {
         .await;
     assert_eq!(code, 200);
     // Shadows start with the controller's next tick.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["ramps"]["b-launch"]["shadow"]["sent"] == 0
+    })
+    .await;
     b.set("slow", json!(1500)).await;
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -697,7 +700,11 @@ async fn shadow_reads_mirror_real_reads_during_the_synthetic_stage() {
         ))
         .await;
     assert_eq!(resp.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The new settings get a shadow target of their own, with fresh counters.
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["ramps"]["b-launch"]["shadow"]["sent"] == 0
+    })
+    .await;
     let (status, _) = get_region(&client, &router.url("/kv/absent"), None).await;
     assert_eq!(status, 404);
     eventually(Duration::from_secs(5), || async {

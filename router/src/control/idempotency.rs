@@ -167,11 +167,33 @@ mod tests {
     #[test]
     fn expired_keys_are_reusable_and_purged() {
         let t = Arc::new(IdempotencyTable::default());
-        if let Admit::Proceed(mut g) = t.begin("k", 1, WINDOW) {
-            g.reached_region = true;
+        let Admit::Proceed(mut g) = t.begin("k", 1, WINDOW) else {
+            panic!("a new key proceeds");
+        };
+        g.reached_region = true;
+        drop(g);
+        assert!(
+            matches!(t.begin("k", 2, WINDOW), Admit::Mismatch),
+            "within the window"
+        );
+        // Past its window the key is free for another payload.
+        let Admit::Proceed(mut g) = t.begin("k", 2, Duration::ZERO) else {
+            panic!("an expired key proceeds");
+        };
+        g.reached_region = true;
+        drop(g);
+        let Admit::Proceed(_held) = t.begin("in-flight", 3, WINDOW) else {
+            panic!("a new key proceeds");
+        };
+        assert_eq!(t.len(), 2);
+        // Let the clock move past the done key's time, then purge: only the
+        // key still in flight stays.
+        let done_at = Instant::now();
+        while done_at.elapsed().is_zero() {
+            std::hint::spin_loop();
         }
-        assert!(matches!(t.begin("k", 2, Duration::ZERO), Admit::Proceed(_)));
         t.purge(Duration::ZERO);
-        assert_eq!(t.len(), 0);
+        assert_eq!(t.len(), 1);
+        assert!(matches!(t.begin("in-flight", 3, WINDOW), Admit::InFlight));
     }
 }

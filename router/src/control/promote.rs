@@ -276,3 +276,59 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::topology::for_test;
+
+    fn topo() -> Topology {
+        for_test(
+            "listen: { http: 127.0.0.1:1 }
+regions:
+  a: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api], compliance: { data_residency: US } }
+  b: { type: full, endpoints: [\"127.0.0.1:3\"], services: [api], compliance: { data_residency: US } }
+  eu: { type: full, endpoints: [\"127.0.0.1:4\"], services: [api], compliance: { data_residency: EU } }
+  ro: { type: read-only, endpoints: [\"127.0.0.1:5\"], services: [api], compliance: { data_residency: US } }
+routing: { policy: weighted }
+consistency:
+  owners: { default: a }
+  partition_residency: { default: US }
+  promotion: { max_lag: 2s }
+",
+        )
+    }
+
+    fn rule(t: &Topology, to: RegionIdx, force: bool) -> Option<&'static str> {
+        refusal(t, &["default".to_string()], to, force).and_then(|e| e.rule())
+    }
+
+    #[test]
+    fn a_healthy_caught_up_region_in_the_zone_may_own() {
+        assert_eq!(rule(&topo(), 1, false), None);
+    }
+
+    #[test]
+    fn read_only_residency_and_the_owner_itself_are_refused_even_forced() {
+        let t = topo();
+        assert_eq!(rule(&t, 3, true), Some("read_only"));
+        assert_eq!(rule(&t, 2, true), Some("residency"));
+        assert_eq!(rule(&t, 0, true), Some("already_owner"));
+    }
+
+    #[test]
+    fn health_drain_and_lag_are_refused_unless_forced() {
+        let t = topo();
+        let live = &t.regions[1].live;
+        live.lag_ms.store(2500, Ordering::Relaxed);
+        assert_eq!(rule(&t, 1, false), Some("lag"));
+        let why = refusal(&t, &["default".to_string()], 1, false).expect("refused");
+        assert!(why.to_string().contains("lags 2500 ms"), "{why}");
+        live.lag_ms.store(0, Ordering::Relaxed);
+        live.draining.store(true, Ordering::Relaxed);
+        assert_eq!(rule(&t, 1, false), Some("drained"));
+        live.healthy.store(false, Ordering::Relaxed);
+        assert_eq!(rule(&t, 1, false), Some("unhealthy"));
+        assert_eq!(rule(&t, 1, true), None, "forced past health, drain and lag");
+    }
+}

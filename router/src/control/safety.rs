@@ -138,3 +138,115 @@ pub(crate) fn check_ramp_steps(safety: &Safety, ramp: &Ramp) -> Result<(), Contr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::topology::for_test;
+    use std::sync::atomic::Ordering;
+
+    fn topo(safety: &str) -> Topology {
+        for_test(&format!(
+            "listen: {{ http: 127.0.0.1:1 }}
+regions:
+  a: {{ type: full, endpoints: [\"127.0.0.1:2\"], services: [api] }}
+  b: {{ type: full, endpoints: [\"127.0.0.1:3\"], services: [api] }}
+  c: {{ type: read-only, endpoints: [\"127.0.0.1:4\"], services: [api] }}
+routing: {{ policy: weighted }}
+consistency: {{ owners: {{ default: a }} }}
+safety: {safety}
+"
+        ))
+    }
+
+    fn pct(p: f64) -> Percent {
+        Percent::from_f64(p).expect("percent")
+    }
+
+    fn rule(r: Result<(), ControlError>) -> Option<&'static str> {
+        r.err().and_then(|e| e.rule())
+    }
+
+    #[test]
+    fn min_serving_regions_refuses_only_a_change_that_leaves_too_few() {
+        let t = topo("{ min_serving_regions: 2, single_owner: false }");
+        let h = DialHistory::default();
+        assert_eq!(
+            rule(check(&t, &h, Change::Dial(1, pct(0.0)))),
+            None,
+            "3 → 2"
+        );
+        t.regions[1].live.set_dial(pct(0.0));
+        let refused = check(&t, &h, Change::Dial(2, pct(0.0))).expect_err("2 → 1");
+        assert_eq!(refused.rule(), Some("min_serving_regions"));
+        assert!(refused.to_string().contains("leave 1 serving"), "{refused}");
+        assert_eq!(
+            rule(check(&t, &h, Change::Drain(2))),
+            Some("min_serving_regions")
+        );
+        // A change that does not lower the count passes even below the minimum.
+        t.regions[2].live.healthy.store(false, Ordering::Relaxed);
+        assert_eq!(rule(check(&t, &h, Change::Dial(1, pct(50.0)))), None);
+    }
+
+    #[test]
+    fn max_dial_step_counts_every_dial_within_the_interval() {
+        let t = topo("{ max_dial_step: 10, dial_step_interval: 1m, min_serving_regions: 0 }");
+        let h = DialHistory::default();
+        t.regions[1].live.set_dial(pct(20.0));
+        assert_eq!(rule(check(&t, &h, Change::Dial(1, pct(30.0)))), None);
+        assert_eq!(
+            rule(check(&t, &h, Change::Dial(1, pct(30.1)))),
+            Some("max_dial_step")
+        );
+        // 20 → 30 applied, then 30 → 40 would be 20 from where it was a moment ago.
+        h.record("b", pct(20.0));
+        t.regions[1].live.set_dial(pct(30.0));
+        h.record("b", pct(30.0));
+        assert_eq!(
+            rule(check(&t, &h, Change::Dial(1, pct(40.0)))),
+            Some("max_dial_step")
+        );
+        assert_eq!(rule(check(&t, &h, Change::Dial(1, pct(25.0)))), None);
+    }
+
+    #[test]
+    fn single_owner_refuses_draining_an_owner() {
+        let t = topo("{ min_serving_regions: 0 }");
+        let h = DialHistory::default();
+        let refused = check(&t, &h, Change::Drain(0)).expect_err("a owns default");
+        assert_eq!(refused.rule(), Some("single_owner"));
+        assert!(
+            refused.to_string().contains("owns partition(s) default"),
+            "{refused}"
+        );
+        assert_eq!(rule(check(&t, &h, Change::Drain(1))), None);
+    }
+
+    #[test]
+    fn a_ramp_may_not_step_further_than_max_dial_step() {
+        let safety = Safety {
+            max_dial_step: Some(pct(25.0)),
+            ..Safety::default()
+        };
+        let cfg = |steps: &str| {
+            switchyard_config::parse_str(
+                &format!(
+                    "listen: {{ http: 127.0.0.1:1 }}
+regions:
+  b: {{ type: full, endpoints: [\"127.0.0.1:3\"], services: [api] }}
+routing: {{ policy: weighted }}
+ramps: {{ r: {{ region: b, steps: {steps}, hold: 1s }} }}
+"
+                ),
+                std::path::Path::new("t.yaml"),
+            )
+            .expect("valid")
+        };
+        let ok = cfg("[5, 25, 50, 75, 100]");
+        assert!(check_ramp_steps(&safety, &ok.ramps[0]).is_ok());
+        let jump = cfg("[5, 50, 100]");
+        let refused = check_ramp_steps(&safety, &jump.ramps[0]).expect_err("5 → 50");
+        assert_eq!(refused.rule(), Some("max_dial_step"));
+    }
+}

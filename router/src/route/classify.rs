@@ -152,3 +152,154 @@ fn partition_key<'a>(topo: &Topology, path: &'a str, headers: &'a HeaderMap) -> 
         .nth(seg)
         .filter(|s| !s.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::ryw::{Mark, Token};
+    use crate::route::topology::for_test;
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    const CONFIG: &str = "listen: { http: 127.0.0.1:1 }
+regions:
+  us: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api, search], compliance: { data_residency: US } }
+  eu: { type: full, endpoints: [\"127.0.0.1:3\"], services: [api], compliance: { data_residency: EU } }
+routes:
+  \"/search\": search
+  \"/rpc\": { service: api, class: write }
+routing:
+  policy: geo
+  geo: { networks: { \"127.0.0.2/32\": DE } }
+  residency: { DE: EU }
+consistency:
+  freshness: { default: bounded, classes: { strong: 0s, bounded: 2s, relaxed: 30s } }
+  partition: { header: X-Partition }
+";
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn methods_and_routes_decide_service_and_class() {
+        let t = for_test(CONFIG);
+        let h = HeaderMap::new();
+        let get = classify(&t, &Method::GET, "/kv/a", &h, ip("127.0.0.1"), 0).expect("ok");
+        assert_eq!((get.service, get.class), ("api", RequestClass::Read));
+        let put = classify(&t, &Method::PUT, "/kv/a", &h, ip("127.0.0.1"), 0).expect("ok");
+        assert_eq!(put.class, RequestClass::Write);
+        let search = classify(&t, &Method::GET, "/search?q=1", &h, ip("127.0.0.1"), 0);
+        assert_eq!(search.expect("ok").service, "search");
+        // A route can make a safe method a write.
+        let rpc = classify(&t, &Method::GET, "/rpc/call", &h, ip("127.0.0.1"), 0).expect("ok");
+        assert_eq!(rpc.class, RequestClass::Write);
+    }
+
+    #[test]
+    fn freshness_is_a_class_or_a_bound_else_a_400() {
+        let t = for_test(CONFIG);
+        let get = |v: &str| {
+            let h = headers(&[("x-freshness", v)]);
+            classify(&t, &Method::GET, "/", &h, ip("127.0.0.1"), 0).map(|c| c.freshness.bound)
+        };
+        assert_eq!(get("strong"), Ok(Duration::ZERO));
+        assert_eq!(get("relaxed"), Ok(Duration::from_secs(30)));
+        assert_eq!(get("750ms"), Ok(Duration::from_millis(750)));
+        let bad = get("soonish").expect_err("unknown class");
+        assert_eq!(bad.status, 400);
+        assert!(
+            bad.reason.contains("bounded, relaxed, strong"),
+            "{}",
+            bad.reason
+        );
+        let empty = HeaderMap::new();
+        let none = classify(&t, &Method::GET, "/", &empty, ip("127.0.0.1"), 0);
+        assert_eq!(none.expect("ok").freshness.bound, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn partition_and_stickiness_follow_the_key_else_the_client() {
+        let t = for_test(CONFIG);
+        let keyed = headers(&[("x-partition", " tenant-7 ")]);
+        let a = classify(&t, &Method::GET, "/", &keyed, ip("127.0.0.1"), 0).expect("ok");
+        let b = classify(&t, &Method::GET, "/", &keyed, ip("127.0.0.9"), 0).expect("ok");
+        assert_eq!(a.partition, Some("tenant-7"));
+        assert_eq!(a.sticky, b.sticky, "the key, not the client, decides");
+        let h = HeaderMap::new();
+        let c = classify(&t, &Method::GET, "/", &h, ip("127.0.0.1"), 0).expect("ok");
+        let d = classify(&t, &Method::GET, "/", &h, ip("127.0.0.9"), 0).expect("ok");
+        assert_eq!(c.partition, None);
+        assert_ne!(
+            c.sticky, d.sticky,
+            "without a key, the client address decides"
+        );
+    }
+
+    #[test]
+    fn the_place_gives_the_residency_zone() {
+        let t = for_test(CONFIG);
+        let h = HeaderMap::new();
+        let de = classify(&t, &Method::GET, "/", &h, ip("127.0.0.2"), 0).expect("ok");
+        assert_eq!(
+            de.place.country.map(|c| c.as_str().to_string()),
+            Some("DE".into())
+        );
+        assert_eq!(de.zone, Some("EU"));
+        let other = classify(&t, &Method::GET, "/", &h, ip("127.0.0.3"), 0).expect("ok");
+        assert_eq!(other.zone, None);
+    }
+
+    #[test]
+    fn a_read_your_writes_token_counts_for_its_partition_and_reads_only() {
+        let t = for_test(CONFIG);
+        let token = t.ryw.issue(&Token {
+            partition: "tenant-7".into(),
+            epoch: 1,
+            mark: Mark::Position(42),
+        });
+        let h = headers(&[("x-partition", "tenant-7"), ("x-switchyard-ryw", &token)]);
+        let read = classify(&t, &Method::GET, "/", &h, ip("127.0.0.1"), 5).expect("ok");
+        assert_eq!(read.ryw, Some(Mark::Position(42)));
+        assert_eq!(read.now_ms, 5);
+        let write = classify(&t, &Method::PUT, "/", &h, ip("127.0.0.1"), 0).expect("ok");
+        assert_eq!(write.ryw, None);
+        let other = headers(&[("x-partition", "tenant-8"), ("x-switchyard-ryw", &token)]);
+        let read = classify(&t, &Method::GET, "/", &other, ip("127.0.0.1"), 0).expect("ok");
+        assert_eq!(read.ryw, None, "another partition's token");
+    }
+
+    #[test]
+    fn the_synthetic_marker_needs_its_token() {
+        let cfg =
+            format!("{CONFIG}synthetic: {{ header: X-Switchyard-Synthetic, token_env: UNUSED }}\n");
+        let parsed =
+            switchyard_config::parse_str(&cfg, std::path::Path::new("t.yaml")).expect("valid");
+        let secrets = crate::route::topology::Secrets {
+            ryw_key: std::sync::Arc::from(&b"k"[..]),
+            synthetic_token: Some(std::sync::Arc::from("s3cret")),
+        };
+        let t = Topology::build(std::sync::Arc::new(parsed), None, &secrets).expect("topology");
+        let marked = |v: &str| {
+            let h = headers(&[("x-switchyard-synthetic", v)]);
+            classify(&t, &Method::GET, "/", &h, ip("127.0.0.1"), 0)
+                .expect("ok")
+                .synthetic
+        };
+        assert!(marked("s3cret"));
+        assert!(marked(" s3cret "));
+        assert!(!marked("guess"));
+        assert!(!marked(""));
+    }
+}

@@ -221,3 +221,136 @@ fn candidate(
         "rate_limit": rate,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::decide::take_rate_tokens;
+    use crate::route::topology::for_test;
+    use std::sync::atomic::Ordering;
+
+    const CONFIG: &str = "listen: { http: 127.0.0.1:1 }
+regions:
+  a: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api], compliance: { data_residency: US } }
+  b: { type: read-only, endpoints: [\"127.0.0.1:3\"], services: [api], compliance: { data_residency: EU }, rate_limit: { rps: 1, burst: 1 } }
+routing:
+  policy: geo
+  geo: { networks: { \"127.0.0.2/32\": DE }, prefer: { default: [b, a] } }
+  residency: { DE: EU }
+consistency:
+  owners: { default: a }
+  freshness:
+    default: bounded
+    classes:
+      bounded: 1s
+      stale-ok: { bound: 1s, fallback: stale }
+      waiter: { bound: 1s, fallback: wait, wait: 1500ms }
+      picky: { bound: 1s, fallback: reject }
+";
+
+    fn ask(t: &Topology, freshness: &str, client: &str) -> Value {
+        let req = ExplainRequest {
+            method: "GET".into(),
+            path: "/kv/x".into(),
+            headers: [("x-freshness".to_string(), freshness.to_string())].into(),
+            client: Some(client.into()),
+        };
+        explain(t, &req, 1 << 40, 0).expect("explained")
+    }
+
+    fn lagging(t: &Topology) {
+        t.regions[1].live.lag_ms.store(5000, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_fresh_replica_is_the_pick() {
+        let t = for_test(CONFIG);
+        let v = ask(&t, "bounded", "127.0.0.1");
+        assert_eq!(v["pick"], "b", "{v}");
+        assert_eq!(v["outcome"]["status"], "forward");
+        assert_eq!(v["fallback"], Value::Null);
+    }
+
+    #[test]
+    fn each_fallback_is_shown_as_the_proxy_takes_it() {
+        let t = for_test(CONFIG);
+        lagging(&t);
+        let owner = ask(&t, "bounded", "127.0.0.1");
+        assert_eq!(
+            (owner["pick"].clone(), owner["fallback"].clone()),
+            (json!("a"), Value::Null)
+        );
+        let b = owner["candidates"][1].clone();
+        assert_eq!(b["rule"], "replica lag over the freshness bound", "{b}");
+        assert_eq!(b["detail"], "lag 5000 ms > bound 1000 ms");
+        let stale = ask(&t, "stale-ok", "127.0.0.1");
+        assert_eq!(stale["pick"], "b", "{stale}");
+        assert_eq!(stale["fallback"], json!({"kind": "stale", "lag_ms": 5000}));
+        let wait = ask(&t, "waiter", "127.0.0.1");
+        assert_eq!(wait["fallback"]["kind"], "wait", "{wait}");
+        assert_eq!(wait["fallback"]["for"], "b");
+        assert_eq!(wait["fallback"]["up_to_ms"], 1500);
+        assert_eq!(wait["outcome"]["status"], "wait");
+        let picky = ask(&t, "picky", "127.0.0.1");
+        assert_eq!(picky["fallback"], json!({"kind": "reject"}), "{picky}");
+        assert_eq!(picky["outcome"]["status"], 503);
+        assert_eq!(picky["pick"], Value::Null);
+    }
+
+    #[test]
+    fn residency_drops_a_region_by_name() {
+        let t = for_test(CONFIG);
+        let v = ask(&t, "bounded", "127.0.0.2");
+        assert_eq!(v["request"]["residency_zone"], "EU");
+        assert_eq!(
+            v["candidates"][0]["rule"],
+            "outside the client's residency zone"
+        );
+        assert_eq!(v["pick"], "b");
+    }
+
+    #[test]
+    fn a_spent_rate_limit_answers_with_the_proxys_own_429() {
+        let t = for_test(CONFIG);
+        let now = 1u64 << 40;
+        // The EU client may only use b; spend b's one token as the proxy would.
+        let mut order = crate::route::decide::Order::from_slice(&[1]);
+        take_rate_tokens(&t, &mut order, now).expect("the burst's token");
+        let proxy = take_rate_tokens(&t, &mut order, now).expect_err("spent");
+        let req = ExplainRequest {
+            method: "GET".into(),
+            path: "/kv/x".into(),
+            headers: Default::default(),
+            client: Some("127.0.0.2".into()),
+        };
+        let v = explain(&t, &req, now, 0).expect("explained");
+        assert_eq!(v["outcome"]["status"], 429, "{v}");
+        assert_eq!(v["outcome"]["reason"], proxy.reason.as_ref());
+        assert_eq!(
+            v["outcome"]["retry_after"],
+            proxy.retry_after.expect("retry after")
+        );
+        // Asking took nothing: the bucket is as the proxy left it.
+        assert_eq!(
+            t.regions[1].rate.as_ref().expect("bucket").available(now),
+            0
+        );
+    }
+
+    #[test]
+    fn bad_descriptions_are_refused_with_a_reason() {
+        let t = for_test(CONFIG);
+        let bad = |method: &str, path: &str, client: Option<&str>| {
+            let req = ExplainRequest {
+                method: method.into(),
+                path: path.into(),
+                headers: Default::default(),
+                client: client.map(String::from),
+            };
+            explain(&t, &req, 0, 0).expect_err("refused").to_string()
+        };
+        assert!(bad("G E T", "/", None).contains("not an HTTP method"));
+        assert!(bad("GET", "kv", None).contains("must start with /"));
+        assert!(bad("GET", "/", Some("nowhere")).contains("not an IP address"));
+    }
+}

@@ -92,3 +92,55 @@ pub(crate) fn sample(
         primary_body: target.compare_body.then(Xxh3::new),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(region: &str, tenths: u16) -> Arc<ShadowTarget> {
+        Arc::new(ShadowTarget::new(
+            RegionName(Arc::from(region)),
+            Percent::from_tenths(tenths).expect("percent"),
+            true,
+        ))
+    }
+
+    fn plan(targets: &[Arc<ShadowTarget>], first: &str) -> Option<Box<ShadowPlan>> {
+        let mut h = HeaderMap::new();
+        h.insert("accept", http::HeaderValue::from_static("*/*"));
+        sample(targets, first, &Method::GET, "/kv/a?x=1", &h)
+    }
+
+    #[test]
+    fn every_read_at_100_percent_and_none_at_0() {
+        let all = [target("b", 1000)];
+        let none = [target("b", 0)];
+        for _ in 0..200 {
+            let p = plan(&all, "a").expect("sampled");
+            assert_eq!(p.target.region.as_str(), "b");
+            assert_eq!(p.path_and_query, "/kv/a?x=1");
+            assert_eq!(p.headers[SHADOW_HEADER], "1");
+            assert_eq!(p.headers["accept"], "*/*");
+            assert!(p.primary_body.is_some(), "bodies are compared");
+            assert!(plan(&none, "a").is_none());
+        }
+    }
+
+    #[test]
+    fn a_read_already_going_to_the_target_is_not_mirrored_to_it() {
+        let targets = [target("b", 1000), target("c", 1000)];
+        for _ in 0..50 {
+            let p = plan(&targets, "b").expect("sampled");
+            assert_eq!(p.target.region.as_str(), "c");
+        }
+    }
+
+    #[test]
+    fn a_share_of_reads_is_sampled() {
+        let quarter = [target("b", 250)];
+        let n = (0..20_000)
+            .filter(|_| plan(&quarter, "a").is_some())
+            .count();
+        assert!((4_400..5_600).contains(&n), "{n} of 20000 at 25%");
+    }
+}

@@ -338,3 +338,13 @@ impl Topology {
         self.owners.load().get(partition)
     }
 }
+
+/// A topology from a config text, for unit tests: every region just probed,
+/// with no lag.
+#[cfg(test)]
+pub(crate) fn for_test(yaml: &str) -> Topology {
+    let cfg = switchyard_config::parse_str(yaml, std::path::Path::new("t.yaml")).expect("valid");
+    let t = Topology::build(Arc::new(cfg), None, &Secrets::fixed(b"test key")).expect("topology");
+    t.assume_probed(|i| 0.010 + i as f64 * 0.001);
+    t
+}
