@@ -56,6 +56,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match switchyard_config::load(&config) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} regions, policy {:?})",
                     config.display(),

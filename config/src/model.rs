@@ -102,6 +102,10 @@ pub struct Config {
     pub safety: Safety,
     /// Fleet mode: shared ownership through etcd.
     pub etcd: Option<Etcd>,
+    /// Peers whose `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`,
+    /// `X-Real-IP` and geo header are believed; from anyone else they are
+    /// dropped and the socket address is the client. Empty: nobody's.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// `coordination.etcd`: where a fleet of routers keeps owners and epochs.
@@ -120,6 +124,23 @@ pub struct Etcd {
 }
 
 impl Config {
+    /// What is allowed but probably not meant: `switchyard check` prints
+    /// these, and `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(h), true) = (&self.routing.geo.header, self.trusted_proxies.is_empty()) {
+            out.push(format!(
+                "routing.geo.header is {h}, but trusted_proxies is empty: the header is believed from no client, so residency rests on the CIDR table and the MaxMind database alone; list the CDN's addresses in trusted_proxies"
+            ));
+        }
+        out
+    }
+
+    /// Whether `peer` is a trusted proxy.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+
     pub fn region(&self, name: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.name.as_str() == name)
     }

@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "ramps",
     "safety",
     "coordination",
+    "trusted_proxies",
 ];
 
 /// Builds the config; `base` is the folder relative paths are resolved against.
@@ -65,6 +66,9 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
     let etcd = f
         .get("coordination")
         .and_then(|n| crate::consistency::coordination(n, d));
+    let trusted_proxies = f
+        .get("trusted_proxies")
+        .map_or_else(Vec::new, |n| trusted_proxies(n, d));
 
     let cfg = Config {
         source: source.to_path_buf(),
@@ -83,9 +87,32 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         ramps,
         safety,
         etcd,
+        trusted_proxies,
     };
     crate::validate::cross_check(&cfg, root, d);
     Some(cfg)
+}
+
+/// `trusted_proxies: [CIDR, …]`: the peers whose forwarding headers count.
+fn trusted_proxies(n: &Node, d: &mut Diags) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (s, pos) in diag::strings(n, "trusted_proxies", d) {
+        match cidr(&s) {
+            Some(net) => out.push(net),
+            None => d.error(
+                pos,
+                format!("`trusted_proxies` entries must be CIDR blocks or addresses such as 10.0.0.0/8, found {s:?}"),
+            ),
+        }
+    }
+    out
+}
+
+/// A CIDR block, or a single address as its own /32 or /128.
+fn cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
@@ -530,11 +557,7 @@ fn geo(n: &Node, base: &Path, d: &mut Diags) -> Geo {
     };
     if let Some(n) = f.get("networks") {
         for (cidr, key, v) in diag::map_entries(n, "routing.geo.networks", d).unwrap_or_default() {
-            let net = cidr
-                .parse::<IpNet>()
-                .ok()
-                .or_else(|| cidr.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-            let Some(net) = net else {
+            let Some(net) = self::cidr(cidr) else {
                 d.error(
                     key.pos,
                     format!("`routing.geo.networks` keys must be CIDR blocks such as 10.0.0.0/8, found {cidr:?}"),

@@ -83,7 +83,7 @@ fn unknown_key() {
     let text = format!("{MINIMAL}colour: blue\n");
     assert_eq!(
         errors(&text),
-        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety, coordination"
+        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety, coordination, trusted_proxies"
     );
 }
 
@@ -348,4 +348,19 @@ fn oplog_settings_parse_and_bad_ones_are_named() {
         "{text}"
     );
     assert!(text.contains("url"), "{text}");
+}
+
+#[test]
+fn trusted_proxies_are_cidr_blocks_or_addresses() {
+    let ok = format!("{MINIMAL}trusted_proxies: [\"10.0.0.0/8\", \"127.0.0.5\", \"::1\"]\n");
+    let cfg = parse_str(&ok, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(cfg.trusted_proxies.len(), 3);
+    assert!(cfg.trusts("10.1.2.3".parse().expect("ip")));
+    assert!(cfg.trusts("127.0.0.5".parse().expect("ip")));
+    assert!(!cfg.trusts("127.0.0.6".parse().expect("ip")));
+    let bad = format!("{MINIMAL}trusted_proxies: [\"10.0.0.0/8\", \"cdn.example\"]\n");
+    assert_eq!(
+        errors(&bad),
+        "edge.yaml:5:33: `trusted_proxies` entries must be CIDR blocks or addresses such as 10.0.0.0/8, found \"cdn.example\""
+    );
 }

@@ -490,20 +490,7 @@ async fn each_fallback_when_no_replica_is_fresh_enough() {
         let admin = router.admin.expect("admin");
         tokio::spawn(async move {
             // Once the read is waiting in the router, the replica catches up.
-            let client = reqwest::Client::new();
-            loop {
-                let status: serde_json::Value = client
-                    .get(format!("http://{admin}/admin/v1/status"))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .expect("status")
-                    .json()
-                    .await
-                    .expect("json");
-                if status["inflight"] == 1 {
-                    break;
-                }
+            while status_at(admin).await["inflight"] != 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             reqwest::Client::new()

@@ -79,23 +79,99 @@ async fn residency_is_never_broken_even_in_failover() {
 async fn geo_by_trusted_cdn_header() {
     let (us, eu) = (region("us").await, region("eu").await);
     let dir = TempDir::new();
-    let cfg = geo_config(&us, &eu, &dir, "    header: CF-IPCountry");
+    let cfg = geo_config(&us, &eu, &dir, "    header: CF-IPCountry")
+        + "trusted_proxies: [\"127.0.0.5\"]\n";
     let router = Router::start_in(dir, &cfg);
-    let client = reqwest::Client::new();
-    let resp = client
-        .get(router.url("/kv/x"))
+    let cdn = client_from("127.0.0.5");
+    let from_cdn = |country: &'static str| {
+        let req = cdn.get(router.url("/kv/x")).header("CF-IPCountry", country);
+        async move { served_by(&req.send().await.expect("request")) }
+    };
+    assert_eq!(from_cdn("FR").await, "eu");
+    assert_eq!(from_cdn("BR").await, "us");
+}
+
+/// Residency rests on what a client cannot forge: from a peer that is not a
+/// trusted proxy, the geo header and `X-Forwarded-For` are dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spoofed_geo_header_or_forwarded_for_never_leaves_the_residency_zone() {
+    let (us, eu) = (region("us").await, region("eu").await);
+    let dir = TempDir::new();
+    let cfg = geo_config(
+        &us,
+        &eu,
+        &dir,
+        "    header: CF-IPCountry\n    networks: { \"127.0.0.2/32\": DE }",
+    ) + "trusted_proxies: [\"127.0.0.5\"]\n";
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/_echo");
+    // A German client (by its address) claiming Brazil, or claiming to
+    // forward for a US address: its data stays in the EU, every time.
+    let german = client_from("127.0.0.2");
+    for i in 0..30 {
+        let req = if i % 2 == 0 {
+            german.get(&url).header("CF-IPCountry", "BR")
+        } else {
+            german.get(&url).header("X-Forwarded-For", "127.0.0.1")
+        };
+        let resp = req.send().await.expect("request");
+        assert_eq!(served_by(&resp), "eu", "request {i}");
+        let echo: serde_json::Value = resp.json().await.expect("echo");
+        let seen = echo["headers"].to_string().to_lowercase();
+        assert!(!seen.contains("cf-ipcountry"), "{seen}");
+        assert!(
+            seen.contains(r#"["x-forwarded-for","127.0.0.2"]"#),
+            "{seen}"
+        );
+    }
+    // A client claiming France is not believed either: it is where it is.
+    let resp = client_from("127.0.0.1")
+        .get(&url)
         .header("CF-IPCountry", "FR")
         .send()
         .await
         .expect("request");
-    assert_eq!(resp.headers()["x-switchyard-region"], "eu");
-    let resp = client
-        .get(router.url("/kv/x"))
-        .header("CF-IPCountry", "BR")
+    assert_eq!(served_by(&resp), "us");
+    // Through the trusted proxy, the hop before it is the client.
+    let resp = client_from("127.0.0.5")
+        .get(&url)
+        .header("X-Forwarded-For", "127.0.0.2")
         .send()
         .await
         .expect("request");
-    assert_eq!(resp.headers()["x-switchyard-region"], "us");
+    assert_eq!(served_by(&resp), "eu");
+    // Explain applies the same boundary.
+    let (code, explained) = router
+        .admin(
+            reqwest::Method::POST,
+            "/admin/v1/explain",
+            Some(serde_json::json!({"path": "/kv/x", "client": "127.0.0.2", "headers": {"CF-IPCountry": "BR"}})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(explained["request"]["residency_zone"], "EU", "{explained}");
+    assert_eq!(explained["pick"], "eu");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_when_the_geo_header_has_no_trusted_proxy() {
+    let (us, eu) = (region("us").await, region("eu").await);
+    let dir = TempDir::new();
+    let path = dir.write(
+        "switchyard.yaml",
+        &geo_config(&us, &eu, &dir, "    header: CF-IPCountry"),
+    );
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check runs");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: routing.geo.header is CF-IPCountry, but trusted_proxies is empty"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@ use crate::support::*;
 
 fn one_region(a: &TestRegion, dir: &TempDir) -> String {
     format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
+        "{}regions:\n{}routing:\n  policy: weighted\ntrusted_proxies: [\"127.0.0.5\"]\n",
         header(dir),
         region_yaml("a", a.addr, "")
     )
@@ -41,7 +41,8 @@ async fn client_headers_are_cleaned_and_forwarding_headers_set() {
     assert!(get("x-switchyard-anything").is_empty(), "{headers:?}");
     assert!(get("x-fencing-token").is_empty(), "{headers:?}");
     assert_eq!(get("x-switchyard-ryw"), vec!["ryw-token"]);
-    assert_eq!(get("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    // 127.0.0.1 is no trusted proxy: its X-Forwarded-For is dropped.
+    assert_eq!(get("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(get("x-request-id").len(), 1);
     // A client's own request id is kept.
     let echo: Value = reqwest::Client::new()
@@ -54,6 +55,22 @@ async fn client_headers_are_cleaned_and_forwarding_headers_set() {
         .await
         .expect("json");
     assert!(echo["headers"].to_string().contains("abc-123"));
+    // A trusted proxy's X-Forwarded-For is appended to.
+    let echo: Value = client_from("127.0.0.5")
+        .get(router.url("/_echo"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        echo["headers"]
+            .to_string()
+            .contains(r#"["x-forwarded-for","203.0.113.9, 127.0.0.5"]"#),
+        "{echo}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

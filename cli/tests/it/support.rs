@@ -264,16 +264,7 @@ impl Router {
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        let admin = self.admin.expect("admin configured");
-        reqwest::Client::new()
-            .get(format!("http://{admin}/admin/v1/status"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("status json")
+        status_at(self.admin.expect("admin configured")).await
     }
 
     /// Writes `config` over the router's file and asks for a reload over the admin API.
@@ -349,6 +340,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The status document of the router whose admin API is at `admin`.
+pub async fn status_at(admin: SocketAddr) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{admin}/admin/v1/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status json")
 }
 
 /// Asserts `check` holds at every look for the whole of `span`: for what

@@ -60,6 +60,9 @@ impl App {
     /// it returns, and [`App::bound`] says where.
     pub fn build(config_path: PathBuf) -> anyhow::Result<App> {
         let config = switchyard_config::load(&config_path)?;
+        for w in config.warnings() {
+            tracing::warn!("{}: {w}", config_path.display());
+        }
         let control = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("switchyard-control")

@@ -144,14 +144,15 @@ impl Edge {
         }
     }
 
-    /// Strips reserved headers, appends `X-Forwarded-For`, sets `X-Request-Id`.
-    fn rewrite_request(session: &mut Session, ctx: &Ctx, ip: IpAddr) -> Result<()> {
+    /// Strips reserved headers, appends the peer to `X-Forwarded-For`, sets
+    /// `X-Request-Id`.
+    fn rewrite_request(session: &mut Session, ctx: &Ctx, peer: IpAddr) -> Result<()> {
         let req = session.req_header_mut();
         let marker = ctx.topo.synthetic.as_ref().map(|m| &m.header);
         for name in hygiene::reserved_headers(&req.headers, marker, ctx.synthetic) {
             req.remove_header(&name);
         }
-        let xff = hygiene::forwarded_for(&req.headers, ip);
+        let xff = hygiene::forwarded_for(&req.headers, peer);
         req.insert_header(FORWARDED_FOR, xff)?;
         if let Some(id) = hygiene::request_id(&req.headers) {
             req.insert_header(REQUEST_ID, id)?;
@@ -190,9 +191,20 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let ip = client_ip(session);
+        let peer = client_ip(session);
+        // The trust boundary, before anything reads where the request is from.
+        let origin = {
+            let config = &ctx.topo.config;
+            let req = session.req_header();
+            hygiene::origin(&req.headers, peer, ctx.topo.geo.header(), |a| {
+                config.trusts(a)
+            })
+        };
+        for name in &origin.untrusted {
+            session.req_header_mut().remove_header(name);
+        }
         if ctx.reject.is_none() {
-            ctx.reject = self.route(session, ctx, ip).await;
+            ctx.reject = self.route(session, ctx, origin.client).await;
         }
         if ctx.reject.is_none() && ctx.class == RequestClass::Write {
             let body = write::read_write_body(session).await?;
@@ -205,7 +217,7 @@ impl ProxyHttp for Edge {
             respond(session, &reject).await?;
             return Ok(true);
         }
-        Self::rewrite_request(session, ctx, ip)?;
+        Self::rewrite_request(session, ctx, peer)?;
         if ctx.class == RequestClass::Read && !ctx.synthetic {
             let targets = self.state.shadow_active.load();
             if !targets.is_empty() {

@@ -66,12 +66,19 @@ pub(crate) fn explain(
             .map_err(|_| ExplainError(format!("header {k} has a value that is not valid")))?;
         headers.append(name, value);
     }
-    let client: IpAddr = match &req.client {
+    let peer: IpAddr = match &req.client {
         None => IpAddr::from([127, 0, 0, 1]),
         Some(c) => c
             .parse()
             .map_err(|_| ExplainError(format!("client {c:?} is not an IP address")))?,
     };
+    // The proxy's trust boundary: `client` is the socket peer.
+    let origin =
+        crate::route::hygiene::origin(&headers, peer, topo.geo.header(), |a| topo.config.trusts(a));
+    for name in &origin.untrusted {
+        headers.remove(name);
+    }
+    let client = origin.client;
     let path = req.path.split('?').next().unwrap_or("/");
     let classified = match classify(topo, &method, path, &headers, client, now_ms) {
         Ok(c) => c,

@@ -59,7 +59,13 @@ impl GeoResolver {
         })
     }
 
-    /// The client's place; `headers` is consulted only for the trusted header.
+    /// The geo header, when one is configured (only trusted peers may send it).
+    pub(crate) fn header(&self) -> Option<&http::HeaderName> {
+        self.header.as_ref()
+    }
+
+    /// The client's place; `headers` is consulted only for the geo header,
+    /// which the trust boundary has already dropped from untrusted peers.
     pub(crate) fn locate(&self, ip: IpAddr, headers: &HeaderMap) -> Place {
         let country = self
             .header

@@ -106,6 +106,74 @@ pub(crate) fn reserved_headers(
         .collect()
 }
 
+/// Headers that say where a request came from: only a trusted proxy may set them.
+const FORWARDING: [http::HeaderName; 4] = [
+    http::HeaderName::from_static("x-forwarded-for"),
+    http::HeaderName::from_static("forwarded"),
+    http::HeaderName::from_static("x-forwarded-proto"),
+    http::HeaderName::from_static("x-real-ip"),
+];
+
+/// Where a request comes from, by the trust boundary: the client address
+/// to route by, and the headers to drop before anything reads them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) client: IpAddr,
+    /// Forwarding headers (and the geo header) the peer may not supply.
+    pub(crate) untrusted: SmallVec<[http::HeaderName; 2]>,
+}
+
+/// Applies the trust boundary to a request from `peer` (the socket address).
+/// A peer `trusts` says is a proxy of ours may supply the forwarding headers
+/// and the geo header; the client is then the right-most `X-Forwarded-For`
+/// address that is not itself trusted. From anyone else those headers are
+/// to be dropped, and the client is the peer.
+pub(crate) fn origin(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    geo_header: Option<&http::HeaderName>,
+    trusts: impl Fn(IpAddr) -> bool,
+) -> Origin {
+    if !trusts(peer) {
+        let untrusted = FORWARDING
+            .iter()
+            .chain(geo_header)
+            .filter(|h| headers.contains_key(*h))
+            .cloned()
+            .collect();
+        return Origin {
+            client: peer,
+            untrusted,
+        };
+    }
+    Origin {
+        client: client_behind(headers, peer, &trusts),
+        untrusted: SmallVec::new(),
+    }
+}
+
+/// The right-most `X-Forwarded-For` address that is not a trusted proxy;
+/// `peer` when every hop is trusted, or when a hop cannot be read (the chain
+/// before it cannot be believed either).
+fn client_behind(headers: &HeaderMap, peer: IpAddr, trusts: &impl Fn(IpAddr) -> bool) -> IpAddr {
+    let hops: Vec<&str> = headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusts(ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
 /// Compares without an early exit, so timing does not leak a secret.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -236,6 +304,73 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(names, vec!["x-switchyard-region", "x-fencing-token"]);
+    }
+
+    fn trusted(ip: IpAddr) -> bool {
+        ["127.0.0.5", "10.0.0.1"].contains(&ip.to_string().as_str())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_and_its_forwarding_headers_go() {
+        let geo = http::HeaderName::from_static("cf-ipcountry");
+        let h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("cf-ipcountry", "US"),
+            ("accept", "*/*"),
+        ]);
+        let o = origin(&h, ip("127.0.0.1"), Some(&geo), trusted);
+        assert_eq!(o.client, ip("127.0.0.1"));
+        let names: Vec<&str> = o.untrusted.iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-for",
+                "forwarded",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "cf-ipcountry"
+            ]
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_right_most_untrusted_hop() {
+        let geo = http::HeaderName::from_static("cf-ipcountry");
+        let h = map(&[
+            ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("cf-ipcountry", "DE"),
+        ]);
+        let o = origin(&h, ip("127.0.0.5"), Some(&geo), trusted);
+        assert_eq!(
+            o.client,
+            ip("203.0.113.9"),
+            "a client's own left-most claim is not believed"
+        );
+        assert!(o.untrusted.is_empty());
+        // Every hop trusted: the peer. A hop that is not an address: the peer.
+        let all = map(&[("x-forwarded-for", "10.0.0.1")]);
+        assert_eq!(
+            origin(&all, ip("127.0.0.5"), None, trusted).client,
+            ip("127.0.0.5")
+        );
+        let junk = map(&[("x-forwarded-for", "203.0.113.9, evil, 10.0.0.1")]);
+        assert_eq!(
+            origin(&junk, ip("127.0.0.5"), None, trusted).client,
+            ip("127.0.0.5")
+        );
+        let none = HeaderMap::new();
+        assert_eq!(
+            origin(&none, ip("127.0.0.5"), None, trusted).client,
+            ip("127.0.0.5")
+        );
     }
 
     #[test]
