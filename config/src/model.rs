@@ -189,13 +189,44 @@ pub struct Metrics {
     pub addr: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Bytes of the whole request header section.
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     /// Upper bound of one upstream attempt (connect plus response header).
     pub upstream_timeout: Duration,
+    /// A request's whole header block, from its first byte.
+    pub header_timeout: Duration,
+    /// An idle connection between requests.
+    pub keepalive_timeout: Duration,
+    /// A request body that stops arriving (each wait for more of it): 408.
+    pub body_timeout: Duration,
+    /// Open client connections; beyond it new ones are refused at accept.
+    pub max_connections: usize,
+    /// Requests one client connection may carry before it is closed.
+    pub max_requests_per_connection: u32,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// A rate limit per client, so one client cannot spend a region's budget.
+    pub per_client: Option<PerClient>,
+}
+
+/// `limits.per_client`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerClient {
+    pub rps: f64,
+    pub burst: u32,
+    pub key: ClientKey,
+}
+
+/// What tells clients apart for `limits.per_client`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKey {
+    /// The client address (after the trust boundary).
+    Ip,
+    /// A header's value (lowercased name), e.g. an API key.
+    Header(String),
 }
 
 impl Default for Limits {
@@ -204,6 +235,13 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_header_count: 100,
             upstream_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_requests_per_connection: 10_000,
+            h2_max_concurrent_streams: 100,
+            per_client: None,
         }
     }
 }

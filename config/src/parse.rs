@@ -171,11 +171,60 @@ fn limits(n: &Node, d: &mut Diags) -> Limits {
     let Some(f) = Fields::new(
         n,
         "limits",
-        &["max_header_bytes", "max_header_count", "upstream_timeout"],
+        &[
+            "max_header_bytes",
+            "max_header_count",
+            "upstream_timeout",
+            "header_timeout",
+            "keepalive_timeout",
+            "body_timeout",
+            "max_connections",
+            "max_requests_per_connection",
+            "h2_max_concurrent_streams",
+            "per_client",
+        ],
         d,
     ) else {
         return out;
     };
+    for (key, slot) in [
+        ("header_timeout", &mut out.header_timeout),
+        ("keepalive_timeout", &mut out.keepalive_timeout),
+        ("body_timeout", &mut out.body_timeout),
+    ] {
+        if let Some(v) = f
+            .get(key)
+            .and_then(|n| positive(n, &format!("limits.{key}"), d))
+        {
+            *slot = v;
+        }
+    }
+    if let Some(v) = f
+        .get("max_connections")
+        .and_then(|n| diag::integer(n, "limits.max_connections", 1, 10_000_000, d))
+    {
+        out.max_connections = v as usize;
+    }
+    if let Some(v) = f.get("max_requests_per_connection").and_then(|n| {
+        diag::integer(
+            n,
+            "limits.max_requests_per_connection",
+            1,
+            u64::from(u32::MAX),
+            d,
+        )
+    }) {
+        out.max_requests_per_connection = v as u32;
+    }
+    if let Some(v) = f
+        .get("h2_max_concurrent_streams")
+        .and_then(|n| diag::integer(n, "limits.h2_max_concurrent_streams", 1, 10_000, d))
+    {
+        out.h2_max_concurrent_streams = v as u32;
+    }
+    if let Some(n) = f.get("per_client") {
+        out.per_client = per_client(n, d);
+    }
     if let Some(v) = f
         .get("max_header_bytes")
         .and_then(|n| diag::integer(n, "limits.max_header_bytes", 1024, 1 << 20, d))
@@ -195,6 +244,47 @@ fn limits(n: &Node, d: &mut Diags) -> Limits {
         out.upstream_timeout = v;
     }
     out
+}
+
+/// `limits.per_client: { rps, burst, key: ip | header:NAME }`.
+fn per_client(n: &Node, d: &mut Diags) -> Option<PerClient> {
+    let f = Fields::new(n, "limits.per_client", &["rps", "burst", "key"], d)?;
+    let rps = f
+        .require("rps", d)
+        .and_then(|n| diag::number(n, "limits.per_client.rps", 0.001, 1e9, d))?;
+    let burst = match f.get("burst") {
+        Some(n) => diag::integer(n, "limits.per_client.burst", 1, 1_000_000_000, d)? as u32,
+        None => (rps.ceil() as u32).max(1),
+    };
+    let key = match f.get("key") {
+        None => ClientKey::Ip,
+        Some(n) => {
+            let s = diag::string(n, "limits.per_client.key", d)?;
+            match s.split_once(':') {
+                None if s == "ip" => ClientKey::Ip,
+                Some(("header", name)) if http_token(name.trim()) => {
+                    ClientKey::Header(name.trim().to_ascii_lowercase())
+                }
+                _ => {
+                    d.error(
+                        n.pos,
+                        format!(
+                            "`limits.per_client.key` must be `ip` or `header:NAME`, found {s:?}"
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(PerClient { rps, burst, key })
+}
+
+/// Whether `s` can be a header name.
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 const REGION_KEYS: &[&str] = &[

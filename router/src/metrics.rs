@@ -104,6 +104,14 @@ fn describe() {
         "Writes a region refused with X-Fenced: this router's epoch was stale"
     );
     metrics::describe_counter!(
+        "switchyard_client_cutoffs_total",
+        "Client connections or requests cut off by a limit, by reason"
+    );
+    metrics::describe_counter!(
+        "switchyard_client_limited_total",
+        "Requests refused with 429 because their client was over limits.per_client"
+    );
+    metrics::describe_counter!(
         "switchyard_config_reloads_total",
         "Config reloads, by result"
     );
@@ -199,6 +207,17 @@ pub(crate) fn retry(region: &RegionName) {
 /// candidate (`spilled`) or, with none left, was answered 429 (`rejected`).
 pub(crate) fn rate_limited(region: &RegionName, spilled: bool) {
     counter!("switchyard_rate_limited_total", "region" => metrics::SharedString::from(region.0.clone()), "outcome" => if spilled { "spilled" } else { "rejected" }).increment(1);
+}
+
+/// A client connection or request cut off by a limit, by reason
+/// (`header_timeout`, `keepalive_timeout`, `body_timeout`, `max_connections`).
+pub(crate) fn client_cutoff(reason: &'static str) {
+    counter!("switchyard_client_cutoffs_total", "reason" => reason).increment(1);
+}
+
+/// A client over `limits.per_client`, answered 429.
+pub(crate) fn client_limited() {
+    counter!("switchyard_client_limited_total").increment(1);
 }
 
 pub(crate) fn retry_denied() {

@@ -6,6 +6,7 @@ mod consistency;
 mod fleet;
 mod geo;
 mod hygiene;
+mod limits;
 mod oplog_nats;
 mod ops;
 mod reconcile;

@@ -139,6 +139,16 @@ impl Proxy {
             Edge::new(state.clone()),
             "switchyard",
         );
+        let limits = &config.limits;
+        if let Some(proxy) = service.app_logic_mut() {
+            let mut options = pingora::apps::HttpServerOptions::default();
+            // Pingora counts reuses: N requests are the first and N - 1 reuses.
+            options.keepalive_request_limit = Some(limits.max_requests_per_connection - 1);
+            proxy.server_options = Some(options);
+            let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+            h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
+            proxy.h2_options = Some(h2);
+        }
         if let Some(addr) = config.listen.http {
             let addr = concrete(addr)?;
             service.add_tcp(&addr.to_string());

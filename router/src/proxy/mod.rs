@@ -174,7 +174,8 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         let limits = &ctx.topo.config.limits;
         let mut verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
-            .and_then(|()| hygiene::check_framing(&req.headers));
+            .and_then(|()| hygiene::check_framing(&req.headers))
+            .and_then(|()| hygiene::check_http1(req.version, &req.headers));
         if verdict.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
             let raw_cl = session
                 .as_downstream()
@@ -187,6 +188,15 @@ impl ProxyHttp for Edge {
             }
         }
         ctx.reject = verdict.err();
+        // A body that stops arriving is cut (408); an idle connection after
+        // this request is closed after `keepalive_timeout` (pingora counts
+        // whole seconds, and 0 would mean forever). A client that asked to
+        // close keeps its `Connection: close`.
+        session.set_read_timeout(Some(limits.body_timeout));
+        if session.get_keepalive().is_some() {
+            let idle = limits.keepalive_timeout.as_secs_f64().ceil().max(1.0) as u64;
+            session.set_keepalive(Some(idle));
+        }
         Ok(())
     }
 
@@ -200,8 +210,14 @@ impl ProxyHttp for Edge {
                 config.trusts(a)
             })
         };
-        for name in &origin.untrusted {
+        let hop_by_hop = hygiene::hop_by_hop(&session.req_header().headers);
+        for name in origin.untrusted.iter().chain(&hop_by_hop) {
             session.req_header_mut().remove_header(name);
+        }
+        if let (None, Some(limit)) = (&ctx.reject, &ctx.topo.per_client) {
+            let now = ratelimit::nanos(ctx.started);
+            let headers = &session.req_header().headers;
+            ctx.reject = limit.admit(headers, origin.client, now).err();
         }
         if ctx.reject.is_none() {
             ctx.reject = self.route(session, ctx, origin.client).await;

@@ -54,6 +54,13 @@ pub(super) fn reject_for(e: &Error) -> Option<Reject> {
                 .as_ref()
                 .map_or_else(|| "error".to_string(), |c| c.as_str().to_string()),
         ),
+        ErrorType::ReadTimedout if e.esource() == &pingora::ErrorSource::Downstream => {
+            metrics::client_cutoff("body_timeout");
+            (
+                408,
+                "the request body stopped arriving (limits.body_timeout)".to_string(),
+            )
+        }
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             (504, "the region did not answer in time".to_string())
         }

@@ -103,7 +103,12 @@ async fn read_body(session: &mut Session, len: usize) -> Result<Bytes> {
     // What is read here is kept in the retry buffer, which the proxy sends upstream.
     session.as_downstream_mut().enable_retry_buffering();
     let mut body = bytes::BytesMut::with_capacity(len);
-    while let Some(chunk) = session.read_request_body().await? {
+    // Whatever goes wrong here is the client's doing (a stalled or broken
+    // body): marked so, it is answered as such (408 for a stall).
+    while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
+        e.as_down();
+        e
+    })? {
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())

@@ -73,6 +73,111 @@ pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
     Ok(())
 }
 
+/// Headers the router sets or frames the request by: a `Connection` header
+/// may not name them (it would make the next hop drop what the router added).
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+    FENCING_TOKEN,
+    "idempotency-key",
+    "traceparent",
+    "tracestate",
+];
+
+/// HTTP/1.1's own rules: exactly one `Host` (RFC 9112 §3.2), and a
+/// `Connection` header that names no header the router relies on.
+pub(crate) fn check_http1(version: http::Version, headers: &HeaderMap) -> Result<(), Reject> {
+    if version == http::Version::HTTP_11 {
+        match headers.get_all(http::header::HOST).iter().count() {
+            0 => {
+                return Err(Reject::bad_request(
+                    "HTTP/1.1 request without a Host header",
+                ))
+            }
+            1 => {}
+            _ => return Err(Reject::bad_request("request has more than one Host header")),
+        }
+    }
+    for (n, name) in connection_names(headers).enumerate() {
+        if n >= MAX_CONNECTION_NAMES {
+            return Err(Reject::bad_request(format!(
+                "Connection names more than {MAX_CONNECTION_NAMES} options"
+            )));
+        }
+        if !name.bytes().all(is_tchar) {
+            return Err(Reject::bad_request(format!(
+                "Connection names {name:?}, which is not a header name"
+            )));
+        }
+        let protected = PROTECTED.contains(&name.as_str()) || name.starts_with(SWITCHYARD_PREFIX);
+        if protected {
+            return Err(Reject::bad_request(format!(
+                "Connection names {name}, a header the router sets or relies on"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// At most this many options in `Connection` (bounds the work per request;
+/// pingora itself refuses ten).
+const MAX_CONNECTION_NAMES: usize = 8;
+
+/// An RFC 9110 `tchar`, the bytes of a header name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The header names a `Connection` header lists, lowercased (`close` and
+/// `keep-alive` are options, not names, but dropping such headers is harmless).
+fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|n| String::from_utf8_lossy(n.trim_ascii()).to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+}
+
+/// Hop-by-hop headers, which are for this connection only and never
+/// forwarded: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Upgrade`, and `TE` unless it asks only for
+/// trailers (which gRPC needs end to end).
+pub(crate) fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
+    let mut out: SmallVec<[http::HeaderName; 4]> = SmallVec::new();
+    let mut add = |name: http::HeaderName| {
+        if headers.contains_key(&name) && !out.contains(&name) {
+            out.push(name);
+        }
+    };
+    for name in connection_names(headers) {
+        if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+            add(n);
+        }
+    }
+    add(http::header::CONNECTION);
+    add(http::HeaderName::from_static("keep-alive"));
+    add(http::HeaderName::from_static("proxy-connection"));
+    add(http::header::UPGRADE);
+    let te_trailers_only = headers.get_all(http::header::TE).iter().all(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .all(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    if !te_trailers_only {
+        add(http::header::TE);
+    }
+    out
+}
+
 /// Whether a raw HTTP/1 header section carries a `Content-Length` field. The
 /// parser drops `Content-Length` when `Transfer-Encoding` is present, so a
 /// request with both is only visible in its raw bytes.
@@ -371,6 +476,71 @@ mod tests {
             origin(&none, ip("127.0.0.5"), None, trusted).client,
             ip("127.0.0.5")
         );
+    }
+
+    #[test]
+    fn http1_needs_one_host_and_connection_may_not_name_protected_headers() {
+        let v11 = http::Version::HTTP_11;
+        assert!(check_http1(v11, &map(&[("host", "a")])).is_ok());
+        let none = check_http1(v11, &map(&[])).expect_err("no host");
+        assert!(none.reason.contains("without a Host"), "{}", none.reason);
+        let two = check_http1(v11, &map(&[("host", "a"), ("host", "b")]));
+        assert_eq!(two.map_err(|r| r.status), Err(400));
+        assert!(check_http1(http::Version::HTTP_10, &map(&[])).is_ok());
+        assert!(check_http1(http::Version::HTTP_2, &map(&[])).is_ok());
+        for named in [
+            "x-fencing-token",
+            "X-Forwarded-For",
+            "close, Host",
+            "x-switchyard-ryw",
+        ] {
+            let h = map(&[("host", "a"), ("connection", named)]);
+            let r = check_http1(v11, &h).expect_err(named);
+            assert!(r.reason.starts_with("Connection names "), "{}", r.reason);
+        }
+        for odd in ["\"x-fencing-token\"", ":authority", "a b"] {
+            let h = map(&[("host", "a"), ("connection", odd)]);
+            let r = check_http1(v11, &h).expect_err(odd);
+            assert!(r.reason.contains("not a header name"), "{}", r.reason);
+        }
+        let many = (0..9)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(check_http1(v11, &map(&[("host", "a"), ("connection", &many)])).is_err());
+        let ok = map(&[("host", "a"), ("connection", "keep-alive, x-debug")]);
+        assert!(check_http1(v11, &ok).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_found() {
+        let names = |pairs: &[(&str, &str)]| -> Vec<String> {
+            hop_by_hop(&map(pairs))
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&[
+                ("connection", "x-debug, keep-alive"),
+                ("x-debug", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("upgrade", "h2c"),
+                ("te", "gzip, trailers"),
+                ("accept", "*/*"),
+            ]),
+            [
+                "x-debug",
+                "keep-alive",
+                "connection",
+                "proxy-connection",
+                "upgrade",
+                "te"
+            ]
+        );
+        assert!(names(&[("te", "trailers"), ("accept", "*/*")]).is_empty());
+        assert!(names(&[]).is_empty());
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Topology {
     pub(crate) synthetic: Option<SyntheticMarker>,
     /// Signs and verifies read-your-writes tokens.
     pub(crate) ryw: crate::route::ryw::Signer,
+    /// `limits.per_client`; kept across reloads while unchanged.
+    pub(crate) per_client: Option<Arc<crate::route::ratelimit::PerClientLimit>>,
 }
 
 /// The secrets a topology needs, read once by the app (from the environment
@@ -235,7 +237,14 @@ impl Topology {
                 token: secrets.synthetic_token.clone(),
             }),
         };
+        let per_client = config.limits.per_client.as_ref().map(|spec| {
+            previous
+                .and_then(|p| p.per_client.clone())
+                .filter(|l| l.spec == *spec)
+                .unwrap_or_else(|| Arc::new(crate::route::ratelimit::PerClientLimit::new(spec)))
+        });
         let topo = Topology {
+            per_client,
             ryw: crate::route::ryw::Signer::new(&secrets.ryw_key),
             synthetic,
             partition_header,

@@ -1,0 +1,162 @@
+//! Client limits: idle keep-alive connections, stalled bodies, requests per
+//! connection and per-client rates, each cut off as configured.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn one_region(a: &TestRegion, dir: &TempDir, limits: &str) -> String {
+    format!(
+        "{}regions:\n{}routing:\n  policy: weighted\nlimits: {limits}\n",
+        header(dir),
+        region_yaml("a", a.addr, "")
+    )
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length body; its status.
+fn read_answer(s: &mut TcpStream) -> Option<u16> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_lowercase();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some(status)
+}
+
+/// Waits for the server to close `s`; how long that took.
+fn closed_after(s: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => started.elapsed(),
+        Ok(n) => panic!("unexpected {n} bytes: {:?}", &buf[..n]),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => started.elapsed(),
+        Err(e) => panic!("still open after {limit:?}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keepalive_connection_is_closed_after_its_timeout() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ keepalive_timeout: 1s }");
+    let router = Router::start_in(dir, &cfg);
+    let mut s = TcpStream::connect(router.http).expect("connect");
+    s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_answer(&mut s), Some(404));
+    let idle = closed_after(&mut s, Duration::from_secs(5));
+    assert!(idle < Duration::from_millis(2500), "closed after {idle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_body_is_answered_408_and_never_forwarded() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ body_timeout: 1s }");
+    let router = Router::start_in(dir, &cfg);
+    let before = a.requests();
+    let mut s = TcpStream::connect(router.http).expect("connect");
+    s.write_all(b"PUT /kv/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten..")
+        .expect("write");
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(read_answer(&mut s), Some(408));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.requests(), before, "the region saw nothing");
+    let metrics = router.metrics_text().await;
+    assert!(
+        metrics.contains("switchyard_client_cutoffs_total{reason=\"body_timeout\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_carries_at_most_max_requests_per_connection() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ max_requests_per_connection: 3 }");
+    let router = Router::start_in(dir, &cfg);
+    let mut s = TcpStream::connect(router.http).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answered = 0;
+    for _ in 0..5 {
+        if s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .is_err()
+        {
+            break;
+        }
+        match read_answer(&mut s) {
+            Some(404) => answered += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(answered, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_over_its_rate_gets_429_and_others_are_served() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ per_client: { rps: 2, burst: 5 } }");
+    let router = Router::start_in(dir, &cfg);
+    let url = router.url("/kv/x");
+    let greedy = client_from("127.0.0.7");
+    let mut limited = 0;
+    let mut retry_after = None;
+    for _ in 0..20 {
+        let resp = greedy.get(&url).send().await.expect("request");
+        if resp.status().as_u16() == 429 {
+            limited += 1;
+            retry_after = resp.headers().get("retry-after").cloned();
+        }
+    }
+    assert!((14..=15).contains(&limited), "{limited} of 20 refused");
+    assert_eq!(retry_after.expect("Retry-After"), "1");
+    let other = client_from("127.0.0.8");
+    for _ in 0..5 {
+        let status = other.get(&url).send().await.expect("request").status();
+        assert_eq!(status.as_u16(), 404, "another client keeps its own budget");
+    }
+}
+
+#[test]
+fn check_refuses_a_bad_per_client_key() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "switchyard.yaml",
+        "listen: { http: 127.0.0.1:0 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }\nrouting: { policy: weighted }\nlimits: { per_client: { rps: 5, key: cookie } }\n",
+    );
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("switchyard.yaml:5:38: `limits.per_client.key` must be `ip` or `header:NAME`, found \"cookie\""),
+        "{err}"
+    );
+}
