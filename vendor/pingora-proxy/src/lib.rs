@@ -67,6 +67,7 @@ use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::custom::CustomMessageWrite;
 use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::v1::client::HttpSession as HttpSessionV1;
+use pingora_core::protocols::http::v1::server::REQUEST_HEADER_TOO_LARGE;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession as HttpSession;
@@ -337,17 +338,38 @@ where
                 return None;
             }
         };
+        let events = self.server_options.as_ref().and_then(|o| o.events.as_ref());
         match res {
             Ok(true) => {
                 // TODO: check n==0
                 debug!("Successfully get a new request");
             }
             Ok(false) => {
+                if let (true, Some(events)) = (downstream_session.idle_timed_out(), events) {
+                    events.idle_timed_out();
+                }
                 return None; // TODO: close connection?
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                if e.etype == REQUEST_HEADER_TOO_LARGE {
+                    debug!("Fail to proxy: {e}");
+                    if let Some(events) = events {
+                        events.header_too_large();
+                    }
+                    downstream_session
+                        .respond_error(431)
+                        .await
+                        .unwrap_or_else(|e| {
+                            error!("failed to send error response to downstream: {e}");
+                        });
+                } else if matches!(e.etype, ReadTimedout) {
+                    // A client that did not finish its header in time: its doing, not an error here.
+                    debug!("Fail to proxy: {e}");
+                    if let Some(events) = events {
+                        events.header_timed_out();
+                    }
+                } else if matches!(e.etype, InvalidHTTPHeader) {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()

@@ -89,6 +89,44 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// If set, an HTTP/1.x request header block must arrive whole within this
+    /// time from its first byte; a client trickling its header is cut off.
+    /// Without it, each read waits up to the keepalive or read timeout, so a
+    /// slow enough trickle holds the connection indefinitely.
+    ///
+    /// Default: `None`
+    pub header_read_timeout: Option<Duration>,
+
+    /// If set, the most bytes an HTTP/1.x request header block may take; beyond
+    /// it the request fails with `REQUEST_HEADER_TOO_LARGE` (a proxy answers
+    /// `431`). Default: 1 MiB.
+    pub max_request_header_bytes: Option<usize>,
+
+    /// If set, how long a new HTTP/1.x connection may wait for its first
+    /// request, in whole seconds. Default: 60.
+    pub first_request_timeout_secs: Option<u64>,
+
+    /// Told about connections cut off by the limits above, so a service can
+    /// count them.
+    pub events: Option<Arc<dyn HttpServerEvents>>,
+}
+
+/// What happened to downstream HTTP/1.x connections, for a service to count.
+/// Every method does nothing by default.
+pub trait HttpServerEvents: Send + Sync {
+    /// A request header block did not arrive whole within `header_read_timeout`.
+    fn header_timed_out(&self) {}
+    /// A connection idled past its keepalive timeout between requests.
+    fn idle_timed_out(&self) {}
+    /// A request header block was larger than `max_request_header_bytes`.
+    fn header_too_large(&self) {}
+}
+
+impl std::fmt::Debug for dyn HttpServerEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpServerEvents")
+    }
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -344,18 +382,31 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            let options = self.server_options();
+            let header_limits = |session: &mut ServerSession| {
+                if let Some(opts) = options {
+                    session.set_header_read_timeout(opts.header_read_timeout);
+                    if let Some(bytes) = opts.max_request_header_bytes {
+                        session.set_max_header_bytes(bytes);
+                    }
+                }
+            };
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                session.set_keepalive(Some(
+                    options
+                        .and_then(|o| o.first_request_timeout_secs)
+                        .unwrap_or(60),
+                ));
             }
             session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
+                options.and_then(|opts| opts.keepalive_request_limit),
             );
+            header_limits(&mut session);
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
@@ -363,6 +414,7 @@ where
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
+                header_limits(&mut session);
 
                 result = self.process_new_http(session, shutdown).await;
             }

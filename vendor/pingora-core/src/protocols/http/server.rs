@@ -372,6 +372,28 @@ impl Session {
         }
     }
 
+    /// Sets a deadline for a whole request header block, from its first byte.
+    /// Only applicable for HTTP/1.x (HTTP/2 headers arrive as frames).
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_read_timeout(timeout);
+        }
+    }
+
+    /// Sets the most bytes a request header block may take. Only applicable
+    /// for HTTP/1.x (HTTP/2 bounds its header list through its settings).
+    pub fn set_max_header_bytes(&mut self, bytes: usize) {
+        if let Self::H1(s) = self {
+            s.set_max_header_bytes(bytes);
+        }
+    }
+
+    /// Whether the last `read_request` ended because the idle keepalive
+    /// timeout ran out. Always false for HTTP/2, subrequests and custom sessions.
+    pub fn idle_timed_out(&self) -> bool {
+        matches!(self, Self::H1(s) if s.idle_timed_out())
+    }
+
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
     ///

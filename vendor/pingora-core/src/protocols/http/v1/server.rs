@@ -23,7 +23,7 @@ use http::{header, header::AsHeaderName, Method, Version};
 use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
-use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
@@ -73,6 +73,10 @@ impl ProxyTaskState {
     }
 }
 
+/// The error when a request header block is larger than allowed: a proxy
+/// answers it with `431 Request Header Fields Too Large`.
+pub const REQUEST_HEADER_TOO_LARGE: ErrorType = ErrorType::Custom("RequestHeaderTooLarge");
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -102,6 +106,12 @@ pub struct HttpSession {
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
+    /// A request header block must arrive whole within this time from its first byte.
+    header_read_timeout: Option<Duration>,
+    /// The most bytes a request header block may take.
+    max_header_bytes: usize,
+    /// Set when `read_request` returned `Ok(None)` because the idle keepalive timeout ran out.
+    idle_timed_out: bool,
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
@@ -187,6 +197,9 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
+            header_read_timeout: None,
+            max_header_bytes: MAX_HEADER_SIZE,
+            idle_timed_out: false,
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
@@ -221,6 +234,13 @@ impl HttpSession {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
+                        if already_read > 0 {
+                            return Error::e_explain(
+                                ReadTimedout,
+                                format!("while reading request headers, timeout: {d:?}"),
+                            );
+                        }
+                        self.idle_timed_out = true;
                         return Ok(None);
                     }
                 },
@@ -304,14 +324,19 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // The header block's deadline runs from its first byte.
+        let mut header_deadline = self
+            .header_read_timeout
+            .filter(|_| already_read > 0)
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > self.max_header_bytes {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    REQUEST_HEADER_TOO_LARGE,
+                    format!("Request header larger than {}", self.max_header_bytes),
                 );
             }
 
@@ -323,10 +348,34 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let limit = self.header_read_timeout.unwrap_or_default();
+                let read = self.read_request_buf(&mut buf, already_read);
+                let read = match header_deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                        Ok(res) => res,
+                        Err(_) => {
+                            return Error::e_explain(
+                                ReadTimedout,
+                                format!(
+                                    "request header not complete within {limit:?} of its first byte"
+                                ),
+                            );
+                        }
+                    },
+                    None => read.await,
+                };
+                match read? {
+                    Some(n) => {
+                        if header_deadline.is_none() {
+                            header_deadline = self
+                                .header_read_timeout
+                                .map(|t| tokio::time::Instant::now() + t);
+                        }
+                        already_read += n;
+                    }
+                    None => return Ok(None),
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -1330,6 +1379,25 @@ impl HttpSession {
 
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
+    /// Set a deadline for a whole request header block, counted from its first byte.
+    /// Without one, each read of the header waits up to the keepalive or read timeout,
+    /// so a client trickling a byte at a time can hold the connection indefinitely.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_read_timeout = timeout;
+    }
+
+    /// Set the most bytes a request header block may take (default 1 MiB). Beyond it,
+    /// reading fails with [`REQUEST_HEADER_TOO_LARGE`].
+    pub fn set_max_header_bytes(&mut self, bytes: usize) {
+        self.max_header_bytes = bytes;
+    }
+
+    /// Whether the last `read_request` found nothing because the idle keepalive
+    /// timeout ran out (rather than the client closing the connection).
+    pub fn idle_timed_out(&self) -> bool {
+        self.idle_timed_out
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
