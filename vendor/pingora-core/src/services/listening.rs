@@ -53,6 +53,63 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    connection_limit: Option<Arc<ConnectionLimit>>,
+}
+
+/// A bound on the connections a service holds open at once, over all its
+/// endpoints and threads. A connection accepted beyond it is closed at once
+/// (before any handshake) and counted; the ones already open keep working.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Self {
+        ConnectionLimit {
+            max,
+            open: std::sync::atomic::AtomicUsize::new(0),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections refused so far for being over the limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes a place, or counts a refusal when there is none.
+    fn admit(self: &Arc<Self>) -> Option<ConnectionPlace> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let taken = self
+            .open
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1));
+        match taken {
+            Ok(_) => Some(ConnectionPlace(self.clone())),
+            Err(_) => {
+                self.refused.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// A place under the limit, given back when the connection ends.
+struct ConnectionPlace(Arc<ConnectionLimit>);
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl<A> Service<A> {
@@ -66,6 +123,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_limit: None,
         }
     }
 
@@ -80,7 +138,13 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_limit: None,
         }
+    }
+
+    /// Bound the connections this service holds open at once (see [`ConnectionLimit`]).
+    pub fn set_connection_limit(&mut self, limit: Arc<ConnectionLimit>) {
+        self.connection_limit = Some(limit);
     }
 
     /// Set a runtime options override for this service.
@@ -203,6 +267,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        limit: Option<Arc<ConnectionLimit>>,
     ) {
         // the accept loop, until the system is shutting down
         loop {
@@ -227,9 +292,21 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    let place = match &limit {
+                        None => None,
+                        Some(limit) => match limit.admit() {
+                            Some(place) => Some(place),
+                            None => {
+                                debug!("over the connection limit: closing a new connection");
+                                drop(io);
+                                continue;
+                            }
+                        },
+                    };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _place = place;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -305,9 +382,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                let limit = self.connection_limit.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, limit).await;
                 });
 
                 handlers.push(jh);
