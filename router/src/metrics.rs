@@ -107,6 +107,10 @@ fn describe() {
         "switchyard_client_cutoffs_total",
         "Client connections or requests cut off by a limit, by reason"
     );
+    metrics::describe_gauge!(
+        "switchyard_client_connections",
+        "Client connections open now"
+    );
     metrics::describe_counter!(
         "switchyard_client_limited_total",
         "Requests refused with 429 because their client was over limits.per_client"
@@ -213,6 +217,13 @@ pub(crate) fn rate_limited(region: &RegionName, spilled: bool) {
 /// (`header_timeout`, `keepalive_timeout`, `body_timeout`, `max_connections`).
 pub(crate) fn client_cutoff(reason: &'static str) {
     counter!("switchyard_client_cutoffs_total", "reason" => reason).increment(1);
+}
+
+/// Client connections open now, and those refused at accept so far for
+/// being over `limits.max_connections`.
+pub(crate) fn client_connections(open: usize, refused: u64) {
+    gauge!("switchyard_client_connections").set(open as f64);
+    counter!("switchyard_client_cutoffs_total", "reason" => "max_connections").absolute(refused);
 }
 
 /// A client over `limits.per_client`, answered 429.

@@ -160,3 +160,123 @@ fn check_refuses_a_bad_per_client_key() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_trickled_a_byte_at_a_time_is_cut_at_header_timeout() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ header_timeout: 1s }");
+    let router = Router::start_in(dir, &cfg);
+    let mut s = TcpStream::connect(router.http).expect("connect");
+    s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n")
+        .expect("write");
+    let started = Instant::now();
+    // One byte every 200 ms: each read is quick, the whole is never done.
+    let mut trickle = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        for b in b"X-Slow: ".iter().cycle().take(100) {
+            if trickle.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let closed = closed_after(&mut s, Duration::from_secs(10));
+    let total = started.elapsed();
+    assert!(
+        total < Duration::from_millis(2500),
+        "cut after {total:?} ({closed:?})"
+    );
+    drop(s);
+    writer.join().expect("writer");
+    eventually(Duration::from_secs(3), || async {
+        router
+            .metrics_text()
+            .await
+            .contains("switchyard_client_cutoffs_total{reason=\"header_timeout\"} 1")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_of_any_size_over_the_limit_is_answered_431() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ max_header_bytes: 4096 }");
+    let router = Router::start_in(dir, &cfg);
+    for size in [5_000usize, 100_000, 2_000_000] {
+        let filler = "a".repeat(1000);
+        let mut req = String::from("GET /kv/x HTTP/1.1\r\nHost: a\r\n");
+        while req.len() < size {
+            req.push_str(&format!("X-Fill-{}: {filler}\r\n", req.len()));
+        }
+        req.push_str("\r\n");
+        let mut s = TcpStream::connect(router.http).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // The router may answer and close before taking the whole header.
+        let _ = s.write_all(req.as_bytes());
+        assert_eq!(read_answer(&mut s), Some(431), "{size} bytes");
+    }
+    assert_eq!(a.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_max_connections_are_refused_and_open_ones_keep_working() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ max_connections: 5 }");
+    let router = Router::start_in(dir, &cfg);
+    let mut open: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(router.http).expect("connect"))
+        .collect();
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["connections"]["open"] == 5
+    })
+    .await;
+    let mut sixth = TcpStream::connect(router.http).expect("the kernel accepts it");
+    closed_after(&mut sixth, Duration::from_secs(5));
+    let s = &mut open[0];
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_answer(s), Some(404), "an open connection still works");
+    let status = router.status().await;
+    assert_eq!(status["connections"]["refused"], 1, "{status}");
+    drop(open);
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["connections"]["open"] == 0
+    })
+    .await;
+    let mut again = TcpStream::connect(router.http).expect("connect");
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    again
+        .write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    assert_eq!(
+        read_answer(&mut again),
+        Some(404),
+        "room again once they closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_never_sends_a_request_is_closed_after_keepalive_timeout() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{ keepalive_timeout: 1s }");
+    let router = Router::start_in(dir, &cfg);
+    let mut s = TcpStream::connect(router.http).expect("connect");
+    let idle = closed_after(&mut s, Duration::from_secs(5));
+    assert!(idle < Duration::from_millis(2500), "closed after {idle:?}");
+    eventually(Duration::from_secs(3), || async {
+        router
+            .metrics_text()
+            .await
+            .contains("switchyard_client_cutoffs_total{reason=\"keepalive_timeout\"} 1")
+    })
+    .await;
+}

@@ -75,6 +75,11 @@ fn status_json(state: &RouterState) -> Value {
         "policy": format!("{:?}", topo.config.routing.policy).to_lowercase(),
         "inflight": state.inflight(),
         "idempotency_keys": state.idempotency.len(),
+        "connections": state.connections.get().map(|c| json!({
+            "open": c.open(),
+            "max": topo.config.limits.max_connections,
+            "refused": c.refused(),
+        })),
         "config": topo.config.source.display().to_string(),
     });
     if let Some(p) = &state.presence {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
+use pingora::apps::HttpServerEvents;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::ConnectionLimit;
 use switchyard_config::Config;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -144,6 +146,12 @@ impl Proxy {
             let mut options = pingora::apps::HttpServerOptions::default();
             // Pingora counts reuses: N requests are the first and N - 1 reuses.
             options.keepalive_request_limit = Some(limits.max_requests_per_connection - 1);
+            options.header_read_timeout = Some(limits.header_timeout);
+            // The request line and every field, as `hygiene::check_limits` counts them.
+            options.max_request_header_bytes = Some(limits.max_header_bytes);
+            options.first_request_timeout_secs =
+                Some(crate::proxy::whole_seconds(limits.keepalive_timeout));
+            options.events = Some(Arc::new(CutoffCounter));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
             h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
@@ -166,6 +174,11 @@ impl Proxy {
             service.add_tls_with_settings(&addr.to_string(), None, tls);
             bound.https = Some(addr);
         }
+        let connections = Arc::new(ConnectionLimit::new(limits.max_connections));
+        service.set_connection_limit(connections.clone());
+        if state.connections.set(connections).is_err() {
+            tracing::warn!("the proxy's connection limit was already set");
+        }
         server.add_service(service);
         Ok(Proxy { server })
     }
@@ -182,6 +195,22 @@ impl Proxy {
                 })
             })?;
         Ok(Running { stop })
+    }
+}
+
+/// Counts the client connections pingora cuts off by a limit.
+struct CutoffCounter;
+
+impl HttpServerEvents for CutoffCounter {
+    fn header_timed_out(&self) {
+        crate::metrics::client_cutoff("header_timeout");
+    }
+    fn idle_timed_out(&self) {
+        crate::metrics::client_cutoff("keepalive_timeout");
+    }
+    fn header_too_large(&self) {
+        crate::metrics::client_cutoff("header_too_large");
+        crate::metrics::rejected(431);
     }
 }
 

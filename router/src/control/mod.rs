@@ -66,6 +66,8 @@ pub(crate) struct RouterState {
     pub(crate) presence: Option<Arc<crate::fleet::presence::Presence>>,
     /// Every write's intent and outcome, and every promotion.
     pub(crate) oplog: Option<Arc<crate::store::oplog::OpLog>>,
+    /// The proxy's open client connections and its limit (set once it is built).
+    pub(crate) connections: std::sync::OnceLock<Arc<pingora::services::listening::ConnectionLimit>>,
 }
 
 /// What a router shares with others or with disk beyond its own state.
@@ -112,6 +114,7 @@ impl RouterState {
             presence,
             fleet,
             oplog,
+            connections: std::sync::OnceLock::new(),
         })
     }
 
@@ -202,6 +205,17 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Keeps the client-connection metrics current, once a second.
+async fn export_connections(state: Arc<RouterState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Some(c) = state.connections.get() {
+            crate::metrics::client_connections(c.open(), c.refused());
+        }
+    }
+}
+
 /// Starts the control loops on the control runtime: health checks and DNS
 /// for every endpoint, ramps, brownout detection, automatic promotion, and
 /// the idempotency table's expiry.
@@ -210,6 +224,7 @@ pub(crate) fn start_loops(state: &Arc<RouterState>, reloader: &reload::Reloader)
         let _enter = state.control.enter();
         health::start_tasks(state, &reloader.resolver);
     }
+    state.control.spawn(export_connections(state.clone()));
     state.control.spawn(ramp::run_controller(state.clone()));
     state.control.spawn(outlier::run_detector(state.clone()));
     state

@@ -43,6 +43,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a waiting read looks at its replica's lag again.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
+/// Pingora's keep-alive timeouts are whole seconds, and 0 means forever.
+pub(crate) fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// The proxy: pingora calls its phases for every request.
 pub(crate) struct Edge {
     state: Arc<RouterState>,
@@ -194,7 +199,7 @@ impl ProxyHttp for Edge {
         // close keeps its `Connection: close`.
         session.set_read_timeout(Some(limits.body_timeout));
         if session.get_keepalive().is_some() {
-            let idle = limits.keepalive_timeout.as_secs_f64().ceil().max(1.0) as u64;
+            let idle = whole_seconds(limits.keepalive_timeout);
             session.set_keepalive(Some(idle));
         }
         Ok(())
