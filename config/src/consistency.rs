@@ -46,6 +46,12 @@ pub fn extra(f: &Fields<'_>, c: &mut Consistency, d: &mut Diags) {
     {
         c.idempotency_window = v;
     }
+    if let Some(v) = f
+        .get("idempotency_max_keys")
+        .and_then(|n| diag::integer(n, "consistency.idempotency_max_keys", 1, 100_000_000, d))
+    {
+        c.idempotency_max_keys = v as usize;
+    }
     if let Some(n) = f.get("partition_residency") {
         for (part, _, v) in
             diag::map_entries(n, "consistency.partition_residency", d).unwrap_or_default()

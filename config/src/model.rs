@@ -417,6 +417,8 @@ pub struct Consistency {
     pub idempotency: Idempotency,
     /// How long the edge remembers an idempotency key it has seen.
     pub idempotency_window: Duration,
+    /// The most idempotency keys the edge remembers; the oldest finished go first.
+    pub idempotency_max_keys: usize,
     /// Partition → the residency zone its data must stay in.
     pub partition_residency: BTreeMap<String, String>,
     pub promotion: Promotion,

@@ -108,6 +108,14 @@ fn describe() {
         "Client connections or requests cut off by a limit, by reason"
     );
     metrics::describe_gauge!(
+        "switchyard_idempotency_keys",
+        "Idempotency keys the edge remembers now"
+    );
+    metrics::describe_counter!(
+        "switchyard_idempotency_evictions_total",
+        "Idempotency keys forgotten, by reason (expired after the window, or evicted at capacity)"
+    );
+    metrics::describe_gauge!(
         "switchyard_client_connections",
         "Client connections open now"
     );
@@ -224,6 +232,20 @@ pub(crate) fn client_cutoff(reason: &'static str) {
 pub(crate) fn client_connections(open: usize, refused: u64) {
     gauge!("switchyard_client_connections").set(open as f64);
     counter!("switchyard_client_cutoffs_total", "reason" => "max_connections").absolute(refused);
+}
+
+/// An idempotency key forgotten, by reason (`expired`, `capacity`).
+pub(crate) fn idempotency_evicted(reason: &'static str) {
+    idempotency_evicted_n(reason, 1);
+}
+
+pub(crate) fn idempotency_evicted_n(reason: &'static str, n: u64) {
+    counter!("switchyard_idempotency_evictions_total", "reason" => reason).increment(n);
+}
+
+/// Idempotency keys remembered now.
+pub(crate) fn idempotency_keys(n: usize) {
+    gauge!("switchyard_idempotency_keys").set(n as f64);
 }
 
 /// A client over `limits.per_client`, answered 429.

@@ -711,3 +711,73 @@ async fn explain_and_a_real_request_agree_fallbacks_included() {
     assert_eq!(status, 503);
     writer.abort();
 }
+
+/// The edge remembers at most `idempotency_max_keys`: the oldest finished go
+/// first, a table full of writes in flight answers 503, and keys are scoped
+/// by the client's credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idempotency_table_is_bounded_and_scoped_by_client() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}consistency: {{ owners: {{ default: a }}, idempotency_max_keys: 2 }}\n",
+        two_regions(&a, &b, "  policy: weighted\n", "", &dir)
+    );
+    let router = Router::start_in(dir, &cfg);
+    let write = |key: &'static str, auth: &'static str, body: &'static str| {
+        let url = router.url("/kv/k");
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .header("Idempotency-Key", key)
+                .header("Authorization", auth)
+                .body(body)
+                .send()
+                .await
+                .expect("write");
+            (
+                resp.status().as_u16(),
+                resp.headers().get("retry-after").cloned(),
+            )
+        }
+    };
+    // Two keys remembered; a third evicts the oldest.
+    assert_eq!(write("k1", "Bearer alice", "1").await.0, 201);
+    assert_eq!(write("k2", "Bearer alice", "2").await.0, 201);
+    assert_eq!(write("k3", "Bearer alice", "3").await.0, 201);
+    // Where a reused key is refused tells whether the edge still knows it:
+    // the edge answers 422 itself; a key it forgot reaches the region (which
+    // keeps its own store and answers 422 too).
+    let seen = a.requests();
+    assert_eq!(write("k2", "Bearer alice", "other").await.0, 422);
+    assert_eq!(a.requests(), seen, "k2 is remembered at the edge");
+    assert_eq!(write("k1", "Bearer alice", "other").await.0, 422);
+    assert_eq!(a.requests(), seen + 1, "k1 was evicted at the edge");
+    // Bob's k3 is not Alice's k3: not refused at the edge.
+    write("k3", "Bearer bob", "other").await;
+    assert_eq!(
+        a.requests(),
+        seen + 2,
+        "another client's key of the same name"
+    );
+    // Full of writes in flight: a new key waits its turn.
+    a.set("slow", json!(1500)).await;
+    let held: Vec<_> = ["s1", "s2"]
+        .into_iter()
+        .map(|k| tokio::spawn(write(k, "Bearer carol", "s")))
+        .collect();
+    router.wait_inflight(2).await;
+    let (status, retry_after) = write("s3", "Bearer carol", "s").await;
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.expect("Retry-After"), "1");
+    for h in held {
+        assert_eq!(h.await.expect("held write").0, 201);
+    }
+    a.set("slow", json!(0)).await;
+    assert_eq!(write("s3", "Bearer carol", "s").await.0, 201);
+    let metrics = router.metrics_text().await;
+    assert!(
+        metrics.contains("switchyard_idempotency_evictions_total{reason=\"capacity\"}"),
+        "{metrics}"
+    );
+}

@@ -230,13 +230,17 @@ pub(crate) fn start_loops(state: &Arc<RouterState>, reloader: &reload::Reloader)
     state
         .control
         .spawn(promote::run_auto_promoter(state.clone()));
-    let purge = state.clone();
+    let expire = state.clone();
     state.control.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        // Often and in batches: expiry never sweeps the whole table at once.
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            let window = purge.topology.load().config.consistency.idempotency_window;
-            purge.idempotency.purge(window);
+            let window = expire.topology.load().config.consistency.idempotency_window;
+            while expire.idempotency.expire(window) > 0 {
+                tokio::task::yield_now().await;
+            }
+            crate::metrics::idempotency_keys(expire.idempotency.len());
         }
     });
 }

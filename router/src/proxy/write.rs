@@ -168,8 +168,15 @@ pub(super) async fn admit_write(
             idempotency::fingerprint(&method, &path, format!("length {length:?}").as_bytes())
         }
     };
-    let window = cfg.idempotency_window;
-    Ok(match state.idempotency.begin(&key, fp, window) {
+    // Scoped by the client's credentials: one client can neither block nor
+    // probe another's keys.
+    let credentials = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let scoped = idempotency::ScopedKey::new(credentials, &key);
+    let (window, max_keys) = (cfg.idempotency_window, cfg.idempotency_max_keys);
+    Ok(match state.idempotency.begin(scoped, fp, window, max_keys) {
         Admit::Proceed(guard) => {
             ctx.idempotency = Some(guard);
             None
@@ -179,6 +186,9 @@ pub(super) async fn admit_write(
         )),
         Admit::Mismatch => Some(Reject::unprocessable(
             "this Idempotency-Key was used for a different request (method, path or body)",
+        )),
+        Admit::Full => Some(Reject::unavailable(
+            "too many writes in flight to remember another Idempotency-Key (consistency.idempotency_max_keys); retry",
         )),
     })
 }
