@@ -623,11 +623,16 @@ impl Default for Gates {
 }
 
 /// Mirroring of real reads to the ramping region during its synthetic stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shadow {
     pub percent: Percent,
     /// Compare a hash of the bodies as well as the status classes.
     pub compare_body: bool,
+    /// Headers never copied to the shadow (lowercased), besides
+    /// `Authorization` and `Cookie`, which never are.
+    pub strip_headers: Vec<String>,
+    /// Shadow requests in flight at once; beyond it a read is not mirrored.
+    pub max_inflight: usize,
 }
 
 #[derive(Debug, Clone)]

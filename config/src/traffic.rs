@@ -92,7 +92,12 @@ fn ramp(name: &str, n: &Node, d: &mut Diags) -> Option<Ramp> {
         .and_then(|n| positive(n, &f.child("step_down_every"), d))
         .unwrap_or(Duration::from_secs(1));
     let shadow = f.get("shadow").and_then(|n| {
-        let s = Fields::new(n, &f.child("shadow"), &["percent", "compare_body"], d)?;
+        let s = Fields::new(
+            n,
+            &f.child("shadow"),
+            &["percent", "compare_body", "strip_headers", "max_inflight"],
+            d,
+        )?;
         let percent = s
             .require("percent", d)
             .and_then(|n| percent(n, &s.child("percent"), d))?;
@@ -100,9 +105,21 @@ fn ramp(name: &str, n: &Node, d: &mut Diags) -> Option<Ramp> {
             .get("compare_body")
             .and_then(|n| diag::boolean(n, &s.child("compare_body"), d))
             .unwrap_or(false);
+        let strip_headers = s.get("strip_headers").map_or_else(Vec::new, |n| {
+            diag::strings(n, &s.child("strip_headers"), d)
+                .into_iter()
+                .map(|(h, _)| h.to_ascii_lowercase())
+                .collect()
+        });
+        let max_inflight = s
+            .get("max_inflight")
+            .and_then(|n| diag::integer(n, &s.child("max_inflight"), 1, 100_000, d))
+            .map_or(64, |v| v as usize);
         Some(Shadow {
             percent,
             compare_body,
+            strip_headers,
+            max_inflight,
         })
     });
     Some(Ramp {

@@ -722,3 +722,67 @@ async fn shadow_reads_mirror_real_reads_during_the_synthetic_stage() {
         );
     }
 }
+
+/// Shadow copies follow the read's own rules and carry no credentials: a
+/// client whose residency zone the ramping region is outside is never
+/// mirrored to it, and `Authorization`, `Cookie` and the configured headers
+/// never reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_reads_keep_residency_and_credentials() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}{}routing:\n  policy: weighted\n  weights: {{ a: 50, b: 50 }}\n  geo: {{ networks: {{ \"127.0.0.2/32\": US }} }}\n  residency: {{ US: US }}\n{SYNTHETIC}ramps:\n  b-launch:\n    region: b\n    steps: [synthetic, 100]\n    hold: 1m\n    shadow: {{ percent: 100, strip_headers: [X-Api-Key] }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, "    compliance: { data_residency: US }\n"),
+        region_yaml("b", b.addr, "    compliance: { data_residency: EU }\n    dial: 0\n"),
+    );
+    let router = Router::start_with_env(dir, &cfg, &[("SY_SYNTHETIC", SYNTHETIC_TOKEN)]);
+    let (code, _) = router
+        .admin(Method::POST, "/admin/v1/ramps/b-launch/start", None)
+        .await;
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["ramps"]["b-launch"]["shadow"]["sent"] == 0
+    })
+    .await;
+    // A US client: its reads stay in the US, shadows included.
+    let us = client_from("127.0.0.2");
+    for i in 0..10 {
+        let (status, region) =
+            get_region(&us, &router.url("/kv/absent"), Some(&format!("k{i}"))).await;
+        assert_eq!((status, region.as_str()), (404, "a"));
+    }
+    // A client with no zone is mirrored, without its credentials.
+    let anywhere = client_from("127.0.0.3");
+    let resp = anywhere
+        .get(router.url("/_echo"))
+        .header("Authorization", "Bearer secret")
+        .header("Cookie", "session=secret")
+        .header("X-Api-Key", "secret")
+        .header("X-Kept", "yes")
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(served_by(&resp), "a");
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["ramps"]["b-launch"]["shadow"]["sent"] == 1
+    })
+    .await;
+    assert_eq!(b.requests(), 1, "only the client with no zone was mirrored");
+    let seen = b
+        .region
+        .last_echo_headers
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    let names: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.contains(&"x-kept"), "{names:?}");
+    assert!(names.contains(&"x-switchyard-shadow"), "{names:?}");
+    for secret in ["authorization", "cookie", "x-api-key"] {
+        assert!(
+            !names.contains(&secret),
+            "{secret} reached the shadow: {names:?}"
+        );
+    }
+}

@@ -71,6 +71,8 @@ pub struct Region {
     health_status: AtomicU16,
     fail_status: AtomicU16,
     pub requests: AtomicU64,
+    /// The headers of the last request to `/_echo`, for tests to look at.
+    pub last_echo_headers: Mutex<Vec<(String, String)>>,
     partition_header: String,
 }
 
@@ -91,6 +93,7 @@ impl Region {
             health_status: AtomicU16::new(200),
             fail_status: AtomicU16::new(0),
             requests: AtomicU64::new(0),
+            last_echo_headers: Mutex::new(Vec::new()),
             partition_header: o.partition_header.to_ascii_lowercase(),
         })
     }
@@ -370,6 +373,9 @@ async fn echo(
             )
         })
         .collect();
+    if let Ok(mut last) = r.last_echo_headers.lock() {
+        last.clone_from(&headers);
+    }
     with_region(
         &r,
         Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "headers": headers, "body": body})).into_response(),

@@ -478,7 +478,7 @@ fn refresh_shadow_targets(
     };
     let mut active = Vec::new();
     for spec in &topo.config.ramps {
-        let Some(shadow) = spec.shadow else {
+        let Some(shadow) = &spec.shadow else {
             continue;
         };
         let at_synthetic = runs.get(&spec.name).is_some_and(|r| {
@@ -487,19 +487,16 @@ fn refresh_shadow_targets(
         if !at_synthetic {
             continue;
         }
-        let current = all.get(&spec.name).filter(|t| {
-            t.region == spec.region
-                && t.percent == shadow.percent
-                && t.compare_body == shadow.compare_body
-        });
+        let current = all
+            .get(&spec.name)
+            .filter(|t| t.region == spec.region && t.spec == *shadow);
         let target = match current {
             Some(t) => t.clone(),
             None => {
                 // New, or its settings changed with a reload: fresh counters.
                 let t = std::sync::Arc::new(crate::route::shadow::ShadowTarget::new(
                     spec.region.clone(),
-                    shadow.percent,
-                    shadow.compare_body,
+                    shadow.clone(),
                 ));
                 all.insert(spec.name.clone(), t.clone());
                 t

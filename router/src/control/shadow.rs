@@ -59,28 +59,48 @@ pub(crate) async fn mirror(topo: Arc<Topology>, plan: Box<ShadowPlan>) {
                 .live
                 .stats
                 .answer(status < 500, started.elapsed().as_secs_f64());
-            let body = resp.bytes().await;
             if status / 100 != plan.primary_status / 100 {
                 "status_mismatch"
             } else {
-                match (&plan.primary_body, body) {
-                    (Some(primary), Ok(b)) => {
-                        if xxhash_rust::xxh3::xxh3_64(&b) == primary.digest() {
-                            "match"
-                        } else {
-                            "body_mismatch"
-                        }
-                    }
-                    (Some(_), Err(_)) => "error",
-                    (None, _) => "match",
+                match &plan.primary_body {
+                    None => "match",
+                    Some(primary) => match hash_body(resp).await {
+                        Ok(h) if h == primary.digest() => "match",
+                        Ok(_) => "body_mismatch",
+                        Err(BodyHash::TooLarge) => "too_large",
+                        Err(BodyHash::Broken) => "error",
+                    },
                 }
             }
         }
     };
     match result {
         "match" => t.matched.fetch_add(1, Ordering::Relaxed),
-        "error" => t.errors.fetch_add(1, Ordering::Relaxed),
+        "error" | "too_large" => t.errors.fetch_add(1, Ordering::Relaxed),
         _ => t.mismatched.fetch_add(1, Ordering::Relaxed),
     };
     crate::metrics::shadow_read(&t.region, result);
+}
+
+/// Bytes of a shadow's body hashed at most; a larger one is not compared.
+const MAX_SHADOW_BODY: u64 = 16 * 1024 * 1024;
+
+/// Why a shadow's body has no hash.
+enum BodyHash {
+    TooLarge,
+    Broken,
+}
+
+/// Hashes a shadow's body as it streams, never holding more than a chunk.
+async fn hash_body(mut resp: reqwest::Response) -> Result<u64, BodyHash> {
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut len = 0u64;
+    while let Some(chunk) = resp.chunk().await.map_err(|_| BodyHash::Broken)? {
+        len += chunk.len() as u64;
+        if len > MAX_SHADOW_BODY {
+            return Err(BodyHash::TooLarge);
+        }
+        hash.update(&chunk);
+    }
+    Ok(hash.digest())
 }

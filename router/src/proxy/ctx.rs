@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub(super) region_inflight: Option<RegionInflight>,
     /// Set when this read is mirrored to a ramping region once answered.
     pub(super) shadow: Option<Box<ShadowPlan>>,
+    /// Shadow targets this read's own candidate rules let it use.
+    pub(super) shadow_ok: smallvec::SmallVec<[RegionIdx; 2]>,
     /// A write's record in the op log, until its outcome is written.
     pub(super) op: Option<Box<OpInFlight>>,
     _inflight: InflightGuard,
@@ -74,6 +76,7 @@ impl Ctx {
             idempotency: None,
             region_inflight: None,
             shadow: None,
+            shadow_ok: smallvec::SmallVec::new(),
             op: None,
             _inflight: InflightGuard::new(state),
         }

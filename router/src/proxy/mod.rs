@@ -20,7 +20,9 @@ use tower::retry::budget::Budget;
 use crate::control::RouterState;
 use crate::metrics;
 use crate::route::classify::classify;
-use crate::route::decide::{decide_with_fallback, take_rate_tokens, WAIT_EXPIRED};
+use crate::route::decide::{
+    decide_with_fallback, take_rate_tokens, verdict, Verdict, WAIT_EXPIRED,
+};
 use crate::route::headers::{
     COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
 };
@@ -115,6 +117,23 @@ impl Edge {
                     .unwrap_or(crate::route::owners::DEFAULT)
                     .to_string(),
             );
+        }
+        if ctx.class == RequestClass::Read && !ctx.synthetic {
+            // Shadows follow the read's own candidate rules (residency first),
+            // all but brownout ejection: shadow answers are what a ramp's gates
+            // judge, and `max_inflight` already bounds what a slow region gets.
+            let targets = self.state.shadow_active.load();
+            let owner = ctx.topo.owner_of(classified.partition);
+            ctx.shadow_ok = targets
+                .iter()
+                .filter_map(|t| ctx.topo.index_of(t.region.as_str()))
+                .filter(|i| {
+                    matches!(
+                        verdict(&ctx.topo, &classified, owner, *i),
+                        Verdict::Keep | Verdict::Ejected
+                    )
+                })
+                .collect();
         }
         let decision = decide_with_fallback(&ctx.topo, &classified)?;
         if let (Some((_, limit)), false) = (decision.wait_for, waited) {
@@ -245,7 +264,14 @@ impl ProxyHttp for Edge {
                 let first = ctx.order.first().map_or("", |i| ctx.topo.name(*i));
                 let req = session.req_header();
                 let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                ctx.shadow = shadow::sample(&targets, first, &req.method, pq, &req.headers);
+                let topo = &ctx.topo;
+                let allowed = &ctx.shadow_ok;
+                let may_serve = |r: &switchyard_config::RegionName| {
+                    topo.index_of(r.as_str())
+                        .is_some_and(|i| allowed.contains(&i))
+                };
+                ctx.shadow =
+                    shadow::sample(&targets, first, may_serve, &req.method, pq, &req.headers);
             }
         }
         Ok(false)
