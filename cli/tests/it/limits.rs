@@ -227,6 +227,11 @@ async fn connections_over_max_connections_are_refused_and_open_ones_keep_working
     let dir = TempDir::new();
     let cfg = one_region(&a, &dir, "{ max_connections: 5 }");
     let router = Router::start_in(dir, &cfg);
+    // The start-up probe's connection holds a place until the router sees it closed.
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["connections"]["open"] == 0
+    })
+    .await;
     let mut open: Vec<TcpStream> = (0..5)
         .map(|_| TcpStream::connect(router.http).expect("connect"))
         .collect();
