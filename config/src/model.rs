@@ -180,13 +180,20 @@ pub struct Https {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub addr: SocketAddr,
-    /// The environment variable holding the bearer token.
+    /// The environment variable holding the bearer token (at least 16 bytes).
     pub token_env: String,
+    /// Allows the plain-HTTP admin API on a non-loopback address.
+    pub allow_plaintext: bool,
 }
+
+/// The least a bearer token may hold: shorter ones are guessed.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub addr: SocketAddr,
+    /// When set, `/metrics` wants `Authorization: Bearer` with this variable's token.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone)]

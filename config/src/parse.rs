@@ -144,26 +144,43 @@ fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
 }
 
 fn admin(n: &Node, d: &mut Diags) -> Option<Admin> {
-    let f = Fields::new(n, "admin", &["addr", "token_env"], d)?;
-    let addr = f
-        .require("addr", d)
-        .and_then(|n| diag::socket_addr(n, "admin.addr", d));
+    let f = Fields::new(n, "admin", &["addr", "token_env", "allow_plaintext"], d)?;
+    let addr_node = f.require("addr", d);
+    let addr = addr_node.and_then(|n| diag::socket_addr(n, "admin.addr", d));
     let token_env = f
         .get("token_env")
         .and_then(|n| diag::string(n, "admin.token_env", d))
         .unwrap_or_else(|| "SWITCHYARD_ADMIN_TOKEN".into());
+    let allow_plaintext = f
+        .get("allow_plaintext")
+        .and_then(|n| diag::boolean(n, "admin.allow_plaintext", d))
+        .unwrap_or(false);
+    if let (Some(a), Some(node)) = (addr, addr_node) {
+        if !a.ip().is_loopback() && !allow_plaintext {
+            d.error(
+                node.pos,
+                format!(
+                    "`admin.addr` {a} is not a loopback address, and the admin API speaks plain HTTP: its bearer token would cross the network in the clear; listen on 127.0.0.1 (and reach it through a tunnel), or set `admin.allow_plaintext: true`"
+                ),
+            );
+        }
+    }
     Some(Admin {
         addr: addr?,
         token_env,
+        allow_plaintext,
     })
 }
 
 fn metrics(n: &Node, d: &mut Diags) -> Option<Metrics> {
-    let f = Fields::new(n, "metrics", &["addr"], d)?;
+    let f = Fields::new(n, "metrics", &["addr", "token_env"], d)?;
     let addr = f
         .require("addr", d)
         .and_then(|n| diag::socket_addr(n, "metrics.addr", d))?;
-    Some(Metrics { addr })
+    let token_env = f
+        .get("token_env")
+        .and_then(|n| diag::string(n, "metrics.token_env", d));
+    Some(Metrics { addr, token_env })
 }
 
 fn limits(n: &Node, d: &mut Diags) -> Limits {

@@ -142,7 +142,7 @@ ramps:
 
 /// The token synthetic demo requests carry.
 const SYNTHETIC_TOKEN: &str = "demo-synthetic";
-const ADMIN_TOKEN: &str = "demo";
+const ADMIN_TOKEN: &str = "switchyard-demo-admin";
 
 /// The router's listeners, from its ready line.
 struct Edge {

@@ -115,6 +115,10 @@ fn describe() {
         "switchyard_idempotency_evictions_total",
         "Idempotency keys forgotten, by reason (expired after the window, or evicted at capacity)"
     );
+    metrics::describe_counter!(
+        "switchyard_admin_login_failures_total",
+        "Requests to the admin API or /metrics with a missing or wrong bearer token"
+    );
     metrics::describe_gauge!(
         "switchyard_client_connections",
         "Client connections open now"
@@ -246,6 +250,11 @@ pub(crate) fn idempotency_evicted_n(reason: &'static str, n: u64) {
 /// Idempotency keys remembered now.
 pub(crate) fn idempotency_keys(n: usize) {
     gauge!("switchyard_idempotency_keys").set(n as f64);
+}
+
+/// A request to the admin API (or `/metrics`) with a missing or wrong token.
+pub(crate) fn admin_login_failed() {
+    counter!("switchyard_admin_login_failures_total").increment(1);
 }
 
 /// A client over `limits.per_client`, answered 429.

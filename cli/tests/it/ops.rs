@@ -306,3 +306,113 @@ async fn a_request_in_flight_finishes_across_a_reload_that_removes_its_region() 
     assert_eq!(slow.await.expect("task"), (404, "a".to_string()));
     assert!(router.status().await["regions"].get("a").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_throttles_failed_logins_and_metrics_can_want_a_token() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir).replace(
+            "metrics: { addr: 127.0.0.1:0 }",
+            "metrics: { addr: 127.0.0.1:0, token_env: SY_TEST_TOKEN }"
+        ),
+        region_yaml("a", a.addr, "")
+    );
+    let router = Router::start_in(dir, &cfg);
+    let admin = router.admin.expect("admin");
+    let guess = |token: &'static str| async move {
+        let resp = reqwest::Client::new()
+            .get(format!("http://{admin}/admin/v1/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("status");
+        (
+            resp.status().as_u16(),
+            resp.headers().get("retry-after").cloned(),
+        )
+    };
+    for _ in 0..10 {
+        assert_eq!(guess("wrong-token-guess").await.0, 401);
+    }
+    let (status, retry) = guess("wrong-token-guess").await;
+    assert_eq!(status, 429);
+    assert!(retry.is_some());
+    // Throttled, even with the right token, until the minute is over.
+    assert_eq!(guess(TOKEN).await.0, 429);
+    // /metrics wants the token too. (Throttled requests are not counted as
+    // failed logins: ten refused guesses, and one tokenless scrape below.)
+    let url = format!("http://{}/metrics", router.metrics.expect("metrics"));
+    let plain = reqwest::get(&url).await.expect("metrics");
+    assert_eq!(plain.status().as_u16(), 401);
+    let text = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("switchyard_admin_login_failures_total 11"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
+    let dir = TempDir::new();
+    let base = "listen: { http: 127.0.0.1:0 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }\nrouting: { policy: weighted }\n";
+    let short = dir.write(
+        "short.yaml",
+        &format!(
+            "admin: {{ addr: 127.0.0.1:0, token_env: SY_SHORT }}\nstate_dir: {}\n{base}",
+            dir.0.join("s").display()
+        ),
+    );
+    let out = std::process::Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&short)
+        .env("SY_SHORT", "short")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "admin.token_env: SY_SHORT holds a token of 5 bytes; a bearer token needs at least 16"
+        ),
+        "{err}"
+    );
+    let public = dir.write(
+        "public.yaml",
+        &format!("admin: {{ addr: \"0.0.0.0:9901\" }}\n{base}"),
+    );
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&public)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public.yaml:1:16: `admin.addr` 0.0.0.0:9901 is not a loopback address"),
+        "{err}"
+    );
+    let allowed = dir.write(
+        "allowed.yaml",
+        &format!("admin: {{ addr: \"0.0.0.0:9901\", allow_plaintext: true }}\n{base}"),
+    );
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&allowed)
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -16,6 +16,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use switchyard_region::{RegionOpts, Role};
 
+/// The admin token the drill gives the router (16 bytes at least, as every token).
+const DRILL_TOKEN: &str = "slow-region-drill-token";
+
 #[derive(Parser)]
 struct Args {
     /// The switchyard binary.
@@ -244,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
     let mut child = Command::new(&args.router)
         .args(["run", "--config"])
         .arg(&config)
-        .env("DRILL_TOKEN", "drill")
+        .env("DRILL_TOKEN", DRILL_TOKEN)
         .env("SWITCHYARD_LOG", "error,pingora_core::connectors=off")
         .stdout(Stdio::piped())
         .spawn()
@@ -269,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
         Box::pin(async move {
             let Ok(r) = reqwest::Client::new()
                 .get(format!("http://{admin}/admin/v1/status"))
-                .bearer_auth("drill")
+                .bearer_auth(DRILL_TOKEN)
                 .send()
                 .await
             else {

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,7 @@ use crate::control::RouterState;
 
 mod actions;
 mod error;
+pub(crate) mod login;
 mod status;
 
 use actions::{drain, explain, promote, ramp_action, reload, set_dial, undrain};
@@ -30,6 +33,8 @@ pub(crate) struct AdminState {
     pub(crate) reloader: Arc<Reloader>,
     /// The bearer token; `None` refuses every request.
     pub(crate) token: Option<Arc<str>>,
+    /// Failed logins by source.
+    pub(crate) throttle: Arc<login::LoginThrottle>,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -47,26 +52,38 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+async fn auth(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let now = std::time::Instant::now();
+    let source = peer.ip();
+    if let Some(secs) = s.throttle.throttled(source, now) {
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from this address; wait and retry\n",
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        return resp;
+    }
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (&s.token, presented) {
-        (Some(want), Some(got))
-            if crate::route::hygiene::constant_time_eq(want.as_bytes(), got.trim().as_bytes()) =>
-        {
-            next.run(req).await
-        }
-        _ => {
-            let mut resp =
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
-            resp.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            resp
-        }
+        .and_then(|v| v.to_str().ok());
+    if login::bearer_matches(s.token.as_deref(), presented) {
+        s.throttle.succeeded(source);
+        return next.run(req).await;
     }
+    s.throttle.failed(source, now);
+    crate::metrics::admin_login_failed();
+    let mut resp = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    resp
 }

@@ -35,21 +35,42 @@ pub(super) fn serve_admin(
     let Some(a) = &config.admin else {
         return Ok(());
     };
-    let token = std::env::var(&a.token_env).ok().filter(|t| !t.is_empty());
+    let token = bearer_token("admin.token_env", &a.token_env)?;
     if token.is_none() {
         tracing::warn!(env = %a.token_env, "admin token unset: the admin API refuses every request");
+    }
+    if !a.addr.ip().is_loopback() {
+        tracing::warn!(addr = %a.addr, "the admin API listens beyond loopback over plain HTTP (admin.allow_plaintext)");
     }
     let app = crate::admin::router(AdminState {
         router: state.clone(),
         reloader: reloader.clone(),
-        token: token.map(Arc::from),
+        token,
+        throttle: Arc::default(),
     });
     let listener = control
         .block_on(tokio::net::TcpListener::bind(a.addr))
         .with_context(|| format!("admin.addr: cannot bind {}", a.addr))?;
     bound.admin = Some(listener.local_addr()?);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     control.spawn(async move { axum::serve(listener, app).await });
     Ok(())
+}
+
+/// A bearer token from the environment variable `env` (named in the config
+/// at `key`): `None` when unset, an error when too short to resist guessing.
+fn bearer_token(key: &str, env: &str) -> anyhow::Result<Option<Arc<str>>> {
+    let Some(token) = std::env::var(env).ok().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let min = switchyard_config::MIN_TOKEN_BYTES;
+    if token.len() < min {
+        bail!(
+            "{key}: {env} holds a token of {} bytes; a bearer token needs at least {min}",
+            token.len()
+        );
+    }
+    Ok(Some(Arc::from(token)))
 }
 
 /// Serves `/metrics` when the config has a metrics listener, and runs the
@@ -61,12 +82,39 @@ pub(super) fn serve_metrics(
     bound: &mut Bound,
 ) -> anyhow::Result<()> {
     if let Some(m) = &config.metrics {
+        let token = match &m.token_env {
+            None => None,
+            Some(env) => Some(
+                bearer_token("metrics.token_env", env)?
+                    .with_context(|| format!("metrics.token_env: {env} is unset"))?,
+            ),
+        };
         let render = handle.clone();
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: http::HeaderMap| {
                 let h = render.clone();
-                async move { h.render() }
+                let token = token.clone();
+                async move {
+                    let presented = headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    if token.is_some()
+                        && !crate::admin::login::bearer_matches(token.as_deref(), presented)
+                    {
+                        crate::metrics::admin_login_failed();
+                        return (
+                            http::StatusCode::UNAUTHORIZED,
+                            [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                            "missing or wrong bearer token\n".to_string(),
+                        );
+                    }
+                    (
+                        http::StatusCode::OK,
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        h.render(),
+                    )
+                }
             }),
         );
         let listener = control
