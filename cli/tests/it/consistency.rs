@@ -781,3 +781,42 @@ async fn the_idempotency_table_is_bounded_and_scoped_by_client() {
         "{metrics}"
     );
 }
+
+/// A replica whose health answer carries no lag is not trusted: bounded reads
+/// leave it, and it is not promoted unless forced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_reports_no_lag_is_neither_read_from_nor_promoted() {
+    let (_a, b, router) = owner_and_replica("  promotion: { max_lag: 5s }\n").await;
+    eventually(Duration::from_secs(5), || async {
+        read(&router, "x", Some("bounded"), &[]).await.1 == "b"
+    })
+    .await;
+    b.set("health_body", json!("plain")).await;
+    // Healthy still, but its lag is no longer known once the last report ages out.
+    eventually(Duration::from_secs(10), || async {
+        let s = router.status().await;
+        s["regions"]["b"]["healthy"] == true && s["regions"]["b"]["lag_known"] == false
+    })
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        read(&router, "x", Some("bounded"), &[]).await.1 == "a"
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(read(&router, "x", Some("bounded"), &[]).await.1, "a");
+    }
+    let (code, body) = router
+        .admin(
+            Method::POST,
+            "/admin/v1/promote",
+            Some(json!({"partition": "default", "to": "b"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["rule"], "lag_unknown", "{body}");
+    b.set("health_body", json!("json")).await;
+    eventually(Duration::from_secs(10), || async {
+        read(&router, "x", Some("bounded"), &[]).await.1 == "b"
+    })
+    .await;
+}

@@ -71,6 +71,8 @@ pub struct Region {
     health_status: AtomicU16,
     fail_status: AtomicU16,
     pub requests: AtomicU64,
+    /// Health answers a plain `OK` instead of its JSON report (no lag, no role).
+    plain_health: std::sync::atomic::AtomicBool,
     /// The headers of the last request to `/_echo`, for tests to look at.
     pub last_echo_headers: Mutex<Vec<(String, String)>>,
     partition_header: String,
@@ -93,6 +95,7 @@ impl Region {
             health_status: AtomicU16::new(200),
             fail_status: AtomicU16::new(0),
             requests: AtomicU64::new(0),
+            plain_health: std::sync::atomic::AtomicBool::new(false),
             last_echo_headers: Mutex::new(Vec::new()),
             partition_header: o.partition_header.to_ascii_lowercase(),
         })
@@ -180,6 +183,9 @@ async fn health(State(r): State<Arc<Region>>) -> Response {
     r.health_delay().await;
     let status =
         StatusCode::from_u16(r.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
+    if r.plain_health.load(Ordering::Relaxed) {
+        return (status, "OK\n").into_response();
+    }
     let body = json!({
         "region": r.name,
         "role": r.role(),
@@ -428,6 +434,13 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
         ("health", Some(v)) => r.health_status.store(v as u16, Ordering::Relaxed),
         ("fail", Some(v)) => r.fail_status.store(v as u16, Ordering::Relaxed),
         ("epoch", Some(v)) => r.epoch.store(v, Ordering::Relaxed),
+        ("health_body", _) => match value.as_str() {
+            Some("json") => r.plain_health.store(false, Ordering::Relaxed),
+            Some("plain") => r.plain_health.store(true, Ordering::Relaxed),
+            _ => {
+                return (StatusCode::BAD_REQUEST, "health_body is json or plain\n").into_response()
+            }
+        },
         ("role", _) => match serde_json::from_value::<Role>(value) {
             Ok(role) => *r.role.write().unwrap_or_else(|e| e.into_inner()) = role,
             Err(_) => {

@@ -41,10 +41,14 @@ pub(crate) fn drift(spec: &Region, report: &HealthReport) -> Vec<String> {
 
 /// Applies one successful report to the region's live state.
 fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
-    live.lag_ms
-        .store(report.replica_lag_ms.unwrap_or(0), Ordering::Relaxed);
-    live.lag_reported_at
-        .store(live.now_nanos(), Ordering::Relaxed);
+    // A lag nobody reported is unknown, not zero: without it the region is
+    // no candidate for bounded reads or promotion until it reports one (the
+    // last report ages out by itself).
+    if let Some(lag) = report.replica_lag_ms {
+        live.lag_ms.store(lag, Ordering::Relaxed);
+        live.lag_reported_at
+            .store(live.now_nanos().max(1), Ordering::Relaxed);
+    }
     if let Some(p) = report.applied_position {
         live.applied_position.store(p, Ordering::Relaxed);
     }

@@ -83,7 +83,15 @@ pub(crate) fn refusal(
             format!("{name} is drained (use force to promote anyway)"),
         ));
     }
-    let lag = Duration::from_millis(r.live.lag_ms.load(Ordering::Relaxed));
+    let Some(lag) = r.live.known_lag(report_max_age(&r.spec)) else {
+        return Some(ControlError::refused(
+            "lag_unknown",
+            format!(
+                "{name} has not reported its replica lag lately (replica_lag_ms in its health answer): nobody knows which writes it lacks (use force to promote anyway)"
+            ),
+        ));
+    };
+    let lag = Duration::from_millis(lag);
     if lag > c.promotion.max_lag {
         return Some(ControlError::refused(
             "lag",
@@ -95,6 +103,12 @@ pub(crate) fn refusal(
         ));
     }
     None
+}
+
+/// How old a region's last lag report may be to promote by: a few of its
+/// health intervals.
+fn report_max_age(spec: &switchyard_config::Region) -> Duration {
+    (spec.health.interval * 3).max(Duration::from_secs(1))
 }
 
 /// The partitions a request names: `*` is every partition in the table.
@@ -237,24 +251,17 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
             if since.elapsed() < auto.after {
                 continue;
             }
+            // Only regions whose lag is known (and small enough) are candidates.
+            let known_lag = |i: RegionIdx| {
+                let r = &topo.regions[i as usize];
+                r.live.known_lag(report_max_age(&r.spec))
+            };
             let candidate = (0..topo.regions.len() as RegionIdx)
                 .filter(|i| topo.name(*i) != owner)
                 .filter(|i| topo.regions[*i as usize].spec.kind == RegionKind::Full)
-                .filter(|i| {
-                    Duration::from_millis(
-                        topo.regions[*i as usize]
-                            .live
-                            .lag_ms
-                            .load(Ordering::Relaxed),
-                    ) <= auto.max_lag
-                })
+                .filter(|i| known_lag(*i).is_some_and(|l| Duration::from_millis(l) <= auto.max_lag))
                 .filter(|i| refusal(&topo, &partitions, *i, false).is_none())
-                .min_by_key(|i| {
-                    topo.regions[*i as usize]
-                        .live
-                        .lag_ms
-                        .load(Ordering::Relaxed)
-                });
+                .min_by_key(|i| known_lag(*i).unwrap_or(u64::MAX));
             let Some(to) = candidate else {
                 if since.elapsed() < auto.after + Duration::from_millis(300) {
                     tracing::error!(
@@ -314,6 +321,17 @@ consistency:
         assert_eq!(rule(&t, 3, true), Some("read_only"));
         assert_eq!(rule(&t, 2, true), Some("residency"));
         assert_eq!(rule(&t, 0, true), Some("already_owner"));
+    }
+
+    #[test]
+    fn a_region_that_never_reported_its_lag_is_refused_unless_forced() {
+        let t = topo();
+        t.regions[1]
+            .live
+            .lag_reported_at
+            .store(0, Ordering::Relaxed);
+        assert_eq!(rule(&t, 1, false), Some("lag_unknown"));
+        assert_eq!(rule(&t, 1, true), None);
     }
 
     #[test]
