@@ -820,3 +820,102 @@ async fn a_replica_that_reports_no_lag_is_neither_read_from_nor_promoted() {
     })
     .await;
 }
+
+/// Without a configured key, a router makes one and keeps it in `state_dir`:
+/// a read-your-writes token outlives a reload and a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_your_writes_tokens_outlive_reloads_and_restarts_without_a_configured_key() {
+    let a = region("a").await;
+    let b = region_with("b", Role::Replica, Some(a.url())).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}consistency:\n  owners: {{ default: a }}\n  freshness: {{ default: relaxed }}\n",
+        two_regions(
+            &a,
+            &b,
+            "  policy: weighted\n  weights: { a: 0, b: 1 }\n",
+            "",
+            &dir
+        )
+    );
+    let mut router = Router::start_with_env(dir, &cfg, &[("SWITCHYARD_RYW_KEY", "")]);
+    let key_file = router.dir.0.join("state/ryw.key");
+    assert!(key_file.exists(), "the key is kept in the state directory");
+    // Lagging 20 s (within the relaxed 30 s bound): the replica serves plain
+    // reads, and lacks the write for longer than a restart takes.
+    b.set("lag", json!(20000)).await;
+    eventually(Duration::from_secs(5), || async {
+        read(&router, "x", None, &[]).await.1 == "b"
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .put(router.url("/kv/cart"))
+        .body("3 items")
+        .send()
+        .await
+        .expect("write");
+    let token = resp.headers()["x-switchyard-ryw"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    // The token steers the read to the owner while the replica lags...
+    let honoured = |router: &Router| {
+        let url = router.url("/kv/cart");
+        let token = token.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .header("X-Switchyard-Ryw", token)
+                .send()
+                .await
+                .expect("read");
+            served_by(&resp) == "a"
+        }
+    };
+    assert!(honoured(&router).await);
+    // ...after a reload...
+    let reloaded = router.reload_with(&cfg).await;
+    assert_eq!(reloaded.status().as_u16(), 200);
+    assert!(honoured(&router).await, "after a reload");
+    // ...and after a restart.
+    tokio::task::block_in_place(|| router.restart());
+    assert!(honoured(&router).await, "after a restart");
+}
+
+#[test]
+fn a_short_read_your_writes_key_or_a_fleet_without_one_refuses_to_start() {
+    let dir = TempDir::new();
+    let base = format!(
+        "listen: {{ http: 127.0.0.1:0 }}\nstate_dir: {}\nregions:\n  a: {{ type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }}\nrouting: {{ policy: weighted }}\n",
+        dir.0.join("state").display()
+    );
+    let run = |config: &std::path::Path, key: &str| {
+        let out = std::process::Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SWITCHYARD_RYW_KEY", key)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let single = dir.write("single.yaml", &base);
+    let (code, err) = run(&single, "too-short");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("SWITCHYARD_RYW_KEY holds 9 bytes; a read-your-writes key needs at least 32"),
+        "{err}"
+    );
+    let fleet = dir.write(
+        "fleet.yaml",
+        &format!("{base}coordination: {{ etcd: {{ endpoints: [\"http://127.0.0.1:1\"] }} }}\n"),
+    );
+    let (code, err) = run(&fleet, "");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("in fleet mode every router must sign"),
+        "{err}"
+    );
+}

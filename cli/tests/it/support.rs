@@ -13,6 +13,7 @@ pub use rustix::process::Signal;
 use switchyard_region::{Region, RegionOpts, Role};
 
 pub const TOKEN: &str = "test-admin-token";
+pub const RYW_KEY: &str = "test-read-your-writes-key-0123456789";
 
 pub struct TestRegion {
     pub addr: SocketAddr,
@@ -108,6 +109,9 @@ fn launch(config: &Path, env: &[(String, String)]) -> (Child, String) {
         .args(["run", "--config"])
         .arg(config)
         .env("SY_TEST_TOKEN", TOKEN)
+        // Every router of a test shares a read-your-writes key (fleet mode
+        // needs one); a test that unsets it passes an empty value.
+        .env("SWITCHYARD_RYW_KEY", RYW_KEY)
         .env("SWITCHYARD_THREADS", "2")
         .env("SWITCHYARD_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))

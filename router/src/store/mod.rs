@@ -11,6 +11,7 @@ use anyhow::Context;
 pub(crate) mod oplog;
 pub(crate) mod oplog_nats;
 pub(crate) mod ownership;
+pub(crate) mod secrets;
 pub(crate) mod traffic;
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new file, whole.
