@@ -10,7 +10,9 @@ pub mod segment;
 pub mod writer;
 
 pub use read::{read_dir, Tail};
-pub use record::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record};
+pub use record::{
+    normalize_path, unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
+};
 pub use segment::Problem;
 pub use writer::{Options, Recovery, Writer};
 

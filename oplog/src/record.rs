@@ -86,6 +86,94 @@ impl Intent {
     pub fn resource(&self) -> &str {
         self.path.split('?').next().unwrap_or(&self.path)
     }
+
+    /// The resource as a region would resolve it (RFC 3986 §6.2.2): repeated
+    /// slashes as one, `.` and `..` segments resolved, percent-encoded
+    /// unreserved characters decoded; `/kv//a`, `/kv/./a` and `/kv/%61` are
+    /// all `/kv/a`. Writes compare by it.
+    pub fn normalized_resource(&self) -> String {
+        normalize_path(self.resource())
+    }
+}
+
+/// See [`Intent::normalized_resource`].
+pub fn normalize_path(path: &str) -> String {
+    let mut segments: Vec<String> = Vec::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        // Escapes first: `%2e` is a dot, and a dot segment is resolved.
+        let seg = decode_unreserved(seg);
+        match seg.as_str() {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let trailing = path.ends_with('/') && !segments.is_empty();
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    out
+}
+
+/// Decodes `%XX` where it stands for an unreserved character (letters,
+/// digits, `-._~`); other escapes stay, with their hex in upper case.
+fn decode_unreserved(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%' && i + 2 < b.len())
+            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(v) if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => out.push(v),
+            Some(v) => out.extend_from_slice(format!("%{v:02X}").as_bytes()),
+            None => {
+                out.push(b[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 3;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::normalize_path;
+
+    #[test]
+    fn equivalent_paths_normalize_alike() {
+        for p in [
+            "/kv/a",
+            "/kv//a",
+            "//kv/a",
+            "/kv/./a",
+            "/kv/x/../a",
+            "/kv/%61",
+            "/kv/%2e/a",
+        ] {
+            assert_eq!(normalize_path(p), "/kv/a", "{p}");
+        }
+        assert_eq!(normalize_path("/kv/a/"), "/kv/a/");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(normalize_path("/../../a"), "/a");
+        // Reserved characters stay escaped (a slash inside a name is not a separator).
+        assert_eq!(normalize_path("/kv/a%2fb"), "/kv/a%2Fb");
+        assert_ne!(normalize_path("/kv/a%2Fb"), normalize_path("/kv/a/b"));
+        assert_eq!(normalize_path("/kv/%zz"), "/kv/%zz");
+        assert_eq!(normalize_path("/kv/%4"), "/kv/%4");
+    }
 }
 
 /// A write's body as logged.

@@ -141,13 +141,26 @@ pub fn plan(logs: &Logs) -> Plan {
             });
         }
     }
+    // Replays go partition by partition in the order the old owner committed
+    // them (positions first; writes without one after, in the order they came).
+    out.candidates.sort_by_key(|c| {
+        let i = &c.op.intent;
+        let position = c.op.outcome.as_ref().and_then(|o| o.commit_position);
+        (
+            c.failover,
+            i.partition.clone(),
+            position.unwrap_or(u64::MAX),
+            i.at_ms,
+            i.op_id,
+        )
+    });
     out
 }
 
 fn judge<'a>(
     op: &Op,
     p: &Promotion,
-    resources: &std::collections::HashMap<&str, Vec<&'a Op>>,
+    resources: &std::collections::HashMap<String, Vec<&'a Op>>,
 ) -> (Verdict, String, Option<&'a Op>) {
     let position = op.outcome.as_ref().and_then(|o| o.commit_position);
     if let Some(pos) = position {
@@ -162,16 +175,18 @@ fn judge<'a>(
             );
         }
     }
-    let newer = resources.get(op.intent.resource()).and_then(|ops| {
-        ops.iter()
-            .filter(|o| {
-                o.intent.epoch >= p.to_epoch
-                    && o.intent.owner_entry == p.partition
-                    && matches!(outcome_of(o), OutcomeKind::Acked | OutcomeKind::Unknown)
-            })
-            .min_by_key(|o| o.intent.at_ms)
-            .copied()
-    });
+    let newer = resources
+        .get(&op.intent.normalized_resource())
+        .and_then(|ops| {
+            ops.iter()
+                .filter(|o| {
+                    o.intent.epoch >= p.to_epoch
+                        && o.intent.owner_entry == p.partition
+                        && matches!(outcome_of(o), OutcomeKind::Acked | OutcomeKind::Unknown)
+                })
+                .min_by_key(|o| o.intent.at_ms)
+                .copied()
+        });
     if let Some(newer) = newer {
         return (
             Verdict::Conflict,
@@ -342,6 +357,40 @@ mod tests {
         assert_eq!(
             conflict.conflict_with.as_ref().map(|o| o.intent.epoch),
             Some(2)
+        );
+    }
+
+    #[test]
+    fn a_conflict_is_found_whatever_spelling_the_path_had() {
+        let mut r = Vec::new();
+        r.extend(write(20, "a", 1, Some(20), OutcomeKind::Acked));
+        r.push(promotion());
+        let mut newer = write(20, "b", 2, Some(9), OutcomeKind::Acked);
+        if let Record::Intent(i) = &mut newer[0] {
+            i.path = "/kv//./k20?x=1".into();
+        }
+        r.extend(newer);
+        let p = plan(&logs(r));
+        assert_eq!(p.with_verdict(Verdict::Conflict).count(), 1);
+    }
+
+    #[test]
+    fn replays_go_in_commit_order() {
+        let mut r = Vec::new();
+        // Logged in one order, committed by the old owner in another.
+        for (n, pos) in [(31, 40), (32, 35), (33, 50), (34, 30)] {
+            r.extend(write(n, "a", 1, Some(pos), OutcomeKind::Acked));
+        }
+        r.extend(write(35, "a", 1, None, OutcomeKind::Unknown));
+        r.push(promotion());
+        let p = plan(&logs(r));
+        let order: Vec<&str> = p
+            .with_verdict(Verdict::Replay)
+            .map(|c| c.op.intent.path.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            ["/kv/k34", "/kv/k32", "/kv/k31", "/kv/k33", "/kv/k35"]
         );
     }
 }

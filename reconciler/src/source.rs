@@ -173,10 +173,12 @@ pub async fn read_stream(url: &str, stream: &str) -> anyhow::Result<Logs> {
 }
 
 /// Per-op index by resource, for the conflict check.
-pub fn by_resource(logs: &Logs) -> HashMap<&str, Vec<&Op>> {
-    let mut out: HashMap<&str, Vec<&Op>> = HashMap::new();
+pub fn by_resource(logs: &Logs) -> HashMap<String, Vec<&Op>> {
+    let mut out: HashMap<String, Vec<&Op>> = HashMap::new();
     for op in logs.ops.values() {
-        out.entry(op.intent.resource()).or_default().push(op);
+        out.entry(op.intent.normalized_resource())
+            .or_default()
+            .push(op);
     }
     out
 }
