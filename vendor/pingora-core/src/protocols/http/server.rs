@@ -698,6 +698,15 @@ impl Session {
         }
     }
 
+    /// Like [`Self::enable_retry_buffering`], keeping up to `capacity` bytes of
+    /// an HTTP/1.x body (other sessions keep their default).
+    pub fn enable_retry_buffering_with_capacity(&mut self, capacity: usize) {
+        match self {
+            Self::H1(s) => s.enable_retry_buffering_with_capacity(capacity),
+            _ => self.enable_retry_buffering(),
+        }
+    }
+
     pub fn get_retry_buffer(&self) -> Option<Bytes> {
         match self {
             Self::H1(s) => s.get_retry_buffer(),

@@ -1208,8 +1208,16 @@ impl HttpSession {
     }
 
     pub fn enable_retry_buffering(&mut self) {
+        self.enable_retry_buffering_with_capacity(BODY_BUF_LIMIT)
+    }
+
+    /// Like [`Self::enable_retry_buffering`], keeping up to `capacity` bytes
+    /// (64 KiB by default). An application that reads a body ahead of
+    /// forwarding it needs room for one more read beyond what it means to
+    /// keep, since a read cannot be asked to stop short.
+    pub fn enable_retry_buffering_with_capacity(&mut self, capacity: usize) {
         if self.retry_buffer.is_none() {
-            self.retry_buffer = Some(FixedBuffer::new(BODY_BUF_LIMIT))
+            self.retry_buffer = Some(FixedBuffer::new(capacity))
         }
     }
 
