@@ -512,12 +512,17 @@ impl ProxyHttp for Edge {
         ctx.retry_requested
     }
 
-    /// A client that hangs up is its own business, not an error of ours.
+    /// A client that hangs up, stalls or breaks its framing is its own
+    /// business (answered, and counted), not an error of ours.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         matches!(error.esource(), pingora::ErrorSource::Downstream)
             && matches!(
                 error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::ReadTimedout
+                    | ErrorType::Custom("InvalidChunk")
             )
     }
 

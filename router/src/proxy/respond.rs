@@ -54,6 +54,13 @@ pub(super) fn reject_for(e: &Error) -> Option<Reject> {
                 .as_ref()
                 .map_or_else(|| "error".to_string(), |c| c.as_str().to_string()),
         ),
+        ErrorType::Custom("InvalidChunk") => {
+            metrics::client_cutoff("bad_framing");
+            (
+                400,
+                "the request body's chunked framing is broken".to_string(),
+            )
+        }
         ErrorType::ReadTimedout if e.esource() == &pingora::ErrorSource::Downstream => {
             metrics::client_cutoff("body_timeout");
             (

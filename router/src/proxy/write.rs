@@ -72,46 +72,52 @@ const KEPT_FOR_REPLAY: &[&str] = &[
 pub(super) enum WriteBody {
     /// Read whole (pingora replays it to the region from its retry buffer).
     Whole(Bytes),
-    /// Too large, or of unknown length: it streams.
+    /// Larger than the read-ahead: it streams (what was read ahead first).
     Streams { length: Option<usize> },
 }
 
-/// The most body the router reads ahead of forwarding: what pingora keeps
-/// to replay to the upstream.
+/// The most body the router reads ahead of forwarding: a write is judged
+/// (idempotency fingerprint, op log) whole when it fits, and its framing is
+/// checked before any of it leaves the edge.
 const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
+/// Room in the retry buffer for one read past the limit (a body read returns
+/// up to 64 KiB and cannot be asked to stop short).
+const READ_HEADROOM: usize = 64 * 1024;
 
-/// Reads a write's body ahead of forwarding when it fits pingora's retry buffer.
+/// Reads a write's body ahead of forwarding, whatever its framing
+/// (`Content-Length`, chunked, HTTP/2 frames), up to [`BUFFERED_BODY_LIMIT`];
+/// a larger one streams after what was read.
 pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> {
-    let req = session.req_header();
-    let length = req
+    let length = session
+        .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
-    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-    Ok(match (length, chunked) {
-        (Some(n), false) if n <= BUFFERED_BODY_LIMIT => {
-            WriteBody::Whole(read_body(session, n).await?)
-        }
-        (None, false) => WriteBody::Whole(Bytes::new()),
-        _ => WriteBody::Streams { length },
-    })
-}
-
-/// Reads a whole request body of `len` bytes; pingora replays it to the region.
-async fn read_body(session: &mut Session, len: usize) -> Result<Bytes> {
-    // What is read here is kept in the retry buffer, which the proxy sends upstream.
-    session.as_downstream_mut().enable_retry_buffering();
-    let mut body = bytes::BytesMut::with_capacity(len);
-    // Whatever goes wrong here is the client's doing (a stalled or broken
-    // body): marked so, it is answered as such (408 for a stall).
+    if session.as_downstream_mut().is_body_empty() {
+        return Ok(WriteBody::Whole(Bytes::new()));
+    }
+    if length.is_some_and(|n| n > BUFFERED_BODY_LIMIT) {
+        return Ok(WriteBody::Streams { length });
+    }
+    // What is read here is kept in the retry buffer, which pingora sends
+    // upstream first, then the rest of the body as it comes.
+    session
+        .as_downstream_mut()
+        .enable_retry_buffering_with_capacity(BUFFERED_BODY_LIMIT + READ_HEADROOM);
+    let mut body = bytes::BytesMut::with_capacity(length.unwrap_or(4096));
+    // Whatever goes wrong here is the client's doing (a stalled body, broken
+    // framing): marked so, it is answered as such (408, 400).
     while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
         e.as_down();
         e
     })? {
         body.extend_from_slice(&chunk);
+        if body.len() > BUFFERED_BODY_LIMIT {
+            return Ok(WriteBody::Streams { length });
+        }
     }
-    Ok(body.freeze())
+    Ok(WriteBody::Whole(body.freeze()))
 }
 
 /// A write's idempotency key: taken from the client, generated, or
