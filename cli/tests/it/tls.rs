@@ -46,3 +46,69 @@ async fn https_with_rustls_negotiates_h2() {
     let h1 = run(&["--http1.1"]);
     assert!(h1.starts_with("http/1.1 404"), "{h1}");
 }
+
+/// An HTTP/2 write without `Content-Length` (what `curl --http2 -T -` sends)
+/// reaches the region whole and is logged whole, ahead of forwarding.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_write_without_content_length_is_logged_with_its_body() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    dir.write("edge.crt", &cert.cert.pem());
+    dir.write("edge.key", &cert.key_pair.serialize_pem());
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir).replace(
+            "listen: { http: 127.0.0.1:0 }",
+            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
+        ),
+        region_yaml("a", a.addr, "")
+    );
+    let router = Router::start_in(dir, &cfg);
+    let https = router.https.expect("https bound");
+    let resolve = format!("localhost:{}:127.0.0.1", https.port());
+    let mut curl = Command::new("curl")
+        .args([
+            "-sk",
+            "--http2",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .args([
+            "--resolve",
+            &resolve,
+            "-H",
+            "Idempotency-Key: h2-body",
+            "-T",
+            "-",
+        ])
+        .arg(format!("https://localhost:{}/kv/h2", https.port()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    {
+        use std::io::Write;
+        let mut stdin = curl.stdin.take().expect("stdin");
+        stdin.write_all(b"streamed over h2").expect("write body");
+    }
+    let out = curl.wait_with_output().expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 201");
+    let mut logged = None;
+    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
+        if let switchyard_oplog::Record::Intent(i) = r {
+            if i.path == "/kv/h2" {
+                logged = Some(i.body);
+            }
+        }
+    })
+    .expect("read the op log");
+    assert_eq!(
+        logged,
+        Some(switchyard_oplog::Body::Inline(b"streamed over h2".to_vec()))
+    );
+}
