@@ -348,6 +348,13 @@ async fn an_owner_down_long_enough_is_replaced_automatically() {
 /// Owner `a` and replica `b` (replicating from a), reads preferring b; extra
 /// consistency keys appended.
 async fn owner_and_replica(consistency: &str) -> (TestRegion, TestRegion, Router) {
+    let (a, b, dir, cfg) = owner_and_replica_config(consistency).await;
+    let router = Router::start_in(dir, &cfg);
+    (a, b, router)
+}
+
+/// Owner `a`, replica `b` taking every plain read, and the router's config.
+async fn owner_and_replica_config(consistency: &str) -> (TestRegion, TestRegion, TempDir, String) {
     let a = region("a").await;
     let b = region_with("b", Role::Replica, Some(a.url())).await;
     let dir = TempDir::new();
@@ -361,8 +368,7 @@ async fn owner_and_replica(consistency: &str) -> (TestRegion, TestRegion, Router
             &dir
         )
     );
-    let router = Router::start_in(dir, &cfg);
-    (a, b, router)
+    (a, b, dir, cfg)
 }
 
 /// GETs `/kv/{key}` with `X-Freshness` (and extra headers); (status, region, headers).
@@ -825,19 +831,7 @@ async fn a_replica_that_reports_no_lag_is_neither_read_from_nor_promoted() {
 /// a read-your-writes token outlives a reload and a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn read_your_writes_tokens_outlive_reloads_and_restarts_without_a_configured_key() {
-    let a = region("a").await;
-    let b = region_with("b", Role::Replica, Some(a.url())).await;
-    let dir = TempDir::new();
-    let cfg = format!(
-        "{}consistency:\n  owners: {{ default: a }}\n  freshness: {{ default: relaxed }}\n",
-        two_regions(
-            &a,
-            &b,
-            "  policy: weighted\n  weights: { a: 0, b: 1 }\n",
-            "",
-            &dir
-        )
-    );
+    let (_a, b, dir, cfg) = owner_and_replica_config("  freshness: { default: relaxed }\n").await;
     let mut router = Router::start_with_env(dir, &cfg, &[("SWITCHYARD_RYW_KEY", "")]);
     let key_file = router.dir.0.join("state/ryw.key");
     assert!(key_file.exists(), "the key is kept in the state directory");

@@ -2,9 +2,9 @@ use std::process::Command;
 
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn https_with_rustls_negotiates_h2() {
-    let a = region("a").await;
+/// A router with an HTTPS listener (a self-signed certificate for
+/// `localhost`) in front of region `a`.
+fn tls_router(a: &TestRegion) -> Router {
     let dir = TempDir::new();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     dir.write("edge.crt", &cert.cert.pem());
@@ -17,7 +17,13 @@ async fn https_with_rustls_negotiates_h2() {
         ),
         region_yaml("a", a.addr, "")
     );
-    let router = Router::start_in(dir, &cfg);
+    Router::start_in(dir, &cfg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_rustls_negotiates_h2() {
+    let a = region("a").await;
+    let router = tls_router(&a);
     let https = router.https.expect("https bound");
     let url = format!("https://localhost:{}/kv/x", https.port());
     let resolve = format!("localhost:{}:127.0.0.1", https.port());
@@ -52,19 +58,7 @@ async fn https_with_rustls_negotiates_h2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_h2_write_without_content_length_is_logged_with_its_body() {
     let a = region("a").await;
-    let dir = TempDir::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    dir.write("edge.crt", &cert.cert.pem());
-    dir.write("edge.key", &cert.key_pair.serialize_pem());
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir).replace(
-            "listen: { http: 127.0.0.1:0 }",
-            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
-        ),
-        region_yaml("a", a.addr, "")
-    );
-    let router = Router::start_in(dir, &cfg);
+    let router = tls_router(&a);
     let https = router.https.expect("https bound");
     let resolve = format!("localhost:{}:127.0.0.1", https.port());
     let mut curl = Command::new("curl")

@@ -2,8 +2,7 @@
 //! operator gives none, is made once and kept (mode 0600), so tokens outlive
 //! reloads and restarts.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -30,33 +29,12 @@ pub(crate) fn ryw_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
-            write_secret(&path, &key)?;
+            crate::store::write_atomically_with_mode(&path, &key, 0o600)?;
             tracing::info!(path = %path.display(), "made a read-your-writes key and kept it in the state directory");
             Ok(key.to_vec())
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-}
-
-/// Writes `bytes` to a new file readable by its owner only, atomically.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]
