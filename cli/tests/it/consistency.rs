@@ -393,6 +393,29 @@ async fn read(
     )
 }
 
+/// Writes `body` to `/kv/{key}`: its status, read-your-writes token (header)
+/// and `Set-Cookie`.
+async fn write_for_token(router: &Router, key: &str, body: &str) -> (u16, String, String) {
+    let resp = reqwest::Client::new()
+        .put(router.url(&format!("/kv/{key}")))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("write");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    (
+        resp.status().as_u16(),
+        header("x-switchyard-ryw"),
+        header("set-cookie"),
+    )
+}
+
 /// Keeps writing to the owner directly so the replica has commits held back.
 fn keep_writing(a: &TestRegion) -> tokio::task::JoinHandle<()> {
     let url = a.url();
@@ -526,25 +549,12 @@ async fn a_read_after_a_write_sees_it_and_a_forged_token_is_ignored() {
         read(&router, "x", None, &[]).await.1 == "b"
     })
     .await;
-    let resp = reqwest::Client::new()
-        .put(router.url("/kv/cart"))
-        .body("3 items")
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(resp.status().as_u16(), 201);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap_or("")
-        .to_string();
+    let (status, token, cookie) = write_for_token(&router, "cart", "3 items").await;
+    assert_eq!(status, 201);
     assert!(
         cookie.starts_with("sy_ryw=") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
-    let token = resp.headers()["x-switchyard-ryw"]
-        .to_str()
-        .unwrap_or("")
-        .to_string();
     let cookie_pair = cookie.split(';').next().unwrap_or("").to_string();
     // Without the token the lagging replica answers, and lacks the write.
     assert_eq!(read(&router, "cart", None, &[]).await.0, 404);
@@ -842,16 +852,8 @@ async fn read_your_writes_tokens_outlive_reloads_and_restarts_without_a_configur
         read(&router, "x", None, &[]).await.1 == "b"
     })
     .await;
-    let resp = reqwest::Client::new()
-        .put(router.url("/kv/cart"))
-        .body("3 items")
-        .send()
-        .await
-        .expect("write");
-    let token = resp.headers()["x-switchyard-ryw"]
-        .to_str()
-        .unwrap_or("")
-        .to_string();
+    let (status, token, _) = write_for_token(&router, "cart", "3 items").await;
+    assert_eq!(status, 201);
     // The token steers the read to the owner while the replica lags...
     let honoured = |router: &Router| {
         let url = router.url("/kv/cart");
@@ -884,16 +886,7 @@ fn a_short_read_your_writes_key_or_a_fleet_without_one_refuses_to_start() {
         dir.0.join("state").display()
     );
     let run = |config: &std::path::Path, key: &str| {
-        let out = std::process::Command::new(binary())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("SWITCHYARD_RYW_KEY", key)
-            .output()
-            .expect("run");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_switchyard(&["run"], config, &[("SWITCHYARD_RYW_KEY", key)])
     };
     let single = dir.write("single.yaml", &base);
     let (code, err) = run(&single, "too-short");

@@ -161,13 +161,8 @@ async fn check_warns_when_the_geo_header_has_no_trusted_proxy() {
         "switchyard.yaml",
         &geo_config(&us, &eu, &dir, "    header: CF-IPCountry"),
     );
-    let out = Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("check runs");
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_switchyard(&["check"], &path, &[]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("warning: routing.geo.header is CF-IPCountry, but trusted_proxies is empty"),
         "{err}"

@@ -148,13 +148,8 @@ fn check_refuses_a_bad_per_client_key() {
         "switchyard.yaml",
         "listen: { http: 127.0.0.1:0 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }\nrouting: { policy: weighted }\nlimits: { per_client: { rps: 5, key: cookie } }\n",
     );
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("check");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_switchyard(&["check"], &path, &[]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("switchyard.yaml:5:38: `limits.per_client.key` must be `ip` or `header:NAME`, found \"cookie\""),
         "{err}"

@@ -372,14 +372,8 @@ fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
             dir.0.join("s").display()
         ),
     );
-    let out = std::process::Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&short)
-        .env("SY_SHORT", "short")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_switchyard(&["run"], &short, &[("SY_SHORT", "short")]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains(
             "admin.token_env: SY_SHORT holds a token of 5 bytes; a bearer token needs at least 16"
@@ -390,13 +384,8 @@ fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
         "public.yaml",
         &format!("admin: {{ addr: \"0.0.0.0:9901\" }}\n{base}"),
     );
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&public)
-        .output()
-        .expect("check");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_switchyard(&["check"], &public, &[]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("public.yaml:1:16: `admin.addr` 0.0.0.0:9901 is not a loopback address"),
         "{err}"
@@ -405,14 +394,6 @@ fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
         "allowed.yaml",
         &format!("admin: {{ addr: \"0.0.0.0:9901\", allow_plaintext: true }}\n{base}"),
     );
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&allowed)
-        .output()
-        .expect("check");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = run_switchyard(&["check"], &allowed, &[]);
+    assert_eq!(code, Some(0), "{err}");
 }

@@ -413,6 +413,22 @@ pub fn served_by(resp: &reqwest::Response) -> String {
         .to_string()
 }
 
+/// Runs `switchyard ARGS --config CONFIG` with `env` to its end: the exit
+/// code and what it printed on stderr.
+pub fn run_switchyard(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("switchyard runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Sends raw bytes and returns the status line's code and the whole answer.
 pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
