@@ -238,12 +238,8 @@ pub(crate) fn client_connections(open: usize, refused: u64) {
     counter!("switchyard_client_cutoffs_total", "reason" => "max_connections").absolute(refused);
 }
 
-/// An idempotency key forgotten, by reason (`expired`, `capacity`).
-pub(crate) fn idempotency_evicted(reason: &'static str) {
-    idempotency_evicted_n(reason, 1);
-}
-
-pub(crate) fn idempotency_evicted_n(reason: &'static str, n: u64) {
+/// `n` idempotency keys forgotten, by reason (`expired`, `capacity`).
+pub(crate) fn idempotency_evicted(reason: &'static str, n: u64) {
     counter!("switchyard_idempotency_evictions_total", "reason" => reason).increment(n);
 }
 

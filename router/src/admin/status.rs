@@ -41,7 +41,9 @@ fn status_json(state: &RouterState) -> Value {
                 "healthy": live.is_healthy(),
                 "dial": live.dial().to_json_number(),
                 "lag_ms": live.lag_ms.load(Ordering::Relaxed),
-                "lag_known": live.known_lag(r.spec.health.interval * 3).is_some(),
+                "lag_known": live
+                    .lag_within(crate::control::promote::report_max_age(&r.spec))
+                    .is_some(),
                 "applied_position": live.applied_position.load(Ordering::Relaxed),
                 "role": live.role().as_str(),
                 "ejected": live.is_ejected(),

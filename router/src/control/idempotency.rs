@@ -171,7 +171,7 @@ impl IdempotencyTable {
                 s.generation == generation && s.state == State::Done
             });
             if removed.is_some() {
-                crate::metrics::idempotency_evicted("capacity");
+                crate::metrics::idempotency_evicted("capacity", 1);
             }
         }
         true
@@ -204,7 +204,7 @@ impl IdempotencyTable {
             queue.pop_front();
         }
         if forgotten > 0 {
-            crate::metrics::idempotency_evicted_n("expired", forgotten as u64);
+            crate::metrics::idempotency_evicted("expired", forgotten as u64);
         }
         forgotten
     }

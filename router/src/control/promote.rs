@@ -83,7 +83,7 @@ pub(crate) fn refusal(
             format!("{name} is drained (use force to promote anyway)"),
         ));
     }
-    let Some(lag) = r.live.known_lag(report_max_age(&r.spec)) else {
+    let Some(lag) = r.live.lag_within(report_max_age(&r.spec)) else {
         return Some(ControlError::refused(
             "lag_unknown",
             format!(
@@ -105,9 +105,10 @@ pub(crate) fn refusal(
     None
 }
 
-/// How old a region's last lag report may be to promote by: a few of its
-/// health intervals.
-fn report_max_age(spec: &switchyard_config::Region) -> Duration {
+/// How old a region's last lag report may be to count as known (to promote
+/// by, and in status): a few of its health intervals. A region that reports
+/// no lag is never trusted to have caught up.
+pub(crate) fn report_max_age(spec: &switchyard_config::Region) -> Duration {
     (spec.health.interval * 3).max(Duration::from_secs(1))
 }
 
@@ -254,7 +255,7 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
             // Only regions whose lag is known (and small enough) are candidates.
             let known_lag = |i: RegionIdx| {
                 let r = &topo.regions[i as usize];
-                r.live.known_lag(report_max_age(&r.spec))
+                r.live.lag_within(report_max_age(&r.spec))
             };
             let candidate = (0..topo.regions.len() as RegionIdx)
                 .filter(|i| topo.name(*i) != owner)

@@ -234,8 +234,7 @@ impl ProxyHttp for Edge {
                 config.trusts(a)
             })
         };
-        let hop_by_hop = hygiene::hop_by_hop(&session.req_header().headers);
-        for name in origin.untrusted.iter().chain(&hop_by_hop) {
+        for name in &origin.drop {
             session.req_header_mut().remove_header(name);
         }
         if let (None, Some(limit)) = (&ctx.reject, &ctx.topo.per_client) {

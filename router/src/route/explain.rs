@@ -75,8 +75,7 @@ pub(crate) fn explain(
     // The proxy's trust boundary: `client` is the socket peer.
     let origin =
         crate::route::hygiene::origin(&headers, peer, topo.geo.header(), |a| topo.config.trusts(a));
-    let hop_by_hop = crate::route::hygiene::hop_by_hop(&headers);
-    for name in origin.untrusted.iter().chain(&hop_by_hop) {
+    for name in &origin.drop {
         headers.remove(name);
     }
     let client = origin.client;

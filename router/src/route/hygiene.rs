@@ -150,7 +150,7 @@ fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 /// forwarded: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Upgrade`, and `TE` unless it asks only for
 /// trailers (which gRPC needs end to end).
-pub(crate) fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
+fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
     let mut out: SmallVec<[http::HeaderName; 4]> = SmallVec::new();
     let mut add = |name: http::HeaderName| {
         if headers.contains_key(&name) && !out.contains(&name) {
@@ -224,36 +224,37 @@ const FORWARDING: [http::HeaderName; 4] = [
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Origin {
     pub(crate) client: IpAddr,
-    /// Forwarding headers (and the geo header) the peer may not supply.
-    pub(crate) untrusted: SmallVec<[http::HeaderName; 2]>,
+    /// Forwarding headers (and the geo header) the peer may not supply, and
+    /// the hop-by-hop headers, which are never forwarded.
+    pub(crate) drop: SmallVec<[http::HeaderName; 4]>,
 }
 
 /// Applies the trust boundary to a request from `peer` (the socket address).
 /// A peer `trusts` says is a proxy of ours may supply the forwarding headers
 /// and the geo header; the client is then the right-most `X-Forwarded-For`
 /// address that is not itself trusted. From anyone else those headers are
-/// to be dropped, and the client is the peer.
+/// to be dropped, and the client is the peer. Hop-by-hop headers are
+/// dropped whoever sent them. The proxy and explain both start here.
 pub(crate) fn origin(
     headers: &HeaderMap,
     peer: IpAddr,
     geo_header: Option<&http::HeaderName>,
     trusts: impl Fn(IpAddr) -> bool,
 ) -> Origin {
+    let mut drop = hop_by_hop(headers);
     if !trusts(peer) {
-        let untrusted = FORWARDING
-            .iter()
-            .chain(geo_header)
-            .filter(|h| headers.contains_key(*h))
-            .cloned()
-            .collect();
-        return Origin {
-            client: peer,
-            untrusted,
-        };
+        drop.extend(
+            FORWARDING
+                .iter()
+                .chain(geo_header)
+                .filter(|h| headers.contains_key(*h))
+                .cloned(),
+        );
+        return Origin { client: peer, drop };
     }
     Origin {
         client: client_behind(headers, peer, &trusts),
-        untrusted: SmallVec::new(),
+        drop,
     }
 }
 
@@ -432,7 +433,7 @@ mod tests {
         ]);
         let o = origin(&h, ip("127.0.0.1"), Some(&geo), trusted);
         assert_eq!(o.client, ip("127.0.0.1"));
-        let names: Vec<&str> = o.untrusted.iter().map(|n| n.as_str()).collect();
+        let names: Vec<&str> = o.drop.iter().map(|n| n.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -459,7 +460,7 @@ mod tests {
             ip("203.0.113.9"),
             "a client's own left-most claim is not believed"
         );
-        assert!(o.untrusted.is_empty());
+        assert!(o.drop.is_empty());
         // Every hop trusted: the peer. A hop that is not an address: the peer.
         let all = map(&[("x-forwarded-for", "10.0.0.1")]);
         assert_eq!(

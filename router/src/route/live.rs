@@ -156,12 +156,6 @@ impl RegionLive {
         Some(self.lag_ms.load(Ordering::Relaxed))
     }
 
-    /// The lag to promote by: the last report, if one came within `max_age`
-    /// (a region that reports none is never trusted to have caught up).
-    pub(crate) fn known_lag(&self, max_age: std::time::Duration) -> Option<u64> {
-        self.lag_within(max_age)
-    }
-
     /// Nanoseconds since `started`.
     pub(crate) fn now_nanos(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
