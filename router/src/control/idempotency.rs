@@ -153,7 +153,7 @@ impl IdempotencyTable {
             table: self.clone(),
             key,
             generation,
-            reached_region: false,
+            answered: false,
         })
     }
 
@@ -250,16 +250,27 @@ pub(crate) struct KeyGuard {
     table: Arc<IdempotencyTable>,
     key: ScopedKey,
     generation: u64,
-    /// The region answered: the key is used. Otherwise it is forgotten, so
-    /// a retry with another payload is not refused for a request that never happened.
-    pub(crate) reached_region: bool,
+    /// Set once the region answered and the key was marked done.
+    answered: bool,
+}
+
+impl KeyGuard {
+    /// The region answered: the key is used, and done from now on, before
+    /// the client has the answer (so the same request right after it is not
+    /// taken for one still in flight).
+    pub(crate) fn answered(&mut self) {
+        if !self.answered {
+            self.answered = true;
+            self.table.finish(self.key, self.generation);
+        }
+    }
 }
 
 impl Drop for KeyGuard {
+    /// A key whose request never got an answer is forgotten, so a retry with
+    /// another payload is not refused for a request that never happened.
     fn drop(&mut self) {
-        if self.reached_region {
-            self.table.finish(self.key, self.generation);
-        } else {
+        if !self.answered {
             let generation = self.generation;
             self.table
                 .seen
@@ -283,7 +294,7 @@ mod tests {
         let Admit::Proceed(mut g) = t.begin(key(k), fp, WINDOW, MAX) else {
             panic!("{k} proceeds");
         };
-        g.reached_region = true;
+        g.answered();
     }
 
     #[test]
@@ -297,7 +308,7 @@ mod tests {
             t.begin(key("k"), fp, WINDOW, MAX),
             Admit::InFlight
         ));
-        g.reached_region = true;
+        g.answered();
         drop(g);
         let other = fingerprint("PUT", "/kv/a", b"2");
         assert!(matches!(
@@ -308,6 +319,28 @@ mod tests {
             t.begin(key("k"), fp, WINDOW, MAX),
             Admit::Proceed(_)
         ));
+    }
+
+    #[test]
+    fn a_key_is_done_once_the_region_answered_before_its_request_ends() {
+        let t = Arc::new(IdempotencyTable::default());
+        let Admit::Proceed(mut g) = t.begin(key("k"), 1, WINDOW, MAX) else {
+            panic!("first use proceeds");
+        };
+        g.answered();
+        // The client may send the same request again before the first one's
+        // guard is dropped: it is not in flight any more.
+        let Admit::Proceed(mut again) = t.begin(key("k"), 1, WINDOW, MAX) else {
+            panic!("the same request again proceeds");
+        };
+        drop(g);
+        assert_eq!(
+            t.len(),
+            1,
+            "the first request's end leaves the second use alone"
+        );
+        assert!(matches!(t.begin(key("k"), 1, WINDOW, MAX), Admit::InFlight));
+        again.answered();
     }
 
     #[test]
@@ -376,7 +409,7 @@ mod tests {
             let Admit::Proceed(mut g) = t.begin(key("same"), 1, WINDOW, 10) else {
                 panic!("the same request again proceeds");
             };
-            g.reached_region = true;
+            g.answered();
         }
         let queued = t.finished.lock().map(|q| q.len()).unwrap_or(usize::MAX);
         assert!(queued <= 2048, "{queued} places queued for one key");
@@ -390,12 +423,12 @@ mod tests {
             let Admit::Proceed(mut g) = t.begin(key(&format!("k{i}")), i, WINDOW, 3) else {
                 panic!("room for k{i}");
             };
-            g.reached_region = true;
+            g.answered();
         }
         let Admit::Proceed(mut g) = t.begin(key("k3"), 3, WINDOW, 3) else {
             panic!("k0 makes room");
         };
-        g.reached_region = true;
+        g.answered();
         drop(g);
         assert_eq!(t.len(), 3);
         // k0 is gone (another payload is welcome), k1 is remembered.

@@ -351,7 +351,7 @@ impl ProxyHttp for Edge {
             let secs = t.elapsed().as_secs_f64();
             ctx.answered = true;
             if let Some(key) = &mut ctx.idempotency {
-                key.reached_region = true;
+                key.answered();
             }
             entry.live.record_response_time(secs, alpha);
             entry
