@@ -198,6 +198,7 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         let limits = &ctx.topo.config.limits;
         let mut verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
+            .and_then(|()| hygiene::check_target(&req.method, req.raw_path()))
             .and_then(|()| hygiene::check_framing(&req.headers))
             .and_then(|()| hygiene::check_http1(req.version, &req.headers));
         if verdict.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {

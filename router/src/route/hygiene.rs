@@ -41,36 +41,79 @@ pub(crate) fn check_limits(
 }
 
 /// Rejects ambiguous framing: both `Content-Length` and `Transfer-Encoding`,
-/// or `Content-Length`s that disagree. Such a request is never forwarded.
+/// or a `Content-Length` that is not exactly one number. RFC 9110 lets a
+/// recipient collapse `5, 5` or a repeated field into one; the next hop need
+/// not, and a request it would frame differently is a smuggling vector, so
+/// any repetition is refused (as nginx does). Such a request is never
+/// forwarded.
 pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
-    let has_te = headers.contains_key(TRANSFER_ENCODING);
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter().peekable();
-    if lengths.peek().is_none() {
+    let has_te = check_transfer_encoding(headers)?;
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
         return Ok(());
-    }
+    };
     if has_te {
         return Err(Reject::bad_request(
             "request has both Content-Length and Transfer-Encoding",
         ));
     }
-    let mut seen: Option<&[u8]> = None;
-    for v in lengths {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err(Reject::bad_request("Content-Length is not a number"));
-            }
-            match seen {
-                Some(prev) if prev != part => {
-                    return Err(Reject::bad_request(
-                        "request has differing Content-Length values",
-                    ))
-                }
-                _ => seen = Some(part),
-            }
-        }
+    if lengths.next().is_some() || first.as_bytes().contains(&b',') {
+        return Err(Reject::bad_request(
+            "request has more than one Content-Length value",
+        ));
+    }
+    let digits = first.as_bytes().trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Reject::bad_request("Content-Length is not a number"));
     }
     Ok(())
+}
+
+/// The request target must be a path (origin or absolute form), or `*` for
+/// `OPTIONS`. A target that is neither (what a lenient parser makes of
+/// `GET  /x`, an authority-form `CONNECT`) would be forwarded as a path the
+/// client did not send and match no route the way it was meant to.
+pub(crate) fn check_target(method: &http::Method, raw_target: &[u8]) -> Result<(), Reject> {
+    let absolute = |scheme: &[u8]| {
+        raw_target.len() > scheme.len() && raw_target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    let fine = match raw_target.first() {
+        Some(b'/') => true,
+        Some(b'*') => method == http::Method::OPTIONS && raw_target == b"*",
+        _ => absolute(b"http://") || absolute(b"https://"),
+    };
+    if fine {
+        return Ok(());
+    }
+    Err(Reject::bad_request(
+        "request target must be a path starting with / (or an absolute http URL)",
+    ))
+}
+
+/// Whether the request is chunked: `Transfer-Encoding` must be one field
+/// saying exactly `chunked`. A list (`identity, chunked`, `chunked, chunked`)
+/// or a repeated field is framed differently by different parsers; any
+/// other coding is one the router does not implement.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, Reject> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(false);
+    };
+    if codings.next().is_some() {
+        return Err(Reject::bad_request(
+            "request has more than one Transfer-Encoding field",
+        ));
+    }
+    if first
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"chunked")
+    {
+        return Ok(true);
+    }
+    Err(Reject::not_implemented(
+        "Transfer-Encoding other than chunked is not supported",
+    ))
 }
 
 /// Headers the router sets or frames the request by: a `Connection` header
@@ -351,9 +394,31 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_paths() {
+        let ok = |m: &str, t: &str| {
+            let m = http::Method::from_bytes(m.as_bytes()).expect("method");
+            check_target(&m, t.as_bytes()).is_ok()
+        };
+        assert!(ok("GET", "/a?b"));
+        assert!(ok("GET", "http://h/a"));
+        assert!(ok("GET", "HTTPS://h/a"));
+        assert!(ok("OPTIONS", "*"));
+        assert!(!ok("GET", "*"));
+        assert!(!ok("GET", " /a"));
+        assert!(!ok("GET", "%20/a"));
+        assert!(!ok("CONNECT", "h:443"));
+        assert!(!ok("GET", ""));
+    }
+
+    #[test]
     fn framing_rules() {
         assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
-        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
+        let repeated = check_framing(&map(&[("content-length", "5"), ("content-length", "5")]));
+        assert_eq!(repeated.map_err(|r| r.status), Err(400));
+        let same_listed = check_framing(&map(&[("content-length", "5, 5")]));
+        assert_eq!(same_listed.map_err(|r| r.status), Err(400));
+        let signed = check_framing(&map(&[("content-length", "+5")]));
+        assert_eq!(signed.map_err(|r| r.status), Err(400));
         assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
         let both = check_framing(&map(&[
             ("content-length", "5"),
@@ -362,6 +427,16 @@ mod tests {
         assert_eq!(both.map_err(|r| r.status), Err(400));
         let differ = check_framing(&map(&[("content-length", "5"), ("content-length", "6")]));
         assert_eq!(differ.map_err(|r| r.status), Err(400));
+        for coding in ["identity, chunked", "chunked, chunked", "gzip", ",chunked"] {
+            let te = check_framing(&map(&[("transfer-encoding", coding)]));
+            assert_eq!(te.map_err(|r| r.status), Err(501), "{coding}");
+        }
+        let twice = check_framing(&map(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ]));
+        assert_eq!(twice.map_err(|r| r.status), Err(400));
+        assert!(check_framing(&map(&[("transfer-encoding", " CHUNKED")])).is_ok());
         let listed = check_framing(&map(&[("content-length", "5, 7")]));
         assert_eq!(listed.map_err(|r| r.status), Err(400));
     }

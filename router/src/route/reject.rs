@@ -32,6 +32,10 @@ impl Reject {
     pub(crate) fn unprocessable(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::new(422, reason)
     }
+    /// A transfer coding the router does not implement (RFC 9112 §6.1).
+    pub(crate) fn not_implemented(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(501, reason)
+    }
     pub(crate) fn headers_too_large(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::new(431, reason)
     }
