@@ -215,6 +215,9 @@ pub struct Limits {
     pub max_requests_per_connection: u32,
     /// Streams one HTTP/2 client connection may have open at once.
     pub h2_max_concurrent_streams: u32,
+    /// PING and SETTINGS frames one HTTP/2 client connection may send in a
+    /// second; past it the connection is closed (a control-frame flood).
+    pub h2_max_control_frames_per_sec: u32,
     /// A rate limit per client, so one client cannot spend a region's budget.
     pub per_client: Option<PerClient>,
 }
@@ -248,6 +251,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_requests_per_connection: 10_000,
             h2_max_concurrent_streams: 100,
+            h2_max_control_frames_per_sec: 100,
             per_client: None,
         }
     }

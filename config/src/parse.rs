@@ -198,6 +198,7 @@ fn limits(n: &Node, d: &mut Diags) -> Limits {
             "max_connections",
             "max_requests_per_connection",
             "h2_max_concurrent_streams",
+            "h2_max_control_frames_per_sec",
             "per_client",
         ],
         d,
@@ -238,6 +239,12 @@ fn limits(n: &Node, d: &mut Diags) -> Limits {
         .and_then(|n| diag::integer(n, "limits.h2_max_concurrent_streams", 1, 10_000, d))
     {
         out.h2_max_concurrent_streams = v as u32;
+    }
+    if let Some(v) = f
+        .get("h2_max_control_frames_per_sec")
+        .and_then(|n| diag::integer(n, "limits.h2_max_control_frames_per_sec", 10, 1_000_000, d))
+    {
+        out.h2_max_control_frames_per_sec = v as u32;
     }
     if let Some(n) = f.get("per_client") {
         out.per_client = per_client(n, d);

@@ -199,6 +199,7 @@ impl Proxy {
             options.max_request_header_bytes = Some(limits.max_header_bytes);
             options.first_request_timeout_secs =
                 Some(crate::proxy::whole_seconds(limits.keepalive_timeout));
+            options.h2_max_control_frames_per_sec = Some(limits.h2_max_control_frames_per_sec);
             options.events = Some(Arc::new(CutoffCounter));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
@@ -259,6 +260,9 @@ impl HttpServerEvents for CutoffCounter {
     fn header_too_large(&self) {
         crate::metrics::client_cutoff("header_too_large");
         crate::metrics::rejected(431);
+    }
+    fn h2_control_flood(&self) {
+        crate::metrics::client_cutoff("h2_control_flood");
     }
 }
 

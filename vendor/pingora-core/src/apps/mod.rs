@@ -107,6 +107,11 @@ pub struct HttpServerOptions {
     /// request, in whole seconds. Default: 60.
     pub first_request_timeout_secs: Option<u64>,
 
+    /// If set, the most PING and SETTINGS frames (acknowledgements excluded)
+    /// a downstream HTTP/2 connection may send in one second; past it the
+    /// connection is closed. Default: `None` (no limit).
+    pub h2_max_control_frames_per_sec: Option<u32>,
+
     /// Told about connections cut off by the limits above, so a service can
     /// count them.
     pub events: Option<Arc<dyn HttpServerEvents>>,
@@ -121,6 +126,9 @@ pub trait HttpServerEvents: Send + Sync {
     fn idle_timed_out(&self) {}
     /// A request header block was larger than `max_request_header_bytes`.
     fn header_too_large(&self) {}
+    /// An HTTP/2 connection sent more control frames than
+    /// `h2_max_control_frames_per_sec` allows.
+    fn h2_control_flood(&self) {}
 }
 
 impl std::fmt::Debug for dyn HttpServerEvents {
@@ -345,6 +353,12 @@ where
             });
 
             let h2_options = self.h2_options();
+            let options = self.server_options();
+            let stream = crate::protocols::http::v2::flood::guard(
+                stream,
+                options.and_then(|o| o.h2_max_control_frames_per_sec),
+                options.and_then(|o| o.events.clone()),
+            );
             let h2_conn = match server::handshake(stream, h2_options).await {
                 Err(e) => {
                     error!("H2 handshake error {e}");

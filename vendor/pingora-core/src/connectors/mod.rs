@@ -255,6 +255,23 @@ impl TransportConnector {
                 {
                     let _ = s.lock().await;
                 } // wait for the idle poll to release it
+                // The idle poll's guard releases the lock before it drops its
+                // clone of the Arc, so on another worker thread that clone can
+                // live a moment longer (longer still when the OS preempts that
+                // thread in between): wait for it rather than throw away a
+                // connection whose handshake to a distant peer cost a round
+                // trip or more. The pool no longer lists the connection, so
+                // the count only falls.
+                for attempt in 0..32 {
+                    if Arc::strong_count(&s) == 1 {
+                        break;
+                    }
+                    if attempt < 16 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
                 match Arc::try_unwrap(s) {
                     Ok(l) => {
                         let mut stream = l.into_inner();

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use h2::SendStream;
 
 pub mod client;
+pub mod flood;
 pub mod server;
 
 async fn reserve_and_send(
