@@ -4,10 +4,17 @@
 //! magic 0xA5 0x5A | version u8 | length u32 LE | crc32 u32 LE | payload
 //! ```
 //!
-//! The payload is the record in postcard; the CRC-32 covers the version
-//! byte, the length and the payload. The magic lets a reader find the next frame after a
-//! damaged one; the version lets a reader refuse records from a newer format
-//! by name instead of misreading them.
+//! The payload is the record in postcard; the CRC-32 covers the segment's
+//! salt, the version byte, the length and the payload. The magic lets a
+//! reader find the next frame after a damaged one; the version lets a reader
+//! refuse records from a newer format by name instead of misreading them.
+//!
+//! The salt is a random number in each segment's header. A client's write
+//! body is logged inside a record, and it may hold bytes that look like a
+//! whole frame with a right CRC; after damage, a reader looking for the
+//! next frame could take those for a record. Without the segment's salt
+//! (which no client sees) such a frame does not check. Segments of format 1
+//! have no salt ([`NO_SALT`]): their frames are checked as they were written.
 
 use crate::record::Record;
 
@@ -17,9 +24,11 @@ pub const MAGIC: [u8; 2] = [0xA5, 0x5A];
 pub const HEADER: usize = 2 + 1 + 4 + 4;
 /// No record is this large; a length beyond it is damage.
 pub const MAX_PAYLOAD: usize = 64 << 20;
+/// The salt of a segment written before segments had one.
+pub const NO_SALT: u64 = 0;
 
-/// Appends `record`'s frame to `out`.
-pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+/// Appends `record`'s frame, checked with `salt`, to `out`.
+pub fn encode(record: &Record, salt: u64, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -30,7 +39,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), postcard::Error>
     *out = out_vec;
     let len = ((out.len() - payload_at) as u32).to_le_bytes();
     out[start + 3..start + 7].copy_from_slice(&len);
-    let crc = checksum(VERSION, len, &out[payload_at..]);
+    let crc = checksum(salt, VERSION, len, &out[payload_at..]);
     out[start + 7..start + 11].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -51,8 +60,8 @@ pub enum Frame {
     Newer { version: u8, len: usize },
 }
 
-/// Reads the frame at the start of `buf`.
-pub fn decode(buf: &[u8]) -> Frame {
+/// Reads the frame at the start of `buf`, written with `salt`.
+pub fn decode(buf: &[u8], salt: u64) -> Frame {
     if buf.len() < HEADER {
         return if MAGIC.starts_with(&buf[..buf.len().min(2)]) {
             Frame::Partial
@@ -73,7 +82,7 @@ pub fn decode(buf: &[u8]) -> Frame {
     let Some(payload) = buf.get(HEADER..HEADER + len) else {
         return Frame::Partial;
     };
-    if checksum(version, len_bytes, payload) != crc {
+    if checksum(salt, version, len_bytes, payload) != crc {
         return Frame::Damaged("checksum mismatch");
     }
     if version > VERSION {
@@ -91,16 +100,20 @@ pub fn decode(buf: &[u8]) -> Frame {
     }
 }
 
-fn checksum(version: u8, len: [u8; 4], payload: &[u8]) -> u32 {
+fn checksum(salt: u64, version: u8, len: [u8; 4], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
+    if salt != NO_SALT {
+        h.update(&salt.to_le_bytes());
+    }
     h.update(&[version]);
     h.update(&len);
     h.update(payload);
     h.finalize()
 }
 
-/// Where the next frame that decodes starts after damage at `buf[0]`, if any.
-pub fn resync(buf: &[u8]) -> Option<usize> {
+/// Where the next frame that decodes with `salt` starts after damage at
+/// `buf[0]`, if any.
+pub fn resync(buf: &[u8], salt: u64) -> Option<usize> {
     let mut at = 1;
     while at + 1 < buf.len() {
         match buf[at..].windows(2).position(|w| w == MAGIC) {
@@ -108,7 +121,7 @@ pub fn resync(buf: &[u8]) -> Option<usize> {
             Some(i) => {
                 at += i;
                 if matches!(
-                    decode(&buf[at..]),
+                    decode(&buf[at..], salt),
                     Frame::Record { .. } | Frame::Newer { .. }
                 ) {
                     return Some(at);

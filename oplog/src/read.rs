@@ -48,6 +48,28 @@ struct Position {
     offset: u64,
     /// The sequence number of the frame at `offset`.
     seq: u64,
+    /// What the segment's frames are checked with.
+    salt: u64,
+}
+
+/// The start of segment `path`'s frames; `None` while its header is not
+/// whole yet (the writer is creating it).
+fn start_of(path: &Path) -> io::Result<Option<Position>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(segment::HEADER);
+    std::fs::File::open(path)?
+        .take(segment::HEADER as u64)
+        .read_to_end(&mut head)?;
+    match segment::check_header(path, &head) {
+        Ok(h) => Ok(Some(Position {
+            path: path.to_path_buf(),
+            offset: h.len as u64,
+            seq: h.first_seq,
+            salt: h.salt,
+        })),
+        Err(_) if head.len() < segment::HEADER => Ok(None),
+        Err(p) => Err(io::Error::new(io::ErrorKind::InvalidData, p.to_string())),
+    }
 }
 
 impl Tail {
@@ -95,11 +117,12 @@ impl Tail {
                     });
                     self.next = *first;
                 }
-                self.at = Some(Position {
-                    path: path.clone(),
-                    offset: segment::HEADER as u64,
-                    seq: *first,
-                });
+                match start_of(path) {
+                    Ok(Some(at)) => self.at = Some(at),
+                    Ok(None) => return Ok(problems),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
             }
             let Some(at) = self.at.as_mut() else {
                 return Ok(problems);
@@ -117,7 +140,7 @@ impl Tail {
             f.read_to_end(&mut buf)?;
             let mut used = 0;
             while used < buf.len() && handed < max {
-                match crate::codec::decode(&buf[used..]) {
+                match crate::codec::decode(&buf[used..], at.salt) {
                     crate::codec::Frame::Record { record, len } => {
                         if at.seq >= self.next {
                             each(at.seq, record);
@@ -140,7 +163,7 @@ impl Tail {
                     // A record still being written: wait for the rest.
                     crate::codec::Frame::Partial => break,
                     crate::codec::Frame::Damaged(what) => {
-                        match crate::codec::resync(&buf[used..]) {
+                        match crate::codec::resync(&buf[used..], at.salt) {
                             Some(skip) => {
                                 problems.push(Problem::Damaged {
                                     segment: at.path.clone(),
@@ -166,7 +189,7 @@ impl Tail {
                 .position(|(_, p)| *p == at.path)
                 .and_then(|i| segments.get(i + 1));
             match after {
-                Some((first, path)) => {
+                Some((_, path)) => {
                     if used < buf.len() {
                         problems.push(Problem::TornTail {
                             segment: at.path.clone(),
@@ -174,11 +197,10 @@ impl Tail {
                             bytes: (buf.len() - used) as u64,
                         });
                     }
-                    *at = Position {
-                        path: path.clone(),
-                        offset: segment::HEADER as u64,
-                        seq: *first,
-                    };
+                    match start_of(path)? {
+                        Some(next) => *at = next,
+                        None => return Ok(problems),
+                    }
                 }
                 _ => return Ok(problems),
             }

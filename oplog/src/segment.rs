@@ -1,6 +1,7 @@
 //! Segment files: `{first_seq:020}.seg` in the log's folder, each a header
-//! (magic, format version, the sequence number of its first record) followed
-//! by frames. Records are numbered by their place in the log.
+//! (magic, format version, the sequence number of its first record and,
+//! from format 2, the salt its frames are checked with) followed by frames.
+//! Records are numbered by their place in the log.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,16 +10,35 @@ use crate::codec::{self, Frame};
 use crate::record::Record;
 
 pub const MAGIC: &[u8; 8] = b"SYWDOPLG";
-/// The segment header format this build writes and reads.
-pub const VERSION: u16 = 1;
-pub const HEADER: usize = 8 + 2 + 2 + 8;
+/// The segment header format this build writes; it reads this and format 1.
+pub const VERSION: u16 = 2;
+/// Bytes of a format 2 header: magic, version, reserved, first seq, salt.
+pub const HEADER: usize = 8 + 2 + 2 + 8 + 8;
+/// Bytes of a format 1 header (no salt).
+const HEADER_V1: usize = 8 + 2 + 2 + 8;
 
-pub fn header(first_seq: u64) -> [u8; HEADER] {
+/// A new segment's header.
+pub fn header(first_seq: u64, salt: u64) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..8].copy_from_slice(MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
     h[12..20].copy_from_slice(&first_seq.to_le_bytes());
+    h[20..28].copy_from_slice(&salt.to_le_bytes());
     h
+}
+
+/// A fresh salt for a new segment: random, never [`codec::NO_SALT`].
+pub fn new_salt() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
+}
+
+/// What a segment's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub first_seq: u64,
+    pub salt: u64,
+    /// Where its first frame starts.
+    pub len: usize,
 }
 
 pub fn file_name(first_seq: u64) -> String {
@@ -119,13 +139,13 @@ pub struct Scan {
     pub problems: Vec<Problem>,
 }
 
-/// Checks a segment's header; its first sequence number.
-pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, Problem> {
+/// Checks a segment's header and reads it.
+pub fn check_header(path: &Path, bytes: &[u8]) -> Result<Header, Problem> {
     let bad = |why: String| Problem::BadHeader {
         segment: path.to_path_buf(),
         why,
     };
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER_V1 || &bytes[..8] != MAGIC {
         return Err(bad("no segment header".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
@@ -134,9 +154,26 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, Problem> {
             "segment format {version}, newer than this build reads ({VERSION})"
         )));
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&bytes[12..20]);
-    Ok(u64::from_le_bytes(seq))
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if version < 2 {
+        return Ok(Header {
+            first_seq: u64_at(12),
+            salt: codec::NO_SALT,
+            len: HEADER_V1,
+        });
+    }
+    if bytes.len() < HEADER {
+        return Err(bad("segment header cut short".into()));
+    }
+    Ok(Header {
+        first_seq: u64_at(12),
+        salt: u64_at(20),
+        len: HEADER,
+    })
 }
 
 /// Reads every frame of a segment's bytes, handing each record with its
@@ -144,17 +181,16 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, Problem> {
 /// reported, never silently.
 pub fn scan(path: &Path, bytes: &[u8], mut each: impl FnMut(u64, Record)) -> Scan {
     let mut out = Scan::default();
-    let first = match check_header(path, bytes) {
-        Ok(seq) => seq,
+    let (first, salt, mut at) = match check_header(path, bytes) {
+        Ok(h) => (h.first_seq, h.salt, h.len),
         Err(p) => {
             out.problems.push(p);
             return out;
         }
     };
-    let mut at = HEADER;
     out.valid_end = at as u64;
     while at < bytes.len() {
-        match codec::decode(&bytes[at..]) {
+        match codec::decode(&bytes[at..], salt) {
             Frame::Record { record, len } => {
                 each(first + out.frames, record);
                 out.frames += 1;
@@ -172,11 +208,11 @@ pub fn scan(path: &Path, bytes: &[u8], mut each: impl FnMut(u64, Record)) -> Sca
                 out.valid_end = at as u64;
             }
             Frame::Partial | Frame::Damaged(_) => {
-                let what = match codec::decode(&bytes[at..]) {
+                let what = match codec::decode(&bytes[at..], salt) {
                     Frame::Damaged(w) => w,
                     _ => "a frame longer than the rest of the file",
                 };
-                match codec::resync(&bytes[at..]) {
+                match codec::resync(&bytes[at..], salt) {
                     Some(skip) => {
                         out.problems.push(Problem::Damaged {
                             segment: path.to_path_buf(),

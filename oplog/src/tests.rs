@@ -133,12 +133,13 @@ proptest! {
     #[test]
     fn every_record_survives_its_frame(records in proptest::collection::vec(arb_record(), 1..20)) {
         let mut buf = Vec::new();
+        let salt = segment::new_salt();
         for r in &records {
-            codec::encode(r, &mut buf).expect("encode");
+            codec::encode(r, salt, &mut buf).expect("encode");
         }
         let mut at = 0;
         for r in &records {
-            match codec::decode(&buf[at..]) {
+            match codec::decode(&buf[at..], salt) {
                 Frame::Record { record, len } => {
                     prop_assert_eq!(&record, r);
                     at += len;
@@ -162,7 +163,8 @@ proptest! {
         let mut ends = Vec::new();
         let mut buf = Vec::new();
         for r in &records {
-            codec::encode(r, &mut buf).expect("encode");
+            // A frame's length does not depend on the salt.
+            codec::encode(r, codec::NO_SALT, &mut buf).expect("encode");
             ends.push(segment::HEADER as u64 + buf.len() as u64);
         }
         let whole = ends.iter().filter(|e| **e <= cut).count();
@@ -257,10 +259,13 @@ fn a_newer_record_is_named_and_the_rest_is_read() {
     );
     let seg = the_segment(&dir.0);
     let mut bytes = std::fs::read(&seg).expect("read");
-    // A frame from format 9 between the two, checksummed as its writer would.
+    // A frame from format 9 between the two, checksummed as its writer would
+    // (with the segment's salt).
+    let salt = segment::check_header(&seg, &bytes).expect("header").salt;
     let payload = b"from the future";
     let len = (payload.len() as u32).to_le_bytes();
     let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
     h.update(&[9]);
     h.update(&len);
     h.update(payload);
@@ -338,4 +343,112 @@ fn a_tail_follows_appends_across_rotation_without_rereading() {
     assert_eq!((n, tail.next_seq()), (50, 50));
     tail.poll(usize::MAX, |_, _| n += 1).expect("poll");
     assert_eq!((n, tail.next_seq()), (120, 120));
+}
+
+/// The records in `dir`, by sequence number, and the problems met.
+fn records_of(dir: &Path) -> (Vec<(u64, String)>, Vec<Problem>) {
+    let (read, problems) = read_all(dir);
+    let paths = read
+        .into_iter()
+        .map(|(seq, r)| match r {
+            Record::Intent(i) => (seq, i.path),
+            other => (seq, format!("{other:?}")),
+        })
+        .collect();
+    (paths, problems)
+}
+
+#[test]
+fn a_write_that_fails_part_way_is_cut_back_and_nothing_is_written_twice_or_late() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"a".to_vec())).expect("append");
+    w.sync().expect("sync");
+    // One record whose sender was told it failed, one already forwarded.
+    w.append_or_forget(&intent(1, b"told it failed".to_vec()))
+        .expect("append");
+    w.append(&intent(2, b"forwarded".to_vec())).expect("append");
+    w.faults.short_write = Some(17);
+    assert!(w.sync().is_err());
+    // The disk stays bad for one more try: the cut-back waits for it.
+    w.faults.short_write = Some(5);
+    w.faults.cut_back_fails = 1;
+    assert!(w.sync().is_err());
+    // Healed: the kept record is written once, after the last good one.
+    w.append(&intent(3, b"after".to_vec())).expect("append");
+    w.sync().expect("sync");
+    drop(w);
+    let (records, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    let want = [(0, "/kv/k0?x=1"), (1, "/kv/k2?x=1"), (2, "/kv/k3?x=1")];
+    let got: Vec<(u64, &str)> = records.iter().map(|(s, p)| (*s, p.as_str())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_failed_sync_cuts_back_to_what_was_durable_and_refuses_everything_after() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"durable".to_vec())).expect("append");
+    w.sync().expect("sync");
+    w.append(&intent(1, b"written, not durable".to_vec()))
+        .expect("append");
+    w.faults.sync_fails = true;
+    let err = w.sync().expect_err("sync fails");
+    assert!(err.to_string().contains("restart"), "{err}");
+    assert!(w.append(&intent(2, b"refused".to_vec())).is_err());
+    assert!(w.sync().is_err());
+    drop(w);
+    let (records, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(records, [(0, "/kv/k0?x=1".to_string())]);
+    // A restart writes again, after the durable record.
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("reopen");
+    assert_eq!(w.append(&intent(3, b"x".to_vec())).expect("append"), 1);
+}
+
+/// A client's body holding a well-formed frame (a CRC right over its own
+/// bytes) is not read back as a record after the record around it is
+/// damaged: the segment's salt is not in it.
+#[test]
+fn a_frame_inside_a_body_is_not_taken_for_a_record_after_damage() {
+    let dir = Dir::new();
+    let mut planted = Vec::new();
+    for salt in [codec::NO_SALT, 1, 0x5eed_5eed_5eed_5eed] {
+        codec::encode(&intent(99, b"planted".to_vec()), salt, &mut planted).expect("encode");
+    }
+    let records = vec![intent(0, b"before".to_vec()), intent(1, planted), intent(2, b"after".to_vec())];
+    write(&dir.0, &records, Options::default());
+    let seg = the_segment(&dir.0);
+    let mut bytes = std::fs::read(&seg).expect("read");
+    // Damage the second record's header (its magic).
+    let mut first = Vec::new();
+    codec::encode(&records[0], codec::NO_SALT, &mut first).expect("encode");
+    bytes[segment::HEADER + first.len()] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write");
+    let (read, problems) = records_of(&dir.0);
+    let paths: Vec<&str> = read.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(paths, ["/kv/k0?x=1", "/kv/k2?x=1"], "{problems:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn segments_of_format_1_are_still_read_and_appended_to() {
+    let dir = Dir::new();
+    // A format 1 segment: a 20-byte header, frames without a salt.
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(segment::MAGIC);
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    codec::encode(&intent(0, b"old".to_vec()), codec::NO_SALT, &mut bytes).expect("encode");
+    std::fs::write(dir.0.join(segment::file_name(0)), &bytes).expect("write");
+    let (mut w, rec) = Writer::open(&dir.0, Options::default()).expect("open");
+    assert_eq!(rec.records_in_last, 1);
+    w.append(&intent(1, b"new".to_vec())).expect("append");
+    w.sync().expect("sync");
+    drop(w);
+    let (read, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(read.len(), 2);
 }

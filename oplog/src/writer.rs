@@ -3,6 +3,19 @@
 //! size; sealed segments are deleted by age or total size, but never one
 //! holding records a sink has not forwarded yet. On open, a torn tail of the
 //! newest segment (the partial record a crash leaves) is cut off.
+//!
+//! When the disk fails, no record is written twice and none is written late:
+//! - a failed write may leave part of the buffer in the file: the file is cut
+//!   back to where the last whole write ended (before anything more is
+//!   written, however long the disk takes to heal); records appended with
+//!   [`Writer::append_or_forget`] (whose senders are told the write failed)
+//!   leave the buffer, the others stay and are written once the disk works,
+//!   under the sequence numbers they then get;
+//! - a failed sync leaves unknown which written pages reached the disk, and
+//!   a later sync may report success for pages the kernel dropped. The file
+//!   is cut back to what the last good sync made durable and the writer
+//!   refuses everything from then on: a restart reopens the log from what is
+//!   on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -51,9 +64,23 @@ pub struct Writer {
     dir: PathBuf,
     file: File,
     path: PathBuf,
+    /// What the current segment's frames are checked with.
+    salt: u64,
     pending: Vec<u8>,
-    /// Bytes of the segment on disk plus pending.
-    segment_len: u64,
+    /// The records in `pending`, in order.
+    pending_records: Vec<Pending>,
+    /// Bytes of the segment written by whole writes (durable or not).
+    written_len: u64,
+    /// Bytes of the segment the last good sync made durable.
+    synced_len: u64,
+    /// The sequence number after the last record made durable.
+    synced_seq: u64,
+    /// The file may hold part of a failed write past `written_len`.
+    damaged: bool,
+    /// Why the writer refuses everything (a failed sync).
+    poisoned: Option<String>,
+    #[cfg(test)]
+    pub(crate) faults: Faults,
     next_seq: u64,
     /// Records below this are forwarded by every sink: deletable. Shared,
     /// so a sink moves it without a word to the writer.
@@ -64,6 +91,26 @@ pub struct Writer {
 /// Flushes the buffer once it is this large, even between syncs.
 const FLUSH_AT: usize = 1 << 20;
 
+/// Failures a test makes the writer meet, one at a time.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// The next write puts this many bytes in the file, then fails.
+    pub(crate) short_write: Option<usize>,
+    /// The next sync fails.
+    pub(crate) sync_fails: bool,
+    /// This many cut-backs fail.
+    pub(crate) cut_back_fails: u32,
+}
+
+/// A record in the buffer: where its frame ends, and whether a failed write
+/// drops it (its sender is told) or keeps it for the next try.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    end: usize,
+    forget_on_failure: bool,
+}
+
 impl Writer {
     /// Opens the log in `dir` (created if missing), recovering the newest segment.
     pub fn open(dir: &Path, opts: Options) -> io::Result<(Writer, Recovery)> {
@@ -73,20 +120,24 @@ impl Writer {
             segments: segments.len(),
             ..Recovery::default()
         };
-        let (path, next_seq, segment_len) = match segments.last() {
+        let (path, next_seq, segment_len, salt) = match segments.last() {
             None => {
                 let path = dir.join(segment::file_name(0));
-                create_segment(&path, 0)?;
+                let salt = segment::new_salt();
+                create_segment(&path, 0, salt)?;
                 sync_dir(dir)?;
                 recovery.segments = 1;
-                (path, 0, segment::HEADER as u64)
+                (path, 0, segment::HEADER as u64, salt)
             }
             Some((name_seq, path)) => {
                 let bytes = std::fs::read(path)?;
-                if bytes.len() < segment::HEADER {
+                if segment::check_header(path, &bytes).is_err()
+                    && bytes.len() < segment::HEADER
+                    && segment::MAGIC.starts_with(&bytes[..bytes.len().min(8)])
+                {
                     // Created, but the crash came before its header was whole.
                     std::fs::remove_file(path)?;
-                    create_segment(path, *name_seq)?;
+                    create_segment(path, *name_seq, segment::new_salt())?;
                     sync_dir(dir)?;
                     recovery.truncated = bytes.len() as u64;
                 }
@@ -95,7 +146,7 @@ impl Writer {
                 } else {
                     bytes
                 };
-                let first = segment::check_header(path, &bytes)
+                let header = segment::check_header(path, &bytes)
                     .map_err(|p| io::Error::new(io::ErrorKind::InvalidData, p.to_string()))?;
                 let scan = segment::scan(path, &bytes, |_, _| {});
                 recovery.records_in_last = scan.frames;
@@ -107,7 +158,12 @@ impl Writer {
                     f.sync_all()?;
                     recovery.truncated = len - scan.valid_end;
                 }
-                (path.clone(), first + scan.frames, scan.valid_end)
+                (
+                    path.clone(),
+                    header.first_seq + scan.frames,
+                    scan.valid_end,
+                    header.salt,
+                )
             }
         };
         let file = OpenOptions::new().append(true).open(&path)?;
@@ -116,8 +172,16 @@ impl Writer {
                 dir: dir.to_path_buf(),
                 file,
                 path,
+                salt,
                 pending: Vec::with_capacity(FLUSH_AT + 4096),
-                segment_len,
+                pending_records: Vec::new(),
+                written_len: segment_len,
+                synced_len: segment_len,
+                synced_seq: next_seq,
+                damaged: false,
+                poisoned: None,
+                #[cfg(test)]
+                faults: Faults::default(),
                 next_seq,
                 retain_floor: Arc::new(AtomicU64::new(u64::MAX)),
                 opts,
@@ -126,15 +190,33 @@ impl Writer {
         ))
     }
 
-    /// Buffers `record`; its sequence number.
+    /// Buffers `record`; its sequence number. If a write fails, the record
+    /// stays buffered and is written when the disk works again.
     pub fn append(&mut self, record: &Record) -> io::Result<u64> {
-        if self.segment_len >= self.opts.segment_bytes {
+        self.buffer(record, false)
+    }
+
+    /// Buffers `record` whose sender waits to hear it is durable: if the
+    /// write fails the sender is told so, and the record is dropped rather
+    /// than written later.
+    pub fn append_or_forget(&mut self, record: &Record) -> io::Result<u64> {
+        self.buffer(record, true)
+    }
+
+    fn buffer(&mut self, record: &Record, forget_on_failure: bool) -> io::Result<u64> {
+        self.refuse_if_poisoned()?;
+        if self.segment_len() >= self.opts.segment_bytes {
             self.rotate()?;
         }
         let before = self.pending.len();
-        codec::encode(record, &mut self.pending)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.segment_len += (self.pending.len() - before) as u64;
+        if let Err(e) = codec::encode(record, self.salt, &mut self.pending) {
+            self.pending.truncate(before);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        self.pending_records.push(Pending {
+            end: self.pending.len(),
+            forget_on_failure,
+        });
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.pending.len() >= FLUSH_AT {
@@ -143,19 +225,133 @@ impl Writer {
         Ok(seq)
     }
 
+    fn segment_len(&self) -> u64 {
+        self.written_len + self.pending.len() as u64
+    }
+
+    fn refuse_if_poisoned(&self) -> io::Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the buffered records to the file (not yet durable).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all(&self.pending)?;
-            self.pending.clear();
+        self.refuse_if_poisoned()?;
+        if self.damaged {
+            self.cut_back(self.written_len)?;
+            self.damaged = false;
         }
-        Ok(())
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.write_pending() {
+            Ok(()) => {
+                self.written_len += self.pending.len() as u64;
+                self.pending.clear();
+                self.pending_records.clear();
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the buffer may be in the file: cut it off now if
+                // the disk lets us, else before the next write.
+                self.damaged = true;
+                if self.cut_back(self.written_len).is_ok() {
+                    self.damaged = false;
+                }
+                self.forget_failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed write: keeps the records that wait for the next try,
+    /// drops those whose senders are told it failed, and numbers the rest
+    /// from where the file ends.
+    fn forget_failed(&mut self) {
+        let mut kept = Vec::with_capacity(self.pending.len());
+        let mut records = Vec::with_capacity(self.pending_records.len());
+        let mut start = 0;
+        for r in &self.pending_records {
+            if !r.forget_on_failure {
+                kept.extend_from_slice(&self.pending[start..r.end]);
+                records.push(Pending {
+                    end: kept.len(),
+                    forget_on_failure: false,
+                });
+            }
+            start = r.end;
+        }
+        let dropped = (self.pending_records.len() - records.len()) as u64;
+        self.next_seq -= dropped;
+        self.pending = kept;
+        self.pending_records = records;
+    }
+
+    fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.faults.cut_back_fails > 0 {
+            self.faults.cut_back_fails -= 1;
+            return Err(io::Error::other("injected: cut back failed"));
+        }
+        self.file.set_len(len)
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(part) = self.faults.short_write.take() {
+            // A write that got part of the buffer to the file, then failed.
+            let part = part.min(self.pending.len());
+            self.file.write_all(&self.pending[..part])?;
+            return Err(io::Error::other("injected: write failed part way"));
+        }
+        self.file.write_all(&self.pending)
+    }
+
+    fn sync_file(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.faults.sync_fails {
+            self.faults.sync_fails = false;
+            return Err(io::Error::other("injected: sync failed"));
+        }
+        self.file.sync_data()
     }
 
     /// Writes and makes durable everything appended so far.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.file.sync_data()
+        if self.synced_len == self.written_len {
+            return Ok(());
+        }
+        match self.sync_file() {
+            Ok(()) => {
+                self.synced_len = self.written_len;
+                self.synced_seq = self.next_seq - self.pending_records.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let cut = self
+                    .cut_back(self.synced_len)
+                    .and_then(|()| self.file.sync_data());
+                let why = match cut {
+                    Ok(()) => format!(
+                        "op log sync failed ({e}): records from {} on were cut back, as a crash would; restart to write again",
+                        self.synced_seq
+                    ),
+                    Err(cut) => format!(
+                        "op log sync failed ({e}) and records from {} on could not be cut back ({cut}); restart to write again",
+                        self.synced_seq
+                    ),
+                };
+                self.written_len = self.synced_len;
+                self.next_seq = self.synced_seq;
+                self.pending.clear();
+                self.pending_records.clear();
+                self.poisoned = Some(why.clone());
+                Err(io::Error::other(why))
+            }
+        }
     }
 
     /// The sequence number the next record gets.
@@ -176,11 +372,14 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.sync()?;
         let path = self.dir.join(segment::file_name(self.next_seq));
-        create_segment(&path, self.next_seq)?;
+        let salt = segment::new_salt();
+        create_segment(&path, self.next_seq, salt)?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new().append(true).open(&path)?;
         self.path = path;
-        self.segment_len = segment::HEADER as u64;
+        self.salt = salt;
+        self.written_len = segment::HEADER as u64;
+        self.synced_len = self.written_len;
         if let Err(e) = self.retain() {
             tracing::warn!(error = %e, dir = %self.dir.display(), "op log retention failed");
         }
@@ -224,15 +423,18 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
         if let Err(e) = self.sync() {
             tracing::error!(error = %e, "op log: cannot write its last records");
         }
     }
 }
 
-fn create_segment(path: &Path, first_seq: u64) -> io::Result<()> {
+fn create_segment(path: &Path, first_seq: u64, salt: u64) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(&segment::header(first_seq))?;
+    f.write_all(&segment::header(first_seq, salt))?;
     f.sync_all()
 }
 

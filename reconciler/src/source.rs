@@ -148,7 +148,7 @@ pub async fn read_stream(url: &str, stream: &str) -> anyhow::Result<Logs> {
             .info()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
-        match codec::decode(&msg.payload) {
+        match codec::decode(&msg.payload, codec::NO_SALT) {
             codec::Frame::Record { record, .. } => logs.add(record),
             codec::Frame::Newer { version, .. } => {
                 logs.unreadable += 1;

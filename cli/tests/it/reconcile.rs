@@ -393,7 +393,7 @@ async fn failed_replays_interruptions_and_damage_are_named() {
     assert_eq!(report["summary"]["ops_scanned"], 9);
     let problem = report["problems"][0].as_str().unwrap_or("");
     assert!(
-        problem.contains(".seg: offset 20:") && problem.contains("damaged"),
+        problem.contains(".seg: offset 28:") && problem.contains("damaged"),
         "{problem}"
     );
     assert_eq!(

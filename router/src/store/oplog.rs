@@ -245,7 +245,15 @@ fn run_writer(
                     Msg::Append { record, ack } => {
                         must_sync |= ack.is_some();
                         metrics::counter!("switchyard_oplog_records_total", "kind" => kind(&record)).increment(1);
-                        match writer.append(&record) {
+                        // A sender waiting for durability hears of a failure
+                        // and its record is dropped; one already forwarded
+                        // (`batch`, `off`) stays buffered for the next try.
+                        let appended = if ack.is_some() {
+                            writer.append_or_forget(&record)
+                        } else {
+                            writer.append(&record)
+                        };
+                        match appended {
                             Ok(seq) => {
                                 if let Some(ack) = ack {
                                     acks.push((ack, seq));
