@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod owners;
 pub mod plan;
 pub mod report;
 pub mod source;

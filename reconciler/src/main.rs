@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_reconciler::{apply, checkpoint, plan, report, source};
+use switchyard_reconciler::{apply, checkpoint, owners, plan, report, source};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +39,10 @@ struct Args {
     /// Replays per second at most.
     #[arg(long, default_value_t = 20.0, value_name = "N")]
     rate: f64,
+    /// The current owners from this ownership file (default: etcd in fleet
+    /// mode, else ownership.json in the config's state_dir).
+    #[arg(long, value_name = "FILE")]
+    ownership: Option<PathBuf>,
     /// Progress of an --apply run, so an interrupted one resumes
     /// (default: reconcile.checkpoint in the first --oplog folder).
     #[arg(long, value_name = "FILE")]
@@ -116,6 +120,12 @@ fn main() -> ExitCode {
         eprintln!("switchyard-reconcile: warning: {p}");
     }
     let mut plan = plan::plan(&logs);
+    // Replays go to the owner the logs end with: only if that is the owner now.
+    let current = rt.block_on(owners::current(&config, args.ownership.as_deref()));
+    if let Err(e) = &current {
+        eprintln!("switchyard-reconcile: warning: {e}; nothing will be replayed");
+    }
+    plan::check_targets(&mut plan, &current);
     if args.apply {
         let path = args.checkpoint.clone().unwrap_or_else(|| {
             args.oplogs

@@ -12,6 +12,8 @@
 //!   original key and the current fencing token.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
+
 use switchyard_oplog::{Body, OutcomeKind, Promotion};
 
 use crate::source::{by_resource, Logs, Op};
@@ -27,6 +29,9 @@ pub enum Verdict {
     /// A replay was tried and did not take.
     Failed,
     NotReplayable,
+    /// Not sent: the partition's current owner is not the one the logs end
+    /// with (a promotion missing from the logs given, or owners unknown).
+    StaleTarget,
 }
 
 impl Verdict {
@@ -38,6 +43,7 @@ impl Verdict {
             Verdict::Conflict => "conflict",
             Verdict::Failed => "failed",
             Verdict::NotReplayable => "not_replayable",
+            Verdict::StaleTarget => "stale_target",
         }
     }
 
@@ -157,6 +163,54 @@ pub fn plan(logs: &Logs) -> Plan {
     out
 }
 
+/// Each partition's owner and epoch now, as the routers' shared truth says.
+#[derive(Debug, Clone, Default)]
+pub struct CurrentOwners {
+    /// Where they were read: the ownership file or etcd.
+    pub source: String,
+    pub partitions: BTreeMap<String, (String, u64)>,
+}
+
+/// Holds back every replay whose target is not the partition's owner now.
+/// The target comes from the last promotion in the logs given; a promotion
+/// missing from them (another edge's log left out) would send the writes to
+/// a demoted region with a stale fencing token. `current` is `Err` when the
+/// owners could not be read: nothing is sent then.
+pub fn check_targets(plan: &mut Plan, current: &Result<CurrentOwners, String>) {
+    for (index, f) in plan.failovers.iter().enumerate() {
+        let partition = &f.promotion.partition;
+        let why = match current {
+            Err(e) => Some(format!(
+                "the current owners could not be read ({e}): a replay might reach a demoted owner"
+            )),
+            Ok(c) => match c.partitions.get(partition) {
+                Some((region, epoch)) if *region == f.target && *epoch == f.target_epoch => None,
+                Some((region, epoch)) if *epoch > f.target_epoch => Some(format!(
+                    "{} says partition {partition} is owned by {region} at epoch {epoch}, but the logs given end with {} at epoch {}: a later promotion is missing from them (give every edge's log)",
+                    c.source, f.target, f.target_epoch
+                )),
+                Some((region, epoch)) => Some(format!(
+                    "{} says partition {partition} is owned by {region} at epoch {epoch}, but the logs given end with {} at epoch {}",
+                    c.source, f.target, f.target_epoch
+                )),
+                None => Some(format!(
+                    "{} has no owner for partition {partition}",
+                    c.source
+                )),
+            },
+        };
+        let Some(why) = why else { continue };
+        for c in plan
+            .candidates
+            .iter_mut()
+            .filter(|c| c.failover == index && c.verdict == Verdict::Replay)
+        {
+            c.verdict = Verdict::StaleTarget;
+            c.reason = why.clone();
+        }
+    }
+}
+
 fn judge<'a>(
     op: &Op,
     p: &Promotion,
@@ -240,6 +294,8 @@ pub struct Summary {
     /// Left to replay (a dry run).
     pub to_replay: u64,
     pub not_replayable: u64,
+    /// Held back: the current owner is not the one the logs end with.
+    pub stale_target: u64,
     /// Records that could not be read (damage, newer formats).
     pub unreadable_records: u64,
 }
@@ -259,6 +315,7 @@ pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
             Verdict::Conflict => s.conflicts += 1,
             Verdict::Failed => s.failed += 1,
             Verdict::NotReplayable => s.not_replayable += 1,
+            Verdict::StaleTarget => s.stale_target += 1,
         }
         if c.verdict.unresolved() {
             s.unresolved += 1;

@@ -401,3 +401,43 @@ async fn failed_replays_interruptions_and_damage_are_named() {
         Some(1)
     );
 }
+
+/// The logs given end with b at epoch 2, but another edge has since
+/// promoted c (epoch 3): replaying to b with token 2 would write to a
+/// demoted region. Every replay is held back and named; nothing is sent.
+/// Owners that cannot be read hold every replay back too.
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_wait_for_the_current_owner_to_be_the_one_the_logs_end_with() {
+    let (_a, b, router) = failover(10, 6).await;
+    let later = router.dir.write(
+        "later-ownership.json",
+        r#"{"version": 1, "partitions": {"default": {"region": "c", "epoch": 3}}}"#,
+    );
+    let later = later.display().to_string();
+    let sent_before = b.requests();
+    let (code, report) = reconcile(&router, &["--apply", "--ownership", &later]);
+    assert_eq!(code, 1, "held-back replays are unresolved");
+    assert_eq!(report["summary"]["replayed"], 0);
+    assert_eq!(report["summary"]["stale_target"], 4);
+    let why = reasons(&report, "stale_target");
+    assert!(
+        why.iter().all(|r| r.contains("owned by c at epoch 3")
+            && r.contains("a later promotion is missing")),
+        "{why:?}"
+    );
+    assert_eq!(b.requests(), sent_before, "nothing was sent to b");
+
+    let missing = router.dir.0.join("no-such-ownership.json");
+    let missing = missing.display().to_string();
+    let (code, report) = reconcile(&router, &["--apply", "--ownership", &missing]);
+    assert_eq!(code, 1);
+    assert_eq!(report["summary"]["stale_target"], 4);
+    assert!(reasons(&report, "stale_target")[0].contains("could not be read"));
+    assert_eq!(b.requests(), sent_before, "nothing was sent to b");
+
+    // With the router's own ownership file (b at epoch 2), the same run
+    // replays them.
+    let (code, report) = reconcile(&router, &["--apply"]);
+    assert_eq!(code, 0, "{}", report["summary"]);
+    assert_eq!(report["summary"]["replayed"], 4);
+}
