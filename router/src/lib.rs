@@ -35,6 +35,11 @@ pub mod decision {
     pub use crate::route::topology::{Secrets, Topology};
 }
 
+/// Read-your-writes tokens, for the token's fuzz target.
+pub mod ryw {
+    pub use crate::route::ryw::{Mark, Signer, Token};
+}
+
 /// The op log writer, for its bench.
 pub mod oplog {
     pub use crate::store::oplog::OpLog;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod consistency;
+mod desync;
 mod fleet;
 mod geo;
 mod hygiene;

@@ -421,8 +421,9 @@ async fn replays_wait_for_the_current_owner_to_be_the_one_the_logs_end_with() {
     assert_eq!(report["summary"]["stale_target"], 4);
     let why = reasons(&report, "stale_target");
     assert!(
-        why.iter().all(|r| r.contains("owned by c at epoch 3")
-            && r.contains("a later promotion is missing")),
+        why.iter()
+            .all(|r| r.contains("owned by c at epoch 3")
+                && r.contains("a later promotion is missing")),
         "{why:?}"
     );
     assert_eq!(b.requests(), sent_before, "nothing was sent to b");
