@@ -9,7 +9,7 @@ pub mod record;
 pub mod segment;
 pub mod writer;
 
-pub use read::{read_dir, Tail};
+pub use read::{bytes_from, read_dir, Tail};
 pub use record::{
     normalize_path, unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
 };

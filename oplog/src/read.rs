@@ -32,6 +32,23 @@ pub fn read_dir(
     Ok(problems)
 }
 
+/// The most of a segment one read takes (more only for a larger frame).
+const READ_CHUNK: usize = 1 << 20;
+
+/// Bytes of the segments that hold records at or after `seq`: what a sink
+/// that has forwarded up to `seq` keeps on disk for itself.
+pub fn bytes_from(dir: &Path, seq: u64) -> io::Result<u64> {
+    let segments = segment::list(dir)?;
+    let mut total = 0;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        if segments.get(i + 1).is_some_and(|(next, _)| *next <= seq) {
+            continue;
+        }
+        total += std::fs::metadata(path).map_or(0, |m| m.len());
+    }
+    Ok(total)
+}
+
 /// Follows a log as it grows: each [`Tail::poll`] hands over the whole
 /// records appended since the last one, reading only the new bytes (a sink
 /// forwarding the log calls it in a loop). Segments are followed across
@@ -135,9 +152,26 @@ impl Tail {
                 }
                 Err(e) => return Err(e),
             };
-            f.seek(SeekFrom::Start(at.offset))?;
+            // A bounded piece of the segment, grown only when one frame is
+            // larger: a long backlog is never read into memory whole.
+            let mut want = READ_CHUNK;
             let mut buf = Vec::new();
-            f.read_to_end(&mut buf)?;
+            let reached_end = loop {
+                buf.clear();
+                f.seek(SeekFrom::Start(at.offset))?;
+                (&mut f).take(want as u64).read_to_end(&mut buf)?;
+                if buf.len() < want {
+                    break true;
+                }
+                let first_is_partial = matches!(
+                    crate::codec::decode(&buf, at.salt),
+                    crate::codec::Frame::Partial
+                );
+                if !first_is_partial || want > crate::codec::MAX_PAYLOAD {
+                    break false;
+                }
+                want *= 2;
+            };
             let mut used = 0;
             while used < buf.len() && handed < max {
                 match crate::codec::decode(&buf[used..], at.salt) {
@@ -178,9 +212,25 @@ impl Tail {
                     }
                 }
             }
+            if !reached_end && used == 0 && handed < max {
+                // A whole piece of damage with no frame in it: skip all but
+                // its last frame header's worth, where a frame may begin.
+                let skip = buf.len() - crate::codec::HEADER;
+                problems.push(Problem::Damaged {
+                    segment: at.path.clone(),
+                    offset: at.offset,
+                    bytes: skip as u64,
+                    what: "no frame in this part of the segment",
+                });
+                used = skip;
+            }
             at.offset += used as u64;
             if handed >= max {
                 return Ok(problems);
+            }
+            if !reached_end {
+                // More of this segment than one piece: read on.
+                continue;
             }
             // A segment with a newer one after it is sealed: whole, and done
             // once read (the listing came before the read).

@@ -417,7 +417,11 @@ fn a_frame_inside_a_body_is_not_taken_for_a_record_after_damage() {
     for salt in [codec::NO_SALT, 1, 0x5eed_5eed_5eed_5eed] {
         codec::encode(&intent(99, b"planted".to_vec()), salt, &mut planted).expect("encode");
     }
-    let records = vec![intent(0, b"before".to_vec()), intent(1, planted), intent(2, b"after".to_vec())];
+    let records = vec![
+        intent(0, b"before".to_vec()),
+        intent(1, planted),
+        intent(2, b"after".to_vec()),
+    ];
     write(&dir.0, &records, Options::default());
     let seg = the_segment(&dir.0);
     let mut bytes = std::fs::read(&seg).expect("read");
@@ -451,4 +455,35 @@ fn segments_of_format_1_are_still_read_and_appended_to() {
     let (read, problems) = records_of(&dir.0);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(read.len(), 2);
+}
+
+/// A tail reads a long log a bounded piece at a time: every record in
+/// order, none twice, a frame larger than one piece included.
+#[test]
+fn a_tail_hands_over_a_long_log_in_bounded_batches() {
+    let dir = Dir::new();
+    let mut records: Vec<Record> = (0..3000).map(|i| intent(i, vec![b'z'; 700])).collect();
+    records.insert(1500, intent(99_999, vec![b'L'; 3 << 20]));
+    write(&dir.0, &records, Options::default());
+    let mut tail = Tail::new(&dir.0, 0);
+    let mut seen = Vec::new();
+    for _ in 0..10_000 {
+        let mut batch = 0;
+        let problems = tail
+            .poll(256, |seq, r| {
+                batch += 1;
+                seen.push((seq, r));
+            })
+            .expect("poll");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(batch <= 256);
+        if batch == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), records.len());
+    for (i, (seq, r)) in seen.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(r, &records[i]);
+    }
 }

@@ -54,7 +54,10 @@ async fn from_etcd(endpoints: &[String], prefix: &str) -> Result<CurrentOwners, 
         .map_err(|e| format!("{source}: {e}"))?;
     let owners_prefix = format!("{prefix}/owners/");
     let got = client
-        .get(owners_prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .get(
+            owners_prefix.as_str(),
+            Some(GetOptions::new().with_prefix()),
+        )
         .await
         .map_err(|e| format!("{source}: {e}"))?;
     let mut out = CurrentOwners {

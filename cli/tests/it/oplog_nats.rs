@@ -129,11 +129,20 @@ async fn two_routers_publish_and_the_reconciler_reads_the_stream_once() {
     for i in 10..20 {
         put(&two, i).await;
     }
+    // The backlog is in status while NATS is away: 20 records, on disk.
+    let backlog = one.status().await["oplog"]["nats"].clone();
+    assert_eq!(backlog["backlog_records"], 20, "{backlog}");
+    assert!(backlog["backlog_bytes"].as_u64() > Some(28), "{backlog}");
     let nats = tokio::task::block_in_place(|| Nats::start(port));
     // 20 intents, 20 outcomes, from two routers.
     let t = Instant::now();
     eventually(Duration::from_secs(10), || async {
         nats.messages("SY_TEST").await == 40
+    })
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        let n = one.status().await["oplog"]["nats"].clone();
+        n["backlog_records"] == 0 && n["backlog_bytes"] == 0
     })
     .await;
     eprintln!("forwarded once NATS was up, within {:?}", t.elapsed());

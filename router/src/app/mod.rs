@@ -94,6 +94,7 @@ impl App {
                 edge,
                 oplog.forwarded.clone(),
             ));
+            control.spawn(crate::store::oplog_nats::watch_backlog(oplog.clone()));
         }
         let state = RouterState::new(
             topology,

@@ -46,6 +46,8 @@ pub struct OpLog {
     /// The first sequence number the NATS sink has not forwarded; segments
     /// from it on are kept. `u64::MAX` without a sink.
     pub(crate) forwarded: Arc<AtomicU64>,
+    /// The sequence number the next record gets (shared by the writer).
+    pub(crate) next_seq: Arc<AtomicU64>,
     /// Set while the disk refuses writes.
     failing: Arc<AtomicBool>,
     capacity: usize,
@@ -92,13 +94,15 @@ impl OpLog {
             writer.set_retain_floor(crate::store::oplog_nats::cursor(&dir));
         }
         let forwarded = writer.retain_floor();
+        let next_seq = Arc::new(AtomicU64::new(writer.next_seq()));
         let (tx, rx) = mpsc::channel(cfg.queue);
         let failing = Arc::new(AtomicBool::new(false));
         let fsync = cfg.fsync;
         let thread_failing = failing.clone();
+        let thread_next_seq = next_seq.clone();
         std::thread::Builder::new()
             .name("switchyard-oplog".into())
-            .spawn(move || run_writer(writer, rx, fsync, thread_failing))
+            .spawn(move || run_writer(writer, rx, fsync, thread_failing, thread_next_seq))
             .context("oplog: cannot start the writer thread")?;
         Ok(Arc::new(OpLog {
             tx,
@@ -106,6 +110,7 @@ impl OpLog {
             edge_id,
             dir,
             forwarded,
+            next_seq,
             failing,
             capacity: cfg.queue,
         }))
@@ -168,8 +173,26 @@ impl OpLog {
                 "url": n.url,
                 "stream": n.stream,
                 "forwarded_before_seq": self.forwarded.load(Ordering::Relaxed),
+                "backlog_records": self.nats_backlog_records(),
+                "backlog_bytes": self.nats_backlog_bytes(),
             })),
         })
+    }
+
+    /// Records appended but not yet forwarded to NATS.
+    pub(crate) fn nats_backlog_records(&self) -> u64 {
+        self.next_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.forwarded.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of the segments kept on disk for records not yet forwarded
+    /// (0 without a backlog).
+    pub(crate) fn nats_backlog_bytes(&self) -> u64 {
+        if self.nats_backlog_records() == 0 {
+            return 0;
+        }
+        switchyard_oplog::bytes_from(&self.dir, self.forwarded.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     async fn send(&self, record: Record) -> Result<(), String> {
@@ -202,6 +225,7 @@ fn run_writer(
     mut rx: mpsc::Receiver<Msg>,
     fsync: Fsync,
     failing: Arc<AtomicBool>,
+    next_seq: Arc<AtomicU64>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -289,6 +313,7 @@ fn run_writer(
             } else {
                 unsynced = true;
             }
+            next_seq.store(writer.next_seq(), Ordering::Relaxed);
             metrics::gauge!("switchyard_oplog_next_seq").set(writer.next_seq() as f64);
             metrics::gauge!("switchyard_oplog_queued").set(rx.len() as f64);
         }

@@ -78,10 +78,13 @@ async fn forward(
     // Reads each new byte of the log once, from where forwarding stopped.
     let mut tail = Tail::new(dir, cursor(dir));
     loop {
-        let mut batch: Vec<(u64, Record)> = Vec::new();
-        for p in tail.poll(usize::MAX, |seq, r| batch.push((seq, r)))? {
+        // One window at a time: a backlog built while NATS was away is read
+        // from disk as it is sent, never into memory whole.
+        let mut batch: Vec<(u64, Record)> = Vec::with_capacity(WINDOW);
+        for p in tail.poll(WINDOW, |seq, r| batch.push((seq, r)))? {
             tracing::warn!("op log forwarding: {p}");
         }
+        let full = batch.len() == WINDOW;
         for chunk in batch.chunks(WINDOW) {
             let mut acks = Vec::with_capacity(chunk.len());
             for (seq, record) in chunk {
@@ -107,6 +110,24 @@ async fn forward(
                     .increment(chunk.len() as u64);
             }
         }
-        tokio::time::sleep(POLL).await;
+        if !full {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Keeps the backlog gauges current, whether or not NATS answers: records
+/// not yet forwarded, and the bytes of the segments kept on disk for them.
+pub(crate) async fn watch_backlog(log: Arc<crate::store::oplog::OpLog>) {
+    loop {
+        let l = log.clone();
+        if let Ok((records, bytes)) =
+            tokio::task::spawn_blocking(move || (l.nats_backlog_records(), l.nats_backlog_bytes()))
+                .await
+        {
+            metrics::gauge!("switchyard_oplog_nats_backlog_records").set(records as f64);
+            metrics::gauge!("switchyard_oplog_nats_backlog_bytes").set(bytes as f64);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
