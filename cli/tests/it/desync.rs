@@ -15,19 +15,7 @@ use crate::support::*;
 /// A router with plain and TLS listeners in front of one strict upstream.
 async fn strict_router() -> (Router, StrictUpstream) {
     let upstream = StrictUpstream::start("/health").await.expect("upstream");
-    let dir = TempDir::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    dir.write("edge.crt", &cert.cert.pem());
-    dir.write("edge.key", &cert.key_pair.serialize_pem());
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir).replace(
-            "listen: { http: 127.0.0.1:0 }",
-            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
-        ),
-        region_yaml("strict", upstream.addr, "")
-    );
-    let router = Router::start_in(dir, &cfg);
+    let router = tls_router_to("strict", upstream.addr);
     router.wait_healthy("strict", true).await;
     (router, upstream)
 }

@@ -517,3 +517,21 @@ pub fn wait_listening(addr: std::net::SocketAddr, limit: Duration, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A router with plain and HTTPS listeners (a self-signed certificate for
+/// `localhost`) in front of one region.
+pub fn tls_router_to(name: &str, addr: SocketAddr) -> Router {
+    let dir = TempDir::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    dir.write("edge.crt", &cert.cert.pem());
+    dir.write("edge.key", &cert.key_pair.serialize_pem());
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir).replace(
+            "listen: { http: 127.0.0.1:0 }",
+            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
+        ),
+        region_yaml(name, addr, "")
+    );
+    Router::start_in(dir, &cfg)
+}

@@ -5,19 +5,7 @@ use crate::support::*;
 /// A router with an HTTPS listener (a self-signed certificate for
 /// `localhost`) in front of region `a`.
 fn tls_router(a: &TestRegion) -> Router {
-    let dir = TempDir::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    dir.write("edge.crt", &cert.cert.pem());
-    dir.write("edge.key", &cert.key_pair.serialize_pem());
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir).replace(
-            "listen: { http: 127.0.0.1:0 }",
-            "listen: { http: 127.0.0.1:0, https: { addr: 127.0.0.1:0, cert: edge.crt, key: edge.key } }"
-        ),
-        region_yaml("a", a.addr, "")
-    );
-    Router::start_in(dir, &cfg)
+    tls_router_to("a", a.addr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
