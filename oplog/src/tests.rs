@@ -487,3 +487,18 @@ fn a_tail_hands_over_a_long_log_in_bounded_batches() {
         assert_eq!(r, &records[i]);
     }
 }
+
+#[test]
+fn a_second_writer_of_a_folder_is_refused_until_the_first_lets_go() {
+    let dir = Dir::new();
+    let (w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    let err = crate::writer::lock_folder(&dir.0, std::time::Duration::from_millis(100))
+        .expect_err("a second writer");
+    assert!(
+        err.to_string().contains("in use by another writer")
+            && err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    drop(w);
+    let (_w, _) = Writer::open(&dir.0, Options::default()).expect("reopen after the first closed");
+}

@@ -61,6 +61,8 @@ pub struct Recovery {
 }
 
 pub struct Writer {
+    /// Held while the writer lives: one writer per folder.
+    _lock: File,
     dir: PathBuf,
     file: File,
     path: PathBuf,
@@ -115,6 +117,7 @@ impl Writer {
     /// Opens the log in `dir` (created if missing), recovering the newest segment.
     pub fn open(dir: &Path, opts: Options) -> io::Result<(Writer, Recovery)> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock_folder(dir, LOCK_WAIT)?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery {
             segments: segments.len(),
@@ -169,6 +172,7 @@ impl Writer {
         let file = OpenOptions::new().append(true).open(&path)?;
         Ok((
             Writer {
+                _lock: lock,
                 dir: dir.to_path_buf(),
                 file,
                 path,
@@ -430,6 +434,49 @@ impl Drop for Writer {
             tracing::error!(error = %e, "op log: cannot write its last records");
         }
     }
+}
+
+/// How long `open` waits for another writer of the folder to let go (a
+/// process being replaced, syncing its last records).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_FILE: &str = "writer.lock";
+
+/// Takes the folder's writer lock (an advisory lock on `writer.lock`, which
+/// names the holder's pid), waiting up to `wait` for a holder to let go. Two
+/// writers of one folder would each number records from where they found
+/// the log and interleave frames; the second is refused instead.
+pub(crate) fn lock_folder(dir: &Path, wait: Duration) -> io::Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another writer (pid {}); one process writes an op log folder at a time",
+                        dir.display(),
+                        holder.trim()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    file.set_len(0)?;
+    file.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(file)
 }
 
 fn create_segment(path: &Path, first_seq: u64, salt: u64) -> io::Result<()> {

@@ -397,3 +397,33 @@ fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
     let (code, err) = run_switchyard(&["check"], &allowed, &[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Two routers on one state_dir would interleave their op log records: the
+/// second waits for the first to let go of the folder, then is refused with
+/// the holder named, and the first keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_router_on_the_same_state_dir_is_refused() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(&dir),
+        region_yaml("a", a.addr, "")
+    );
+    let router = Router::start_in(dir, &cfg);
+    let config = router.config.clone();
+    let (code, stderr) = tokio::task::block_in_place(|| {
+        run_switchyard(
+            &["run"],
+            &config,
+            &[("SY_TEST_TOKEN", TOKEN), ("SWITCHYARD_RYW_KEY", RYW_KEY)],
+        )
+    });
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another writer")
+            && stderr.contains(&format!("pid {}", router.pid())),
+        "{stderr}"
+    );
+    assert_eq!(router.status().await["oplog"]["writable"], true);
+}
