@@ -59,10 +59,16 @@ fn main() -> ExitCode {
                 for w in cfg.warnings() {
                     eprintln!("{}: warning: {w}", config.display());
                 }
+                // What `run` would have from this shell's limits.
+                let files = switchyard_router::raise_open_files(cfg.limits.max_connections);
+                if let Some(w) = files.warning {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
+                let n = cfg.regions.len();
                 println!(
-                    "{}: ok ({} regions, policy {:?})",
+                    "{}: ok ({n} region{}, policy {:?})",
                     config.display(),
-                    cfg.regions.len(),
+                    if n == 1 { "" } else { "s" },
                     cfg.routing.policy
                 );
                 ExitCode::SUCCESS

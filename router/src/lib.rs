@@ -25,6 +25,7 @@ mod proxy;
 mod route;
 mod store;
 
+pub use app::open_files::{raise_open_files, OpenFiles};
 pub use app::{App, Bound};
 
 /// The decision code, for benches and property tests: no sockets needed.

@@ -280,3 +280,22 @@ async fn a_connection_that_never_sends_a_request_is_closed_after_keepalive_timeo
     })
     .await;
 }
+
+/// More connections than the open-files limit can hold: `check` says so,
+/// with what would fit, and still accepts the config.
+#[test]
+fn check_warns_when_the_open_files_limit_cannot_hold_max_connections() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "switchyard.yaml",
+        "listen: { http: 127.0.0.1:0 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }\nrouting: { policy: weighted }\nlimits: { max_connections: 10000000 }\n",
+    );
+    let (code, err) = run_switchyard(&["check"], &path, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: the open-files limit is")
+            && err.contains("limits.max_connections 10000000 needs about 12500256")
+            && err.contains("LimitNOFILE="),
+        "{err}"
+    );
+}

@@ -19,6 +19,7 @@ use crate::route::topology::Topology;
 use crate::store::oplog::OpLog;
 
 mod listeners;
+pub(crate) mod open_files;
 mod secrets;
 
 /// The addresses the router ended up listening on.
@@ -62,6 +63,16 @@ impl App {
         let config = switchyard_config::load(&config_path)?;
         for w in config.warnings() {
             tracing::warn!("{}: {w}", config_path.display());
+        }
+        let files = open_files::raise_open_files(config.limits.max_connections);
+        tracing::info!(
+            soft = files.soft,
+            was = files.soft_before,
+            hard = files.hard,
+            "open-files limit"
+        );
+        if let Some(w) = &files.warning {
+            tracing::warn!("{w}");
         }
         let control = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
