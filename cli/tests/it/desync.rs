@@ -95,6 +95,7 @@ async fn h2_floods_are_cut_off_and_the_router_keeps_serving() {
         )
         .await;
         println!("{report:?}");
+        assert!(report.frames_sent > 0, "{name} never started: {report:?}");
         assert!(
             floods::fresh_get(router.http, "/after").is_some(),
             "{name}: the router stopped answering"
@@ -107,4 +108,35 @@ async fn h2_floods_are_cut_off_and_the_router_keeps_serving() {
             );
         }
     }
+}
+
+/// A write past the read-ahead streams on to the region; when its chunked
+/// body breaks mid-way the upstream request is aborted, so the region never
+/// sees a complete request, and the client gets a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_body_that_breaks_mid_way_never_completes_at_the_region() {
+    let (router, upstream) = strict_router().await;
+    let mut req = String::from(
+        "PUT /kv/streamed HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nIdempotency-Key: s1\r\n\r\n",
+    );
+    let piece = "x".repeat(1024);
+    for _ in 0..100 {
+        req.push_str(&format!("400\r\n{piece}\r\n"));
+    }
+    req.push_str("zz\r\nbroken\r\n0\r\n\r\n");
+    let before = upstream.requests().len();
+    let answer = tokio::task::spawn_blocking({
+        let addr = router.http;
+        move || switchyard_hostile::desync::send(addr, req.as_bytes())
+    })
+    .await
+    .expect("task")
+    .expect("send");
+    assert_eq!(answer.statuses.first(), Some(&400), "{}", answer.text);
+    eventually(Duration::from_secs(5), || async {
+        upstream.truncated() >= 1
+    })
+    .await;
+    assert_eq!(upstream.requests().len(), before, "no complete request");
+    assert_eq!(upstream.violations(), Vec::<String>::new());
 }
