@@ -906,3 +906,54 @@ fn a_short_read_your_writes_key_or_a_fleet_without_one_refuses_to_start() {
         "{err}"
     );
 }
+
+/// A write whose owner is promoted away while its body is still arriving is
+/// not forwarded with the old epoch to the demoted owner: 503, nothing
+/// reaches either region, and the op log records it as never sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_while_a_body_arrives_stops_the_write_at_the_edge() {
+    use std::io::{Read, Write};
+    let (a, b, router) = owner_and_replica("").await;
+    b.set("role", json!("primary")).await;
+    let before = (a.requests(), b.requests());
+    let mut s = std::net::TcpStream::connect(router.http).expect("connect");
+    s.write_all(
+        b"PUT /kv/racing HTTP/1.1\r\nHost: a\r\nIdempotency-Key: race-1\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhalf-",
+    )
+    .expect("first half");
+    router.wait_inflight(1).await;
+    let (code, body) = promote(
+        &router,
+        json!({"partition": "default", "to": "b", "force": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    s.write_all(b"done!").expect("second half");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("changed while the request was read"),
+        "{answer}"
+    );
+    assert!(answer.to_lowercase().contains("retry-after"), "{answer}");
+    assert_eq!(
+        (a.requests(), b.requests()).0,
+        before.0,
+        "nothing reached a"
+    );
+    // The outcome is logged after the answer; wait for it.
+    let log = router.dir.0.join("state/oplog");
+    let outcome = || {
+        let mut outcome = None;
+        switchyard_oplog::read_dir(&log, 0, |_, r| {
+            if let switchyard_oplog::Record::Outcome(o) = r {
+                outcome = Some(o.outcome);
+            }
+        })
+        .expect("read the op log");
+        outcome
+    };
+    eventually(Duration::from_secs(5), || async { outcome().is_some() }).await;
+    assert_eq!(outcome(), Some(switchyard_oplog::OutcomeKind::Failed));
+}

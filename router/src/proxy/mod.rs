@@ -56,6 +56,45 @@ pub(crate) struct Edge {
 }
 
 impl Edge {
+    /// A write's owner and epoch were looked up before its body was read
+    /// (and logged); a promotion, or etcd going quiet, since then must not
+    /// see it forwarded with a stale fencing token to a demoted owner. The
+    /// check is made again just before each attempt is sent; a refusal here
+    /// is a 503 the client may retry, and the op log records it as never
+    /// sent.
+    fn owner_still_holds(&self, ctx: &mut Ctx) -> Result<()> {
+        let why = match self.state.ownership_unconfirmed() {
+            Some(why) => why,
+            None => {
+                let now = self.state.topology.load();
+                let current = now.owner_and_epoch(ctx.partition.as_deref());
+                let name = |t: &crate::route::topology::Topology,
+                            i: crate::route::topology::RegionIdx| {
+                    t.regions.get(i as usize).map(|r| r.spec.name.clone())
+                };
+                let same_owner = current.is_some_and(|(owner, epoch)| {
+                    epoch == ctx.epoch
+                        && ctx.region.and_then(|r| name(&ctx.topo, r)) == name(&now, owner)
+                });
+                if same_owner {
+                    return Ok(());
+                }
+                format!(
+                    "the owner of partition {} changed while the request was read (epoch {} then, {} now): not forwarded, retry",
+                    ctx.partition.as_deref().unwrap_or(crate::route::owners::DEFAULT),
+                    ctx.epoch,
+                    current.map_or(0, |c| c.1)
+                )
+            }
+        };
+        // Answered by `fail_to_proxy` as it stands, like a fenced write.
+        ctx.reject = Some(Reject::unavailable(why));
+        Error::e_explain(
+            ErrorType::HTTPStatus(503),
+            "ownership moved before forwarding",
+        )
+    }
+
     pub(crate) fn new(state: Arc<RouterState>) -> Self {
         Edge { state }
     }
@@ -320,6 +359,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if ctx.class == RequestClass::Write {
+            self.owner_still_holds(ctx)?;
             upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from(ctx.epoch))?;
         }
         ctx.retry_requested = false;
