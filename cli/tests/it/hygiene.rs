@@ -262,4 +262,52 @@ async fn chunked_writes_are_read_ahead_and_broken_framing_never_leaves_the_edge(
         small_body,
         Some(switchyard_oplog::Body::Inline(b"hello world".to_vec()))
     );
+    // The streamed one is kept whole in its outcome, the read-ahead part
+    // included.
+    let mut big_body = None;
+    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
+        if let switchyard_oplog::Record::Outcome(o) = r {
+            if o.body.is_some() {
+                big_body = o.body;
+            }
+        }
+    })
+    .expect("read the op log");
+    assert_eq!(
+        big_body,
+        Some(switchyard_oplog::Body::Inline(big.clone().into_bytes()))
+    );
+
+    // The same key again, the same length, other bytes in the first 64 KiB:
+    // another payload (422), not taken for the same write.
+    let other: String = big.chars().rev().collect();
+    let mut again = String::from(
+        "PUT /kv/big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nIdempotency-Key: c2\r\nConnection: close\r\n\r\n",
+    );
+    for piece in other.as_bytes().chunks(1024) {
+        again.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            String::from_utf8_lossy(piece)
+        ));
+    }
+    again.push_str("0\r\n\r\n");
+    let before = a.requests();
+    let (code, text) = raw(router.http, again.as_bytes());
+    assert_eq!(code, 422, "{text}");
+    assert!(
+        text.contains("was used for a different request"),
+        "the edge's own: {text}"
+    );
+    assert_eq!(a.requests(), before, "refused at the edge");
+    assert_eq!(stored("big").await, big);
+    // 100 KiB with a Content-Length: read ahead the same way, forwarded whole.
+    let mut sized = format!(
+        "PUT /kv/sized HTTP/1.1\r\nHost: a\r\nIdempotency-Key: c3\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        other.len()
+    );
+    sized.push_str(&other);
+    let (code, text) = raw(router.http, sized.as_bytes());
+    assert_eq!(code, 201, "{text}");
+    assert_eq!(stored("sized").await, other);
 }

@@ -72,8 +72,12 @@ const KEPT_FOR_REPLAY: &[&str] = &[
 pub(super) enum WriteBody {
     /// Read whole (pingora replays it to the region from its retry buffer).
     Whole(Bytes),
-    /// Larger than the read-ahead: it streams (what was read ahead first).
-    Streams { length: Option<usize> },
+    /// Larger than the read-ahead: it streams (what was read ahead first,
+    /// `prefix`, then the rest as it comes).
+    Streams {
+        length: Option<usize>,
+        prefix: Bytes,
+    },
 }
 
 /// The most body the router reads ahead of forwarding: a write is judged
@@ -97,15 +101,13 @@ pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> 
     if session.as_downstream_mut().is_body_empty() {
         return Ok(WriteBody::Whole(Bytes::new()));
     }
-    if length.is_some_and(|n| n > BUFFERED_BODY_LIMIT) {
-        return Ok(WriteBody::Streams { length });
-    }
     // What is read here is kept in the retry buffer, which pingora sends
     // upstream first, then the rest of the body as it comes.
     session
         .as_downstream_mut()
         .enable_retry_buffering_with_capacity(BUFFERED_BODY_LIMIT + READ_HEADROOM);
-    let mut body = bytes::BytesMut::with_capacity(length.unwrap_or(4096));
+    let mut body =
+        bytes::BytesMut::with_capacity(length.unwrap_or(4096).min(BUFFERED_BODY_LIMIT + 1));
     // Whatever goes wrong here is the client's doing (a stalled body, broken
     // framing): marked so, it is answered as such (408, 400).
     while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
@@ -114,7 +116,10 @@ pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> 
     })? {
         body.extend_from_slice(&chunk);
         if body.len() > BUFFERED_BODY_LIMIT {
-            return Ok(WriteBody::Streams { length });
+            return Ok(WriteBody::Streams {
+                length,
+                prefix: body.freeze(),
+            });
         }
     }
     Ok(WriteBody::Whole(body.freeze()))
@@ -167,11 +172,14 @@ pub(super) async fn admit_write(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    // Bodies read ahead are fingerprinted whole; streamed ones by their length.
+    // Bodies read ahead are fingerprinted whole; streamed ones by their
+    // length and what was read ahead, all that is in hand before forwarding.
     let fp = match body {
         WriteBody::Whole(b) => idempotency::fingerprint(&method, &path, b),
-        WriteBody::Streams { length } => {
-            idempotency::fingerprint(&method, &path, format!("length {length:?}").as_bytes())
+        WriteBody::Streams { length, prefix } => {
+            let mut seen = format!("streamed, length {length:?}, starting ").into_bytes();
+            seen.extend_from_slice(prefix);
+            idempotency::fingerprint(&method, &path, &seen)
         }
     };
     // Scoped by the client's credentials: one client can neither block nor
