@@ -191,6 +191,22 @@ async fn hop_by_hop_headers_are_never_forwarded() {
     assert!(body.contains(r#"["x-kept","yes"]"#), "{text}");
 }
 
+/// A chunked `PUT` of `body` in 1 KiB chunks, with an idempotency key.
+fn chunked_put(path: &str, key: &str, body: &str) -> String {
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nIdempotency-Key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    for piece in body.as_bytes().chunks(1024) {
+        req.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            String::from_utf8_lossy(piece)
+        ));
+    }
+    req.push_str("0\r\n\r\n");
+    req
+}
+
 /// Chunked writes are read ahead like any other: broken framing is a 400
 /// that never reaches the region, a small body arrives and is logged whole,
 /// and one past the read-ahead streams on intact.
@@ -234,45 +250,24 @@ async fn chunked_writes_are_read_ahead_and_broken_framing_never_leaves_the_edge(
     let big: String = (0..100 * 1024)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    let mut req = String::from(
-        "PUT /kv/big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nIdempotency-Key: c2\r\nConnection: close\r\n\r\n",
-    );
-    for piece in big.as_bytes().chunks(1024) {
-        req.push_str(&format!(
-            "{:x}\r\n{}\r\n",
-            piece.len(),
-            String::from_utf8_lossy(piece)
-        ));
-    }
-    req.push_str("0\r\n\r\n");
+    let req = chunked_put("/kv/big", "c2", &big);
     let (code, text) = raw(router.http, req.as_bytes());
     assert_eq!(code, 201, "{text}");
     assert_eq!(stored("big").await, big);
     // The op log kept the small body in the intent, ahead of forwarding.
-    let mut small_body = None;
-    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
-        if let switchyard_oplog::Record::Intent(i) = r {
-            if i.path == "/kv/small" {
-                small_body = Some(i.body);
-            }
-        }
-    })
-    .expect("read the op log");
     assert_eq!(
-        small_body,
+        logged_intent_body(&router, "/kv/small"),
         Some(switchyard_oplog::Body::Inline(b"hello world".to_vec()))
     );
     // The streamed one is kept whole in its outcome, the read-ahead part
     // included.
-    let mut big_body = None;
-    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
-        if let switchyard_oplog::Record::Outcome(o) = r {
-            if o.body.is_some() {
-                big_body = o.body;
-            }
-        }
-    })
-    .expect("read the op log");
+    let big_body = oplog_records(&router)
+        .into_iter()
+        .filter_map(|r| match r {
+            switchyard_oplog::Record::Outcome(o) => o.body,
+            _ => None,
+        })
+        .next_back();
     assert_eq!(
         big_body,
         Some(switchyard_oplog::Body::Inline(big.clone().into_bytes()))
@@ -281,17 +276,7 @@ async fn chunked_writes_are_read_ahead_and_broken_framing_never_leaves_the_edge(
     // The same key again, the same length, other bytes in the first 64 KiB:
     // another payload (422), not taken for the same write.
     let other: String = big.chars().rev().collect();
-    let mut again = String::from(
-        "PUT /kv/big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nIdempotency-Key: c2\r\nConnection: close\r\n\r\n",
-    );
-    for piece in other.as_bytes().chunks(1024) {
-        again.push_str(&format!(
-            "{:x}\r\n{}\r\n",
-            piece.len(),
-            String::from_utf8_lossy(piece)
-        ));
-    }
-    again.push_str("0\r\n\r\n");
+    let again = chunked_put("/kv/big", "c2", &other);
     let before = a.requests();
     let (code, text) = raw(router.http, again.as_bytes());
     assert_eq!(code, 422, "{text}");

@@ -429,6 +429,25 @@ pub fn run_switchyard(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (Op
     )
 }
 
+/// Every record of the router's op log, in order.
+pub fn oplog_records(router: &Router) -> Vec<switchyard_oplog::Record> {
+    let mut out = Vec::new();
+    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| out.push(r))
+        .expect("read the op log");
+    out
+}
+
+/// The body the op log kept in the intent of the write to `path`.
+pub fn logged_intent_body(router: &Router, path: &str) -> Option<switchyard_oplog::Body> {
+    oplog_records(router)
+        .into_iter()
+        .filter_map(|r| match r {
+            switchyard_oplog::Record::Intent(i) if i.path == path => Some(i.body),
+            _ => None,
+        })
+        .next_back()
+}
+
 /// Sends raw bytes and returns the status line's code and the whole answer.
 pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");

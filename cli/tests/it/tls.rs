@@ -80,17 +80,8 @@ async fn an_h2_write_without_content_length_is_logged_with_its_body() {
     }
     let out = curl.wait_with_output().expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 201");
-    let mut logged = None;
-    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |_, r| {
-        if let switchyard_oplog::Record::Intent(i) = r {
-            if i.path == "/kv/h2" {
-                logged = Some(i.body);
-            }
-        }
-    })
-    .expect("read the op log");
     assert_eq!(
-        logged,
+        logged_intent_body(&router, "/kv/h2"),
         Some(switchyard_oplog::Body::Inline(b"streamed over h2".to_vec()))
     );
 }
