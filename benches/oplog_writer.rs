@@ -49,7 +49,7 @@ fn through_the_queue(c: &mut Criterion) {
             fsync,
             ..Default::default()
         };
-        let log: Arc<OpLog> = OpLog::start(&dir, &cfg, "edge-bench".into()).expect("start");
+        let log: Arc<OpLog> = OpLog::start(&dir, &cfg, "edge-bench".into(), None).expect("start");
         g.bench_function(format!("{fsync:?}").to_lowercase(), |b| {
             b.iter(|| {
                 rt.block_on(async {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod ctl;
+mod upgrade;
 
 /// glibc's malloc was a sixth of the proxy's CPU under load; mimalloc's
 /// thread-local free lists take most of that away.
@@ -29,6 +30,17 @@ struct Cli {
 enum Command {
     /// Run the router.
     Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take the listening sockets over from the router running on the
+        /// same state_dir, which then drains and exits: no connection is refused.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Replace the running router with this binary and config, with no
+    /// downtime: starts `run --upgrade` in the background and returns once
+    /// it serves (for systemd's ExecReload).
+    Upgrade {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -78,8 +90,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
-            match switchyard_router::App::build(config).and_then(|app| app.run()) {
+        Command::Upgrade { config } => upgrade::run(&config),
+        Command::Run { config, upgrade } => {
+            match switchyard_router::App::build(config, upgrade).and_then(|app| app.run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard: {e:#}");

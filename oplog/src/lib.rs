@@ -14,7 +14,7 @@ pub use record::{
     normalize_path, unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
 };
 pub use segment::Problem;
-pub use writer::{Options, Recovery, Writer};
+pub use writer::{writer_pid, Options, Recovery, Writer};
 
 #[cfg(test)]
 mod tests;

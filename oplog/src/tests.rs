@@ -213,6 +213,7 @@ fn segments_rotate_and_old_ones_are_retained_by_size_above_the_floor() {
         segment_bytes: 4096,
         retain_age: None,
         retain_bytes: Some(3 * 4096),
+        ..Options::default()
     };
     let records: Vec<Record> = (0..400).map(|i| intent(i, vec![b'z'; 64])).collect();
     let (mut w, _) = Writer::open(&dir.0, opts.clone()).expect("open");
@@ -315,6 +316,7 @@ fn a_tail_follows_appends_across_rotation_without_rereading() {
         segment_bytes: 2048,
         retain_age: None,
         retain_bytes: None,
+        ..Options::default()
     };
     let records: Vec<Record> = (0..120).map(|i| intent(i, vec![b'q'; 40])).collect();
     let (mut w, _) = Writer::open(&dir.0, opts).expect("open");
@@ -491,7 +493,12 @@ fn a_tail_hands_over_a_long_log_in_bounded_batches() {
 #[test]
 fn a_second_writer_of_a_folder_is_refused_until_the_first_lets_go() {
     let dir = Dir::new();
+    assert_eq!(crate::writer_pid(&dir.0).expect("no lock file yet"), None);
     let (w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    assert_eq!(
+        crate::writer_pid(&dir.0).expect("pid"),
+        Some(std::process::id())
+    );
     let err = crate::writer::lock_folder(&dir.0, std::time::Duration::from_millis(100))
         .expect_err("a second writer");
     assert!(
@@ -500,5 +507,6 @@ fn a_second_writer_of_a_folder_is_refused_until_the_first_lets_go() {
         "{err}"
     );
     drop(w);
+    assert_eq!(crate::writer_pid(&dir.0).expect("unlocked"), None);
     let (_w, _) = Writer::open(&dir.0, Options::default()).expect("reopen after the first closed");
 }

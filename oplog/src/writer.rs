@@ -36,6 +36,8 @@ pub struct Options {
     pub retain_age: Option<Duration>,
     /// Sealed segments beyond this total are deleted, oldest first.
     pub retain_bytes: Option<u64>,
+    /// How long `open` waits for another writer of the folder to let go.
+    pub lock_wait: Duration,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
             retain_bytes: None,
+            lock_wait: LOCK_WAIT,
         }
     }
 }
@@ -117,7 +120,7 @@ impl Writer {
     /// Opens the log in `dir` (created if missing), recovering the newest segment.
     pub fn open(dir: &Path, opts: Options) -> io::Result<(Writer, Recovery)> {
         std::fs::create_dir_all(dir)?;
-        let lock = lock_folder(dir, LOCK_WAIT)?;
+        let lock = lock_folder(dir, opts.lock_wait)?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery {
             segments: segments.len(),
@@ -373,6 +376,12 @@ impl Writer {
         self.retain_floor.clone()
     }
 
+    /// Takes `floor` (and its value) as the retention floor: for a sink
+    /// started before the writer could open.
+    pub fn share_retain_floor(&mut self, floor: Arc<AtomicU64>) {
+        self.retain_floor = floor;
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.sync()?;
         let path = self.dir.join(segment::file_name(self.next_seq));
@@ -458,7 +467,7 @@ pub(crate) fn lock_folder(dir: &Path, wait: Duration) -> io::Result<File> {
         match file.try_lock() {
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(10));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -477,6 +486,30 @@ pub(crate) fn lock_folder(dir: &Path, wait: Duration) -> io::Result<File> {
     file.set_len(0)?;
     file.write_all(std::process::id().to_string().as_bytes())?;
     Ok(file)
+}
+
+/// The pid of the process writing the log in `dir`, if one holds its lock.
+pub fn writer_pid(dir: &Path) -> io::Result<Option<u32>> {
+    let path = dir.join(LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        // Nobody holds it (the shared lock goes with the file).
+        Ok(()) => Ok(None),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let text = std::fs::read_to_string(&path)?;
+            text.trim().parse().map(Some).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} names no pid: {:?}", path.display(), text.trim()),
+                )
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 fn create_segment(path: &Path, first_seq: u64, salt: u64) -> io::Result<()> {

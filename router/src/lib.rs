@@ -26,6 +26,7 @@ mod route;
 mod store;
 
 pub use app::open_files::{raise_open_files, OpenFiles};
+pub use app::systemd::READY_FD_ENV;
 pub use app::{App, Bound};
 
 /// The decision code, for benches and property tests: no sockets needed.

@@ -15,3 +15,4 @@ mod routing;
 mod support;
 mod tls;
 mod traffic;
+mod upgrade;

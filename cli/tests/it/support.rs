@@ -105,8 +105,13 @@ pub struct Router {
 
 /// Spawns the binary on `config`; returns it with its ready line.
 fn launch(config: &Path, env: &[(String, String)]) -> (Child, String) {
+    launch_with(&["run"], config, env)
+}
+
+fn launch_with(args: &[&str], config: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(binary())
-        .args(["run", "--config"])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .env("SY_TEST_TOKEN", TOKEN)
         // Every router of a test shares a read-your-writes key (fleet mode
@@ -205,13 +210,7 @@ impl Router {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let mut text = std::fs::read_to_string(&self.config).expect("config");
-        for (key, addr) in [("http", Some(self.http)), ("addr", self.admin)] {
-            if let Some(a) = addr {
-                text = text.replacen(&format!("{key}: 127.0.0.1:0"), &format!("{key}: {a}"), 1);
-            }
-        }
-        std::fs::write(&self.config, text).expect("config");
+        self.pin_ports();
         let (child, line) = launch(&self.config, &self.env);
         assert!(
             line.contains("switchyard ready"),
@@ -219,6 +218,34 @@ impl Router {
         );
         self.child = Some(child);
         self.wait_listening();
+    }
+
+    /// Starts `run --upgrade` on the same config and ports; returns the old
+    /// process (handing over, then draining) once the new one is ready.
+    pub fn upgrade(&mut self) -> Child {
+        self.pin_ports();
+        let (child, line) = launch_with(&["run", "--upgrade"], &self.config, &self.env);
+        assert!(
+            line.contains("switchyard ready"),
+            "upgrade failed: {line:?}"
+        );
+        self.child.replace(child).expect("a running router")
+    }
+
+    /// Writes the ports the router got into its config, so the next process
+    /// on it listens where this one did.
+    fn pin_ports(&self) {
+        let mut text = std::fs::read_to_string(&self.config).expect("config");
+        for (key, addr) in [
+            ("http", Some(self.http)),
+            ("addr", self.admin),
+            ("addr", self.metrics),
+        ] {
+            if let Some(a) = addr {
+                text = text.replacen(&format!("{key}: 127.0.0.1:0"), &format!("{key}: {a}"), 1);
+            }
+        }
+        std::fs::write(&self.config, text).expect("config");
     }
 
     /// Calls the admin API; returns the status and the JSON body (or the text as a string).

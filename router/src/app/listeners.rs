@@ -3,8 +3,10 @@
 //! signal handling rather than pingora's.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -13,18 +15,77 @@ use pingora::apps::HttpServerEvents;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::ConnectionLimit;
 use switchyard_config::Config;
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{oneshot, watch};
 
 use crate::admin::AdminState;
+use crate::app::handover::Inherited;
 use crate::app::Bound;
 use crate::control::reload::Reloader;
 use crate::control::RouterState;
 use crate::proxy::Edge;
+
+/// The admin and metrics listeners, kept so an upgrade can hand them over,
+/// and the switch that stops serving them.
+pub(super) struct ControlListeners {
+    kept: Vec<(&'static str, StdListener)>,
+    stop: watch::Sender<bool>,
+    inherited: Inherited,
+}
+
+impl ControlListeners {
+    pub(super) fn new(inherited: Inherited) -> Self {
+        ControlListeners {
+            kept: Vec::new(),
+            stop: watch::channel(false).0,
+            inherited,
+        }
+    }
+
+    /// The listener for `name` at `addr`: the one handed over by the process
+    /// this one replaces, or a new one. A copy is kept for the next upgrade.
+    fn listen(
+        &mut self,
+        control: &Runtime,
+        name: &'static str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<tokio::net::TcpListener> {
+        let std = match self.inherited.take(name, addr) {
+            Some(l) => {
+                tracing::info!(%addr, "{name} listener taken over");
+                l
+            }
+            None => StdListener::bind(addr)
+                .with_context(|| format!("{name}.addr: cannot bind {addr}"))?,
+        };
+        std.set_nonblocking(true)?;
+        self.kept.push((name, std.try_clone()?));
+        let _enter = control.enter();
+        Ok(tokio::net::TcpListener::from_std(std)?)
+    }
+
+    /// Resolves once the listeners have been handed over.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Sends the listeners to the process taking over, then stops serving
+    /// them here (in-flight admin requests finish).
+    pub(super) fn hand_over(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let fds: Vec<_> = self.kept.iter().map(|(n, l)| (*n, l.as_fd())).collect();
+        super::handover::hand_over(state_dir, &fds)?;
+        let _ = self.stop.send(true);
+        Ok(())
+    }
+}
 
 /// Serves the admin API when the config has one.
 pub(super) fn serve_admin(
@@ -32,6 +93,7 @@ pub(super) fn serve_admin(
     config: &Config,
     state: &Arc<RouterState>,
     reloader: &Arc<Reloader>,
+    listeners: &mut ControlListeners,
     bound: &mut Bound,
 ) -> anyhow::Result<()> {
     let Some(a) = &config.admin else {
@@ -50,12 +112,15 @@ pub(super) fn serve_admin(
         token,
         throttle: Arc::default(),
     });
-    let listener = control
-        .block_on(tokio::net::TcpListener::bind(a.addr))
-        .with_context(|| format!("admin.addr: cannot bind {}", a.addr))?;
+    let listener = listeners.listen(control, "admin", a.addr)?;
     bound.admin = Some(listener.local_addr()?);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    control.spawn(async move { axum::serve(listener, app).await });
+    let stopped = listeners.stopped();
+    control.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+    });
     Ok(())
 }
 
@@ -81,6 +146,7 @@ pub(super) fn serve_metrics(
     control: &Runtime,
     config: &Config,
     handle: PrometheusHandle,
+    listeners: &mut ControlListeners,
     bound: &mut Bound,
 ) -> anyhow::Result<()> {
     if let Some(m) = &config.metrics {
@@ -119,11 +185,14 @@ pub(super) fn serve_metrics(
                 }
             }),
         );
-        let listener = control
-            .block_on(tokio::net::TcpListener::bind(m.addr))
-            .with_context(|| format!("metrics.addr: cannot bind {}", m.addr))?;
+        let listener = listeners.listen(control, "metrics", m.addr)?;
         bound.metrics = Some(listener.local_addr()?);
-        control.spawn(async move { axum::serve(listener, app).await });
+        let stopped = listeners.stopped();
+        control.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        });
     }
     control.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -135,17 +204,18 @@ pub(super) fn serve_metrics(
     Ok(())
 }
 
-/// Tells pingora to stop accepting when our own signal handling says so.
-struct StopWatch(tokio::sync::Mutex<Option<oneshot::Receiver<()>>>);
+/// Tells pingora to stop accepting (or to hand its listeners over first)
+/// when our own signal handling says so.
+struct StopWatch(tokio::sync::Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
 
 #[async_trait]
 impl ShutdownSignalWatch for StopWatch {
     async fn recv(&self) -> ShutdownSignal {
-        if let Some(rx) = self.0.lock().await.take() {
+        match self.0.lock().await.take() {
+            Some(rx) => rx.await.unwrap_or(ShutdownSignal::GracefulTerminate),
             // A dropped sender means the app is gone: stop as well.
-            let _ = rx.await;
+            None => ShutdownSignal::GracefulTerminate,
         }
-        ShutdownSignal::GracefulTerminate
     }
 }
 
@@ -156,23 +226,70 @@ pub(super) struct Proxy {
 
 /// The proxy running in its thread.
 pub(super) struct Running {
-    stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<ShutdownSignal>,
+    phase: tokio::sync::broadcast::Receiver<ExecutionPhase>,
 }
 
 impl Running {
     /// Stops accepting connections; requests in flight go on.
-    pub(super) fn stop_accepting(self) {
-        if self.stop.send(()).is_err() {
+    pub(super) fn stop_accepting(self) -> Stopping {
+        self.send(ShutdownSignal::GracefulTerminate)
+    }
+
+    /// Sends the listening sockets to the process taking over (pingora's
+    /// graceful upgrade), accepts beside it for [`UPGRADE_OVERLAP`], then
+    /// stops accepting.
+    pub(super) fn hand_over(self) -> Stopping {
+        self.send(ShutdownSignal::GracefulUpgrade)
+    }
+
+    fn send(self, signal: ShutdownSignal) -> Stopping {
+        if self.stop.send(signal).is_err() {
             tracing::warn!("the proxy thread had already stopped");
+        }
+        Stopping { phase: self.phase }
+    }
+}
+
+/// The proxy on its way out.
+pub(super) struct Stopping {
+    phase: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+}
+
+impl Stopping {
+    /// Waits (up to `limit`) until the proxy no longer accepts connections.
+    pub(super) async fn closed(mut self, limit: Duration) {
+        let wait = async {
+            loop {
+                match self.phase.recv().await {
+                    Ok(ExecutionPhase::ShutdownStarted) | Err(RecvError::Closed) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            tracing::warn!("the proxy did not say it stopped accepting");
         }
     }
 }
 
+/// How long a process handing its listeners over accepts beside the new one
+/// (which accepts from the moment it has them) before it stops.
+pub(super) const UPGRADE_OVERLAP: Duration = Duration::from_millis(500);
+
+/// How long an idle client connection is kept once the router stops
+/// accepting: a request the client is sending right then is served (with
+/// `Connection: close`) rather than failed by the close.
+pub(super) const IDLE_LINGER: Duration = Duration::from_secs(1);
+
 impl Proxy {
+    /// With `upgrade`, the listening sockets come from the process this one
+    /// replaces ([`Server::bootstrap`] waits for them).
     pub(super) fn build(
         config: &Config,
         state: &Arc<RouterState>,
         bound: &mut Bound,
+        upgrade: bool,
     ) -> anyhow::Result<Proxy> {
         let mut conf = ServerConf {
             threads: worker_threads(),
@@ -181,11 +298,18 @@ impl Proxy {
             work_stealing: false,
             grace_period_seconds: Some(config.shutdown_grace.as_secs() + 5),
             graceful_shutdown_timeout_seconds: Some(1),
+            upgrade_sock: super::handover::upgrade_sock(&config.state_dir)
+                .to_string_lossy()
+                .into_owned(),
+            upgrade_close_timeout_millis: Some(UPGRADE_OVERLAP.as_millis() as u64),
             ..ServerConf::default()
         };
         conf.upstream_keepalive_pool_size = 1024;
-        let mut server = Server::new_with_opt_and_conf(None, conf);
-        server.bootstrap();
+        let opt = Opt {
+            upgrade,
+            ..Opt::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             Edge::new(state.clone()),
@@ -202,6 +326,7 @@ impl Proxy {
             options.first_request_timeout_secs =
                 Some(crate::proxy::whole_seconds(limits.keepalive_timeout));
             options.h2_max_control_frames_per_sec = Some(limits.h2_max_control_frames_per_sec);
+            options.shutdown_idle_linger = Some(IDLE_LINGER);
             options.events = Some(Arc::new(CutoffCounter));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
@@ -209,7 +334,7 @@ impl Proxy {
             proxy.h2_options = Some(h2);
         }
         if let Some(addr) = config.listen.http {
-            let addr = concrete(addr)?;
+            let addr = concrete(addr, upgrade, "listen.http")?;
             service.add_listener(
                 ListenerConfig::tcp(addr.to_string()).l4_buffer(client_socket_buffers()),
             );
@@ -217,7 +342,7 @@ impl Proxy {
         }
         if let Some(https) = &config.listen.https {
             check_tls_files(&https.cert, &https.key)?;
-            let addr = concrete(https.addr)?;
+            let addr = concrete(https.addr, upgrade, "listen.https.addr")?;
             let mut tls = TlsSettings::intermediate(
                 &https.cert.to_string_lossy(),
                 &https.key.to_string_lossy(),
@@ -237,6 +362,9 @@ impl Proxy {
             tracing::warn!("the proxy's connection limit was already set");
         }
         server.add_service(service);
+        // Pingora binds at run; in an upgrade this takes the old process's
+        // sockets (waiting up to 5 s for them).
+        server.bootstrap();
         Ok(Proxy { server })
     }
 
@@ -244,6 +372,7 @@ impl Proxy {
     pub(super) fn start(self) -> anyhow::Result<Running> {
         let (stop, stop_rx) = oneshot::channel();
         let server = self.server;
+        let phase = server.watch_execution_phase();
         std::thread::Builder::new()
             .name("switchyard-proxy".into())
             .spawn(move || {
@@ -251,7 +380,7 @@ impl Proxy {
                     shutdown_signal: Box::new(StopWatch(tokio::sync::Mutex::new(Some(stop_rx)))),
                 })
             })?;
-        Ok(Running { stop })
+        Ok(Running { stop, phase })
     }
 }
 
@@ -293,9 +422,13 @@ fn worker_threads() -> usize {
 }
 
 /// A port-0 address becomes a concrete free port, so it can be reported.
-fn concrete(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// An upgrade takes over sockets by address: port 0 names none.
+fn concrete(addr: SocketAddr, upgrade: bool, key: &str) -> anyhow::Result<SocketAddr> {
     if addr.port() != 0 {
         return Ok(addr);
+    }
+    if upgrade {
+        bail!("{key}: --upgrade takes listeners over by address; port 0 names none");
     }
     let l = StdListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
     Ok(l.local_addr()?)

@@ -18,9 +18,11 @@ use crate::control::RouterState;
 use crate::route::topology::Topology;
 use crate::store::oplog::OpLog;
 
+mod handover;
 mod listeners;
 pub(crate) mod open_files;
 mod secrets;
+pub(crate) mod systemd;
 
 /// The addresses the router ended up listening on.
 #[derive(Debug, Clone, Default)]
@@ -52,15 +54,35 @@ pub struct App {
     reloader: Arc<Reloader>,
     oplog: Arc<OpLog>,
     proxy: listeners::Proxy,
+    control_listeners: listeners::ControlListeners,
     bound: Bound,
     grace: Duration,
+    state_dir: PathBuf,
 }
+
+/// How a run was asked to end.
+enum Stop {
+    /// SIGTERM or SIGINT: stop accepting, drain, exit.
+    Terminate,
+    /// SIGQUIT: a new process (`run --upgrade`) takes the listeners over.
+    Upgrade,
+}
+
+/// How much longer than its own `shutdown_grace` a new process waits for
+/// the one it replaces to sync its op log and let go.
+const TAKEOVER_SLACK: Duration = Duration::from_secs(30);
 
 impl App {
     /// Loads the config and builds everything; the listeners are bound when
-    /// it returns, and [`App::bound`] says where.
-    pub fn build(config_path: PathBuf) -> anyhow::Result<App> {
+    /// it returns, and [`App::bound`] says where. With `upgrade`, the router
+    /// running on the same `state_dir` hands its listeners over and drains.
+    pub fn build(config_path: PathBuf, upgrade: bool) -> anyhow::Result<App> {
         let config = switchyard_config::load(&config_path)?;
+        let replaces = if upgrade {
+            Some(handover::running_router(&config.state_dir)?)
+        } else {
+            None
+        };
         for w in config.warnings() {
             tracing::warn!("{}: {w}", config_path.display());
         }
@@ -97,7 +119,8 @@ impl App {
         let presence = fleet
             .as_ref()
             .map(|_| Arc::new(crate::fleet::presence::Presence::new(edge.clone())));
-        let oplog = OpLog::start(&config.state_dir, &config.oplog, edge.clone())?;
+        let takeover = replaces.map(|_| config.shutdown_grace + TAKEOVER_SLACK);
+        let oplog = OpLog::start(&config.state_dir, &config.oplog, edge.clone(), takeover)?;
         if let Some(nats) = &config.oplog.nats {
             control.spawn(crate::store::oplog_nats::run(
                 oplog.dir.clone(),
@@ -129,18 +152,26 @@ impl App {
             resolver,
         });
         crate::control::start_loops(&state, &reloader);
+        let inherited = match replaces {
+            Some(pid) => handover::take_over(&config.state_dir, pid)?,
+            None => handover::Inherited::default(),
+        };
+        let mut control_listeners = listeners::ControlListeners::new(inherited);
         let mut bound = Bound::default();
-        listeners::serve_admin(&control, &config, &state, &reloader, &mut bound)?;
-        listeners::serve_metrics(&control, &config, metrics_handle, &mut bound)?;
-        let proxy = listeners::Proxy::build(&config, &state, &mut bound)?;
+        let cl = &mut control_listeners;
+        listeners::serve_admin(&control, &config, &state, &reloader, cl, &mut bound)?;
+        listeners::serve_metrics(&control, &config, metrics_handle, cl, &mut bound)?;
+        let proxy = listeners::Proxy::build(&config, &state, &mut bound, upgrade)?;
         Ok(App {
             control,
             state,
             reloader,
             oplog,
             proxy,
+            control_listeners,
             bound,
             grace: config.shutdown_grace,
+            state_dir: config.state_dir.clone(),
         })
     }
 
@@ -149,14 +180,32 @@ impl App {
         &self.bound
     }
 
-    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then drains and returns.
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads) or SIGQUIT (a new
+    /// process takes over), then drains and returns.
     pub fn run(self) -> anyhow::Result<()> {
         let running = self.proxy.start()?;
         println!("{}", self.bound.ready_line());
         let b = &self.bound;
         tracing::info!(http = ?b.http, https = ?b.https, admin = ?b.admin, metrics = ?b.metrics, "switchyard ready");
-        self.control.block_on(wait_for_stop(&self.reloader))?;
-        running.stop_accepting();
+        systemd::notify_ready();
+        let stopping = loop {
+            match self.control.block_on(wait_for_stop(&self.reloader))? {
+                Stop::Terminate => {
+                    systemd::notify_stopping();
+                    break running.stop_accepting();
+                }
+                Stop::Upgrade => match self.control_listeners.hand_over(&self.state_dir) {
+                    Ok(()) => {
+                        tracing::info!("listeners handed over; draining");
+                        break running.hand_over();
+                    }
+                    // The new process is gone or never came: keep serving.
+                    Err(e) => tracing::error!("upgrade abandoned, still serving: {e:#}"),
+                },
+            }
+        };
+        self.control
+            .block_on(stopping.closed(listeners::UPGRADE_OVERLAP + Duration::from_secs(10)));
         drain(&self.state, self.grace);
         self.control.block_on(self.oplog.flush());
         tracing::info!("op log flushed");
@@ -185,29 +234,40 @@ async fn join_fleet(
     Ok(fleet)
 }
 
-/// Serves SIGHUP as a reload; returns on SIGTERM or SIGINT.
-async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<()> {
+/// Serves SIGHUP as a reload; returns on SIGTERM, SIGINT or SIGQUIT.
+async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    loop {
+    let mut quit = signal(SignalKind::quit())?;
+    let stop = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break Stop::Terminate,
+            _ = int.recv() => break Stop::Terminate,
+            _ = quit.recv() => break Stop::Upgrade,
             // A failed reload is logged and counted by the reloader; the old config stays.
             _ = hup.recv() => { let _ = reloader.reload().await; }
         }
+    };
+    match stop {
+        Stop::Terminate => {
+            tracing::info!("stopping: no new connections; draining requests in flight")
+        }
+        Stop::Upgrade => tracing::info!("a new process asks to take over"),
     }
-    tracing::info!("stopping: no new connections; draining requests in flight");
-    Ok(())
+    Ok(stop)
 }
 
-/// Waits for in-flight requests to finish, up to `grace`.
+/// Waits for in-flight requests to finish, up to `grace`. Idle connections
+/// linger for [`listeners::IDLE_LINGER`] after the listeners close, so a
+/// request may still start until then.
 fn drain(state: &RouterState, grace: Duration) {
     let deadline = Instant::now() + grace;
-    // Give the listeners a moment to close before counting.
-    std::thread::sleep(Duration::from_millis(50));
-    while state.inflight() > 0 && Instant::now() < deadline {
+    let lingering = Instant::now() + listeners::IDLE_LINGER + Duration::from_millis(50);
+    let open = || state.connections.get().map_or(0, |c| c.open());
+    while (state.inflight() > 0 || (open() > 0 && Instant::now() < lingering))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     let left = state.inflight();

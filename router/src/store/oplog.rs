@@ -59,54 +59,54 @@ pub(crate) fn dir(state_dir: &Path) -> PathBuf {
 }
 
 impl OpLog {
-    /// Opens (and recovers) the log and starts its writer thread.
+    /// Opens (and recovers) the log and starts its writer thread. With
+    /// `takeover`, another process (the one this one replaces) still writes
+    /// the log: the writer opens it once that process has synced its last
+    /// record and let go, waiting up to `takeover`; records queue meanwhile,
+    /// and writes wait for their intents as they always do.
     pub fn start(
         state_dir: &Path,
         cfg: &switchyard_config::Oplog,
         edge_id: String,
+        takeover: Option<Duration>,
     ) -> anyhow::Result<Arc<OpLog>> {
         let dir = dir(state_dir);
         let opts = Options {
             segment_bytes: cfg.segment_bytes,
             retain_age: cfg.retain_age,
             retain_bytes: cfg.retain_bytes,
+            lock_wait: takeover.unwrap_or(Options::default().lock_wait),
         };
-        let (mut writer, recovery) = Writer::open(&dir, opts)
-            .with_context(|| format!("oplog: cannot open {}", dir.display()))?;
-        for p in &recovery.problems {
-            tracing::warn!("op log recovery: {p}");
-        }
-        if recovery.truncated > 0 {
-            tracing::warn!(
-                bytes = recovery.truncated,
-                "op log recovered from a torn tail: cut {} bytes of an incomplete record; every whole record kept",
-                recovery.truncated
-            );
-        }
-        tracing::info!(
-            dir = %dir.display(),
-            segments = recovery.segments,
-            next_seq = writer.next_seq(),
-            "op log open"
-        );
-        if cfg.nats.is_some() {
-            // The sink moves the floor up as it forwards.
-            writer.set_retain_floor(crate::store::oplog_nats::cursor(&dir));
-        }
-        let forwarded = writer.retain_floor();
-        let next_seq = Arc::new(AtomicU64::new(writer.next_seq()));
+        // The sink moves the floor up as it forwards.
+        let forwarded = Arc::new(AtomicU64::new(if cfg.nats.is_some() {
+            crate::store::oplog_nats::cursor(&dir)
+        } else {
+            u64::MAX
+        }));
+        let next_seq = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(cfg.queue);
         let failing = Arc::new(AtomicBool::new(false));
-        let fsync = cfg.fsync;
-        let thread_failing = failing.clone();
-        let thread_next_seq = next_seq.clone();
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+        let writer = WriterThread {
+            dir: dir.clone(),
+            opts,
+            fsync: cfg.fsync,
+            failing: failing.clone(),
+            next_seq: next_seq.clone(),
+            forwarded: forwarded.clone(),
+        };
         std::thread::Builder::new()
             .name("switchyard-oplog".into())
-            .spawn(move || run_writer(writer, rx, fsync, thread_failing, thread_next_seq))
+            .spawn(move || writer.run(rx, opened_tx))
             .context("oplog: cannot start the writer thread")?;
+        if takeover.is_none() {
+            opened_rx
+                .recv()
+                .context("oplog: the writer thread stopped while opening the log")??;
+        }
         Ok(Arc::new(OpLog {
             tx,
-            fsync,
+            fsync: cfg.fsync,
             edge_id,
             dir,
             forwarded,
@@ -219,7 +219,62 @@ impl OpLog {
     }
 }
 
-/// The writer thread: group commits until every sender is gone.
+/// What the writer thread opens the log with and shares with the router.
+struct WriterThread {
+    dir: PathBuf,
+    opts: Options,
+    fsync: Fsync,
+    failing: Arc<AtomicBool>,
+    next_seq: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+}
+
+impl WriterThread {
+    /// Opens the log, says how that went on `opened`, then group-commits
+    /// until every sender is gone.
+    fn run(self, rx: mpsc::Receiver<Msg>, opened: std::sync::mpsc::SyncSender<anyhow::Result<()>>) {
+        let writer = match self.open() {
+            Ok(w) => {
+                let _ = opened.send(Ok(()));
+                w
+            }
+            Err(e) => {
+                tracing::error!("{e:#}; writes are refused");
+                self.failing.store(true, Ordering::Relaxed);
+                let _ = opened.send(Err(e));
+                return;
+            }
+        };
+        run_writer(writer, rx, self.fsync, self.failing, self.next_seq);
+    }
+
+    fn open(&self) -> anyhow::Result<Writer> {
+        let dir = &self.dir;
+        let (mut writer, recovery) = Writer::open(dir, self.opts.clone())
+            .with_context(|| format!("oplog: cannot open {}", dir.display()))?;
+        for p in &recovery.problems {
+            tracing::warn!("op log recovery: {p}");
+        }
+        if recovery.truncated > 0 {
+            tracing::warn!(
+                bytes = recovery.truncated,
+                "op log recovered from a torn tail: cut {} bytes of an incomplete record; every whole record kept",
+                recovery.truncated
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovery.segments,
+            next_seq = writer.next_seq(),
+            "op log open"
+        );
+        writer.share_retain_floor(self.forwarded.clone());
+        self.next_seq.store(writer.next_seq(), Ordering::Relaxed);
+        Ok(writer)
+    }
+}
+
+/// Group commits until every sender is gone.
 fn run_writer(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Msg>,
@@ -382,7 +437,7 @@ mod tests {
             fsync: Fsync::Always,
             ..Default::default()
         };
-        let log = OpLog::start(&dir, &cfg, "edge-t".into()).expect("start");
+        let log = OpLog::start(&dir, &cfg, "edge-t".into(), None).expect("start");
         let mut tasks = Vec::new();
         for i in 0..300u64 {
             let log = log.clone();

@@ -330,12 +330,30 @@ where
     {
         // phase 1 read request header
 
-        let res = tokio::select! {
-            biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+        let linger = self
+            .server_options
+            .as_ref()
+            .and_then(|o| o.shutdown_idle_linger);
+        let res = {
+            let read = downstream_session.read_request();
+            tokio::pin!(read);
+            tokio::select! {
+                biased; // biased select is cheaper, and we don't want to drop already buffered requests
+                res = &mut read => { res }
+                _ = self.await_shutdown() => {
+                    let Some(linger) = linger else {
+                        // service shutting down, dropping the connection to stop more req from coming in
+                        return None;
+                    };
+                    // The client may be sending its next request right now; closing
+                    // would fail it. The same read goes on (nothing it buffered is
+                    // lost) for a little while, and a request that arrives is served
+                    // with `Connection: close` (see `process_new_http`).
+                    match tokio::time::timeout(linger, read).await {
+                        Ok(res) => res,
+                        Err(_) => return None,
+                    }
+                }
             }
         };
         let events = self.server_options.as_ref().and_then(|o| o.events.as_ref());

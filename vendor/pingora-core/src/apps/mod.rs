@@ -112,6 +112,13 @@ pub struct HttpServerOptions {
     /// connection is closed. Default: `None` (no limit).
     pub h2_max_control_frames_per_sec: Option<u32>,
 
+    /// If set, when the service shuts down, an HTTP/1.x connection waiting
+    /// for its next request is kept this long rather than closed at once: a
+    /// client may be sending that request right now, and a close would fail
+    /// it. A request arriving in time is served with `Connection: close`.
+    /// Default: `None` (closed at once).
+    pub shutdown_idle_linger: Option<Duration>,
+
     /// Told about connections cut off by the limits above, so a service can
     /// count them.
     pub events: Option<Arc<dyn HttpServerEvents>>,

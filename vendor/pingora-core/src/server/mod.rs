@@ -304,7 +304,11 @@ impl Server {
                     self.execution_phase_watch
                         .send(ExecutionPhase::GracefulUpgradeCloseTimeout)
                         .ok();
-                    sleep(Duration::from_secs(CLOSE_TIMEOUT)).await;
+                    let close_timeout = self
+                        .configuration
+                        .upgrade_close_timeout_millis
+                        .map_or(Duration::from_secs(CLOSE_TIMEOUT), Duration::from_millis);
+                    sleep(close_timeout).await;
                 }
                 info!("Broadcasting graceful shutdown");
                 // gracefully exiting

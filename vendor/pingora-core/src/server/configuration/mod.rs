@@ -140,6 +140,10 @@ pub struct ServerConf {
     /// The retry interval is 1 second between attempts.
     /// If not set, defaults to 5 retries.
     pub upgrade_sock_connect_accept_max_retries: Option<usize>,
+    /// After a graceful upgrade has sent the listening sockets, how long this
+    /// process goes on accepting on them (beside the new one) before it
+    /// shuts down, in milliseconds. Default: 5000.
+    pub upgrade_close_timeout_millis: Option<u64>,
     /// The maximum number of threads in each runtime's blocking thread pool.
     ///
     /// The blocking pool handles [`tokio::task::spawn_blocking`] tasks.
@@ -246,6 +250,7 @@ impl Default for ServerConf {
             graceful_shutdown_timeout_seconds: None,
             max_retries: DEFAULT_MAX_RETRIES,
             upgrade_sock_connect_accept_max_retries: None,
+            upgrade_close_timeout_millis: None,
             max_blocking_threads: None,
             blocking_threads_ttl_seconds: None,
             fast_timeout_to_tokio_threshold_seconds: Some(
@@ -493,6 +498,7 @@ mod tests {
             graceful_shutdown_timeout_seconds: None,
             max_retries: 1,
             upgrade_sock_connect_accept_max_retries: None,
+            upgrade_close_timeout_millis: None,
             max_blocking_threads: None,
             blocking_threads_ttl_seconds: None,
             fast_timeout_to_tokio_threshold_seconds: Some(
