@@ -107,8 +107,10 @@ fn fleet_config_with(
     )
 }
 
+/// The default entry's region and epoch.
 async fn owner(router: &Router) -> serde_json::Value {
-    router.status().await["owners"]["default"].clone()
+    let o = router.status().await["owners"]["default"].clone();
+    json!({"region": o["region"], "epoch": o["epoch"]})
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,9 +118,10 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
     let etcd = tokio::task::block_in_place(Etcd::start);
     let (a, b, c) = (region("a").await, region("b").await, region("c").await);
     let (d1, d2) = (TempDir::new(), TempDir::new());
+    let timing = ", lease_ttl: 2s, write_grace: 1s";
     let (cfg1, cfg2) = (
-        fleet_config(&a, &b, &c, &etcd, &d1),
-        fleet_config(&a, &b, &c, &etcd, &d2),
+        fleet_config_with(&a, &b, &c, &etcd, &d1, "", timing),
+        fleet_config_with(&a, &b, &c, &etcd, &d2, "", timing),
     );
     let one = Router::start_in(d1, &cfg1);
     let two = Router::start_in(d2, &cfg2);
@@ -128,21 +131,38 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
     // A promotion through one router is seen by the other within a second.
     let (code, body) = promote(&one, json!({"partition": "default", "to": "b"})).await;
     assert_eq!(code, 200, "{body}");
+    let committed = body["promoted"][0]["at_ms"].as_u64().expect("at_ms");
     let t = Instant::now();
     eventually(Duration::from_secs(1), || async {
         owner(&two).await == json!({"region": "b", "epoch": 2})
     })
     .await;
     eprintln!("seen by the other router after {:?}", t.elapsed());
-    let resp = reqwest::Client::new()
-        .put(two.url("/kv/k"))
-        .body("v")
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(
-        (resp.status().as_u16(), served_by(&resp)),
-        (201, "b".to_string())
+    // Its writes wait until a router cut off from etcd at the commit must
+    // have stopped writing to a: write_grace + lease_ttl after it.
+    let held_until = two.status().await["owners"]["default"]["writes_from_ms"]
+        .as_u64()
+        .expect("writes_from_ms");
+    assert_eq!(held_until, committed + 3000);
+    let put = || {
+        reqwest::Client::new()
+            .put(two.url("/kv/k"))
+            .body("v")
+            .send()
+    };
+    let resp = put().await.expect("write");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("has just changed owner"), "{text}");
+    eventually(Duration::from_secs(5), || async {
+        let resp = put().await.expect("write");
+        (resp.status().as_u16(), served_by(&resp)) == (201, "b".to_string())
+    })
+    .await;
+    assert!(
+        switchyard_oplog::unix_ms() >= held_until,
+        "no write reached b before its time"
     );
 
     // Both routers promote from the same view at once: exactly one new epoch.
@@ -383,5 +403,41 @@ async fn the_leader_drives_ramps_for_the_fleet_and_rate_limits_are_shared() {
         s["regions"]["a"]["rate"]["share"], 1,
         "{}",
         s["regions"]["a"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_added_by_a_reload_joins_the_fleets_table() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let (a, b, c) = (region("a").await, region("b").await, region("c").await);
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let (cfg1, cfg2) = (
+        fleet_config(&a, &b, &c, &etcd, &d1),
+        fleet_config(&a, &b, &c, &etcd, &d2),
+    );
+    let one = Router::start_in(d1, &cfg1);
+    let two = Router::start_in(d2, &cfg2);
+    // Only one router's config names the new partition.
+    let with_p9 = cfg1.replace("owners: { default: a }", "owners: { default: a, p9: c }");
+    assert_ne!(with_p9, cfg1);
+    let resp = one.reload_with(&with_p9).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    for router in [&one, &two] {
+        eventually(Duration::from_secs(2), || async {
+            router.status().await["owners"]["p9"] == json!({"region": "c", "epoch": 1})
+        })
+        .await;
+    }
+    // Its writes go to c from either router, with c's epoch.
+    let resp = reqwest::Client::new()
+        .put(two.url("/kv/k"))
+        .header("X-Partition", "p9")
+        .body("v")
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(
+        (resp.status().as_u16(), served_by(&resp)),
+        (201, "c".to_string())
     );
 }

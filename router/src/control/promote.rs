@@ -163,8 +163,13 @@ async fn apply(
             .map_err(|e| ControlError::Internal(format!("{e:#}")))?,
         Some(fleet) => {
             let seen = state.ownership.snapshot();
+            let hold = topo
+                .config
+                .etcd
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |e| e.write_grace + e.lease_ttl);
             let records = fleet
-                .promote(&seen, partitions, name, applied, forced, reason)
+                .promote(&seen, partitions, name, applied, forced, reason, hold)
                 .await
                 .map_err(|e| match e {
                     FleetError::Conflict => ControlError::refused(

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use hickory_resolver::TokioResolver;
 
 use crate::control::RouterState;
@@ -17,7 +19,7 @@ pub(crate) struct Reloader {
 impl Reloader {
     pub(crate) async fn reload(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.state.reload_lock.lock().await;
-        let result = self.try_reload();
+        let result = self.try_reload().await;
         crate::metrics::reload(result.is_ok());
         match &result {
             Ok(()) => tracing::info!(config = %self.state.config_path.display(), "config reloaded"),
@@ -28,7 +30,7 @@ impl Reloader {
         result
     }
 
-    fn try_reload(&self) -> anyhow::Result<()> {
+    async fn try_reload(&self) -> anyhow::Result<()> {
         let cfg = switchyard_config::load(&self.state.config_path)?;
         let old = self.state.topology.load_full();
         if cfg.listen.http != old.config.listen.http
@@ -39,6 +41,20 @@ impl Reloader {
         }
         let topo = Topology::build(Arc::new(cfg), Some(&old), &self.state.secrets)?;
         self.state.ownership.seed(&topo.config)?;
+        if let Some(fleet) = &self.state.fleet {
+            // Partitions the new config names join the fleet's table (each
+            // created only if no router has made it yet), and the fleet's
+            // table stays the one this router uses.
+            fleet
+                .seed(&self.state.ownership.snapshot())
+                .await
+                .context("coordination.etcd: cannot add the new config's partitions")?;
+            let table = fleet
+                .load()
+                .await
+                .context("coordination.etcd: cannot read owners")?;
+            self.state.ownership.replace(table)?;
+        }
         topo.set_owners(&self.state.ownership.snapshot());
         self.state.topology.store(Arc::new(topo));
         self.state.apply_rate_shares();

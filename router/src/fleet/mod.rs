@@ -128,6 +128,9 @@ impl Fleet {
     /// transaction that holds only if every owner in etcd is still the one
     /// this router saw (`seen`) when it decided: two routers promoting from
     /// the same view make one new epoch, and the other is refused.
+    /// The new owners take writes `hold` after the commit (see
+    /// [`Owner::writes_from_ms`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn promote(
         &self,
         seen: &OwnershipTable,
@@ -136,6 +139,7 @@ impl Fleet {
         applied_position: u64,
         forced: bool,
         reason: &str,
+        hold: std::time::Duration,
     ) -> Result<Vec<PromotionRecord>, FleetError> {
         let mut compares = Vec::new();
         let mut puts = Vec::new();
@@ -169,6 +173,7 @@ impl Fleet {
             let next = Owner {
                 region: to.to_string(),
                 epoch: rec.to_epoch,
+                writes_from_ms: rec.at_ms + hold.as_millis() as u64,
             };
             puts.push(TxnOp::put(key, next.to_json(), None));
             puts.push(TxnOp::put(

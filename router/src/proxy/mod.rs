@@ -146,6 +146,14 @@ impl Edge {
             if let Some(why) = self.state.ownership_unconfirmed() {
                 return Err(Reject::unavailable(why));
             }
+            if let Some(until) = ctx.topo.writes_held_until(classified.partition, now_ms) {
+                let wait_ms = until - now_ms;
+                return Err(Reject::unavailable(format!(
+                    "partition {} has just changed owner: its writes resume in {wait_ms} ms, once every router that may not have seen the promotion has stopped writing",
+                    classified.partition.unwrap_or(crate::route::owners::DEFAULT),
+                ))
+                .retry_in(wait_ms.div_ceil(1000) as u32));
+            }
             ctx.epoch = ctx
                 .topo
                 .owner_and_epoch(classified.partition)

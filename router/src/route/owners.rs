@@ -22,6 +22,17 @@ pub(crate) const DEFAULT: &str = "default";
 pub(crate) struct Owner {
     pub(crate) region: String,
     pub(crate) epoch: u64,
+    /// Fleet mode: unix ms before which writes to this owner are held. A
+    /// router cut off from etcd goes on writing to the old owner for up to
+    /// `write_grace` (after its last answer from etcd, with a lease that
+    /// lives `lease_ttl`): the new owner takes writes once every such router
+    /// must have stopped, so the two never both accept writes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) writes_from_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One promotion, as the reconciler reads it.
@@ -89,6 +100,7 @@ impl OwnershipTable {
                         Owner {
                             region,
                             epoch: 1,
+                            writes_from_ms: 0,
                         },
                     );
                     changed = true;
@@ -141,6 +153,7 @@ impl OwnershipTable {
                 Owner {
                     region: to.to_string(),
                     epoch: rec.to_epoch,
+                    writes_from_ms: 0,
                 },
             );
             self.promotions.push(rec.clone());
@@ -153,7 +166,11 @@ impl OwnershipTable {
     pub(crate) fn status_json(&self) -> Value {
         let mut out = serde_json::Map::new();
         for (p, o) in &self.partitions {
-            out.insert(p.clone(), json!({"region": o.region, "epoch": o.epoch}));
+            let mut entry = json!({"region": o.region, "epoch": o.epoch});
+            if o.writes_from_ms > 0 {
+                entry["writes_from_ms"] = json!(o.writes_from_ms);
+            }
+            out.insert(p.clone(), entry);
         }
         Value::Object(out)
     }
@@ -164,6 +181,9 @@ impl OwnershipTable {
 pub(crate) struct OwnerIndex {
     pub(crate) default: Option<(RegionIdx, u64)>,
     pub(crate) partitions: HashMap<String, (RegionIdx, u64)>,
+    /// Entries whose writes are held until a unix ms (see
+    /// [`Owner::writes_from_ms`]); empty nearly always.
+    held: HashMap<String, u64>,
 }
 
 impl OwnerIndex {
@@ -176,6 +196,9 @@ impl OwnerIndex {
             let Some(idx) = topo_regions(&o.region) else {
                 continue;
             };
+            if o.writes_from_ms > 0 {
+                out.held.insert(p.clone(), o.writes_from_ms);
+            }
             if p == DEFAULT {
                 out.default = Some((idx, o.epoch));
             } else {
@@ -183,6 +206,21 @@ impl OwnerIndex {
             }
         }
         out
+    }
+
+    /// Until when (unix ms) the entry deciding `partition`'s writes holds
+    /// them, if it does at `now_ms`.
+    pub(crate) fn writes_held_until(&self, partition: Option<&str>, now_ms: u64) -> Option<u64> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let entry = partition
+            .filter(|p| self.partitions.contains_key(*p))
+            .unwrap_or(DEFAULT);
+        self.held
+            .get(entry)
+            .copied()
+            .filter(|until| *until > now_ms)
     }
 
     /// The owner and epoch of a partition's writes.
@@ -229,7 +267,8 @@ routing: { policy: weighted }
             t.partitions["t7"],
             Owner {
                 region: "b".into(),
-                epoch: 1
+                epoch: 1,
+                writes_from_ms: 0,
             }
         );
         assert!(!t.seed(&config(&moved)), "nothing new the second time");
@@ -262,6 +301,30 @@ routing: { policy: weighted }
     }
 
     #[test]
+    fn a_held_entry_holds_its_partitions_writes_until_its_time() {
+        let mut t = OwnershipTable::default();
+        t.seed(&config(REGIONS));
+        t.promote(&["t1".into()], "b", 0, false, "manual", 0);
+        if let Some(o) = t.partitions.get_mut(DEFAULT) {
+            o.writes_from_ms = 5_000;
+        }
+        let idx = OwnerIndex::build(&t, &|n| {
+            ["ro", "a", "b"]
+                .iter()
+                .position(|x| *x == n)
+                .map(|i| i as RegionIdx)
+        });
+        // Partitions on the default entry are held; t1 has its own entry.
+        assert_eq!(idx.writes_held_until(Some("other"), 4_999), Some(5_000));
+        assert_eq!(idx.writes_held_until(None, 4_999), Some(5_000));
+        assert_eq!(idx.writes_held_until(Some("t1"), 4_999), None);
+        assert_eq!(idx.writes_held_until(Some("other"), 5_000), None);
+        // Serialized only when set, so tables without it read the same.
+        let json = serde_json::to_string(&t.partitions["t1"]).expect("json");
+        assert!(!json.contains("writes_from_ms"), "{json}");
+    }
+
+    #[test]
     fn the_index_resolves_names_and_falls_back_to_default() {
         let mut t = OwnershipTable::default();
         t.seed(&config(REGIONS));
@@ -271,6 +334,7 @@ routing: { policy: weighted }
             Owner {
                 region: "deleted".into(),
                 epoch: 4,
+                writes_from_ms: 0,
             },
         );
         let idx = OwnerIndex::build(&t, &|n| {

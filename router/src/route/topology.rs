@@ -346,6 +346,11 @@ impl Topology {
     pub(crate) fn owner_and_epoch(&self, partition: Option<&str>) -> Option<(RegionIdx, u64)> {
         self.owners.load().get(partition)
     }
+
+    /// Until when (unix ms) a fleet promotion holds `partition`'s writes.
+    pub(crate) fn writes_held_until(&self, partition: Option<&str>, now_ms: u64) -> Option<u64> {
+        self.owners.load().writes_held_until(partition, now_ms)
+    }
 }
 
 /// A topology from a config text, for unit tests: every region just probed,
