@@ -541,6 +541,10 @@ pub struct Oplog {
     pub queue: usize,
     /// Fleet sink: NATS JetStream.
     pub nats: Option<Nats>,
+    /// The most bytes of sealed segments kept for a sink that has not
+    /// forwarded them (NATS away): past it the oldest go, and a gap record
+    /// says which records the sink never had.
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for Oplog {
@@ -553,6 +557,7 @@ impl Default for Oplog {
             retain_bytes: None,
             queue: 4096,
             nats: None,
+            max_backlog_bytes: 1 << 30,
         }
     }
 }

@@ -846,6 +846,7 @@ fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
         "retain_bytes",
         "queue",
         "nats",
+        "max_backlog_bytes",
     ];
     let Some(f) = n.and_then(|n| Fields::new(n, "oplog", &keys, d)) else {
         return o;
@@ -894,6 +895,12 @@ fn oplog(n: Option<&Node>, d: &mut Diags) -> Oplog {
         .and_then(|n| diag::integer(n, "oplog.queue", 1, 1 << 20, d))
     {
         o.queue = v as usize;
+    }
+    if let Some(v) = f
+        .get("max_backlog_bytes")
+        .and_then(|n| diag::integer(n, "oplog.max_backlog_bytes", 4096, u64::MAX, d))
+    {
+        o.max_backlog_bytes = v;
     }
     if let Some(nf) = f
         .get("nats")

@@ -11,10 +11,10 @@ pub mod writer;
 
 pub use read::{bytes_from, read_dir, Tail};
 pub use record::{
-    normalize_path, unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
+    normalize_path, unix_ms, Body, Gap, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
 };
 pub use segment::Problem;
-pub use writer::{writer_pid, Options, Recovery, Writer};
+pub use writer::{writer_pid, GapSpan, Options, Recovery, Writer};
 
 #[cfg(test)]
 mod tests;

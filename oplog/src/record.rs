@@ -9,6 +9,8 @@ pub enum Record {
     Intent(Intent),
     Outcome(Outcome),
     Promotion(Promotion),
+    /// Records deleted before a sink forwarded them.
+    Gap(Gap),
 }
 
 impl Record {
@@ -17,7 +19,7 @@ impl Record {
         match self {
             Record::Intent(i) => Some(i.op_id),
             Record::Outcome(o) => Some(o.op_id),
-            Record::Promotion(_) => None,
+            Record::Promotion(_) | Record::Gap(_) => None,
         }
     }
 
@@ -28,8 +30,24 @@ impl Record {
             Record::Intent(i) => format!("{}.intent", i.op_id),
             Record::Outcome(o) => format!("{}.outcome", o.op_id),
             Record::Promotion(p) => format!("promotion.{}.{}", p.partition, p.to_epoch),
+            Record::Gap(g) => format!("gap.{}.{}", g.edge_id, g.from_seq),
         }
     }
+}
+
+/// Records `from_seq..to_seq` of an edge's log were deleted before its
+/// sink (NATS) had them: the backlog passed `oplog.max_backlog_bytes` while
+/// the sink was away. Whoever reads only the sink never sees those writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub edge_id: String,
+    /// Unix milliseconds when the records were deleted.
+    pub at_ms: u64,
+    pub from_seq: u64,
+    /// The first record after the gap.
+    pub to_seq: u64,
+    /// The bytes of the deleted segments.
+    pub bytes: u64,
 }
 
 /// A write's id: a UUID (v7, so ids sort by time).

@@ -510,3 +510,68 @@ fn a_second_writer_of_a_folder_is_refused_until_the_first_lets_go() {
     assert_eq!(crate::writer_pid(&dir.0).expect("unlocked"), None);
     let (_w, _) = Writer::open(&dir.0, Options::default()).expect("reopen after the first closed");
 }
+
+#[test]
+fn a_backlog_past_its_bound_loses_its_oldest_segments_and_says_which_records() {
+    let dir = Dir::new();
+    let opts = Options {
+        segment_bytes: 4096,
+        retain_age: None,
+        retain_bytes: None,
+        max_backlog_bytes: Some(3 * 4096),
+        ..Options::default()
+    };
+    let records: Vec<Record> = (0..400).map(|i| intent(i, vec![b'b'; 64])).collect();
+    let (mut w, _) = Writer::open(&dir.0, opts).expect("open");
+    // A sink that has forwarded nothing.
+    w.set_retain_floor(0);
+    // As the router does: each gap is told by a record in the log itself.
+    let mut told = Vec::new();
+    for r in &records {
+        w.append(r).expect("append");
+        for gap in w.take_gaps() {
+            let seq = w
+                .append(&Record::Gap(crate::Gap {
+                    edge_id: "e".into(),
+                    at_ms: 0,
+                    from_seq: gap.from_seq,
+                    to_seq: gap.to_seq,
+                    bytes: gap.bytes,
+                }))
+                .expect("gap record");
+            w.gap_told(gap, seq);
+            told.push(gap);
+        }
+    }
+    w.sync().expect("sync");
+    assert!(told.len() > 3, "{told:?}");
+    assert_eq!(told[0].from_seq, 0);
+    // What is left starts right after the last gap, and its sealed part
+    // fits the bound.
+    let segs = segment::list(&dir.0).expect("list");
+    let last_gap_end = told.iter().map(|g| g.to_seq).max().expect("a gap");
+    assert_eq!(segs[0].0, last_gap_end);
+    let sealed: u64 = segs[..segs.len() - 1]
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).expect("meta").len())
+        .sum();
+    assert!(sealed <= 3 * 4096, "{sealed}");
+    // Every deleted record is in a gap still in the log: the gap records
+    // that were themselves deleted were told again.
+    let mut kept_gaps = std::collections::BTreeMap::new();
+    let mut seen = Vec::new();
+    crate::read_dir(&dir.0, 0, |seq, r| {
+        seen.push(seq);
+        if let Record::Gap(g) = r {
+            kept_gaps.insert(g.from_seq, g.to_seq);
+        }
+    })
+    .expect("read");
+    let mut covered = 0;
+    for (from, to) in &kept_gaps {
+        assert_eq!(*from, covered, "gaps {kept_gaps:?} leave a hole");
+        covered = *to;
+    }
+    assert_eq!(covered, segs[0].0);
+    assert_eq!(seen.first(), Some(&segs[0].0));
+}

@@ -38,6 +38,10 @@ pub struct Options {
     pub retain_bytes: Option<u64>,
     /// How long `open` waits for another writer of the folder to let go.
     pub lock_wait: Duration,
+    /// The most bytes of sealed segments kept for a sink that has not
+    /// forwarded them; past it the oldest go and [`Writer::take_gap`] says
+    /// which records they held. `None`: kept however many.
+    pub max_backlog_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
             retain_bytes: None,
             lock_wait: LOCK_WAIT,
+            max_backlog_bytes: None,
         }
     }
 }
@@ -91,6 +96,19 @@ pub struct Writer {
     /// so a sink moves it without a word to the writer.
     retain_floor: Arc<AtomicU64>,
     opts: Options,
+    /// Records deleted before the sink had them, not yet told.
+    gaps: Vec<GapSpan>,
+    /// Gaps told, with the sequence number of the record telling each, until
+    /// the sink has that record: one deleted unforwarded is told again.
+    told: Vec<(GapSpan, u64)>,
+}
+
+/// Records `from_seq..to_seq`, `bytes` of segments, deleted unforwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapSpan {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub bytes: u64,
 }
 
 /// Flushes the buffer once it is this large, even between syncs.
@@ -192,6 +210,8 @@ impl Writer {
                 next_seq,
                 retain_floor: Arc::new(AtomicU64::new(u64::MAX)),
                 opts,
+                gaps: Vec::new(),
+                told: Vec::new(),
             },
             recovery,
         ))
@@ -399,11 +419,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes sealed segments past the age or size bound.
-    fn retain(&self) -> io::Result<()> {
+    /// Records deleted before the sink forwarded them: the caller logs a
+    /// gap record for each span, and says so with [`Writer::gap_told`].
+    pub fn take_gaps(&mut self) -> Vec<GapSpan> {
+        std::mem::take(&mut self.gaps)
+    }
+
+    /// The gap record for `gap` went into the log as record `seq`.
+    pub fn gap_told(&mut self, gap: GapSpan, seq: u64) {
+        self.told.push((gap, seq));
+    }
+
+    /// Deletes sealed segments past the age or size bound, and unforwarded
+    /// ones past the backlog bound.
+    fn retain(&mut self) -> io::Result<()> {
         let segments = segment::list(&self.dir)?;
         let floor = self.retain_floor.load(Ordering::Relaxed);
+        // The sink has these gap records: told for good.
+        self.told.retain(|(_, seq)| *seq >= floor);
         let mut sealed: Vec<(u64, PathBuf, u64, SystemTime)> = Vec::new();
+        let mut unforwarded: Vec<(u64, u64, PathBuf, u64)> = Vec::new();
         for (i, (first, path)) in segments.iter().enumerate() {
             if *path == self.path {
                 continue;
@@ -411,6 +446,7 @@ impl Writer {
             // A segment ends where the next begins; keep it while a sink needs any of it.
             let end = segments.get(i + 1).map_or(u64::MAX, |(s, _)| *s);
             if end > floor {
+                unforwarded.push((*first, end, path.clone(), std::fs::metadata(path)?.len()));
                 continue;
             }
             let meta = std::fs::metadata(path)?;
@@ -428,6 +464,40 @@ impl Writer {
                 std::fs::remove_file(path)?;
                 total -= len;
                 tracing::info!(segment = %path.display(), "op log segment deleted by retention");
+            }
+        }
+        if let Some(max) = self.opts.max_backlog_bytes {
+            let mut backlog: u64 = unforwarded.iter().map(|u| u.3).sum();
+            for (first, end, path, len) in &unforwarded {
+                if backlog <= max {
+                    break;
+                }
+                std::fs::remove_file(path)?;
+                backlog -= len;
+                // The sink skips what is gone; retention no longer waits for it.
+                self.retain_floor.fetch_max(*end, Ordering::Relaxed);
+                // Gap records deleted with them are told again.
+                let (lost_told, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.told)
+                    .into_iter()
+                    .partition(|(_, seq)| (*first..*end).contains(seq));
+                self.told = kept;
+                self.gaps.extend(lost_told.into_iter().map(|(g, _)| g));
+                match self.gaps.last_mut() {
+                    Some(g) if g.to_seq == *first => {
+                        g.to_seq = *end;
+                        g.bytes += len;
+                    }
+                    _ => self.gaps.push(GapSpan {
+                        from_seq: *first,
+                        to_seq: *end,
+                        bytes: *len,
+                    }),
+                }
+                tracing::error!(
+                    segment = %path.display(),
+                    records = end - first,
+                    "op log backlog past max_backlog_bytes: an unforwarded segment was deleted"
+                );
             }
         }
         Ok(())

@@ -298,6 +298,8 @@ pub struct Summary {
     pub stale_target: u64,
     /// Records that could not be read (damage, newer formats).
     pub unreadable_records: u64,
+    /// Records an edge deleted before its sink had them (gap records).
+    pub lost_records: u64,
 }
 
 pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
@@ -305,6 +307,7 @@ pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
         ops_scanned: logs.ops.len() as u64,
         in_window: plan.candidates.len() as u64,
         unreadable_records: logs.unreadable,
+        lost_records: logs.lost_records(),
         ..Summary::default()
     };
     for c in &plan.candidates {
@@ -321,7 +324,7 @@ pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
             s.unresolved += 1;
         }
     }
-    s.unresolved += logs.unreadable;
+    s.unresolved += logs.unreadable + s.lost_records;
     s
 }
 

@@ -127,11 +127,11 @@ pub fn markdown(run: &Run, logs: &Logs, plan: &Plan, s: &Summary) -> String {
         iso(run.generated_at_ms),
         run.sources.join(", ")
     );
-    let _ = writeln!(m, "| ops scanned | in window | already present | replayed | to replay | conflicts | failed | not replayable | stale target | unreadable | **unresolved** |");
-    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(m, "| ops scanned | in window | already present | replayed | to replay | conflicts | failed | not replayable | stale target | unreadable | lost | **unresolved** |");
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         m,
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
         s.ops_scanned,
         s.in_window,
         s.already_present,
@@ -142,6 +142,7 @@ pub fn markdown(run: &Run, logs: &Logs, plan: &Plan, s: &Summary) -> String {
         s.not_replayable,
         s.stale_target,
         s.unreadable_records,
+        s.lost_records,
         s.unresolved
     );
     let _ = writeln!(m, "## Failovers\n");
@@ -389,8 +390,8 @@ code,pre{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
         r#"<p class="{verdict_class}">{} unresolved</p>"#,
         s.unresolved
     );
-    let _ = write!(out, "<table class=\"num\"><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>unresolved</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-        s.ops_scanned, s.in_window, s.already_present, s.replayed, s.to_replay, s.conflicts, s.failed, s.not_replayable, s.stale_target, s.unreadable_records, s.unresolved);
+    let _ = write!(out, "<table class=\"num\"><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>lost</th><th>unresolved</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        s.ops_scanned, s.in_window, s.already_present, s.replayed, s.to_replay, s.conflicts, s.failed, s.not_replayable, s.stale_target, s.unreadable_records, s.lost_records, s.unresolved);
     for (i, f) in plan.failovers.iter().enumerate() {
         let p = &f.promotion;
         let _ = write!(out, "<h2>Failover: partition <code>{}</code>, {} → {} (epoch {} → {})</h2><p>At {}; {}'s applied position then: {}{}. Reason: {}. Replays go to {} with fencing token {}.</p>",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use switchyard_oplog::{codec, read_dir, Intent, OpId, Outcome, Problem, Promotion, Record};
+use switchyard_oplog::{codec, read_dir, Gap, Intent, OpId, Outcome, Problem, Promotion, Record};
 
 /// A write as the logs tell it.
 #[derive(Debug, Clone)]
@@ -33,6 +33,15 @@ pub struct Logs {
     pub unreadable: u64,
     /// Outcomes whose intent was not found.
     pub orphans: Vec<Outcome>,
+    /// Records an edge deleted before its sink had them, by (edge, first seq).
+    pub gaps: BTreeMap<(String, u64), Gap>,
+}
+
+impl Logs {
+    /// How many records the gaps hold: writes nobody can replay from these logs.
+    pub fn lost_records(&self) -> u64 {
+        self.gaps.values().map(|g| g.to_seq - g.from_seq).sum()
+    }
 }
 
 impl Logs {
@@ -60,6 +69,18 @@ impl Logs {
                 if self.promotions.insert(key, p).is_some() {
                     self.duplicates += 1;
                 }
+            }
+            Record::Gap(g) => {
+                let key = (g.edge_id.clone(), g.from_seq);
+                if self.gaps.contains_key(&key) {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.problems.push(format!(
+                    "edge {}: records {}..{} ({} bytes of log) were deleted before NATS had them (the backlog passed oplog.max_backlog_bytes while NATS was away); the writes among them cannot be checked or replayed from the stream",
+                    g.edge_id, g.from_seq, g.to_seq, g.bytes
+                ));
+                self.gaps.insert(key, g);
             }
         }
     }

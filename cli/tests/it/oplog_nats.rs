@@ -190,3 +190,56 @@ async fn two_routers_publish_and_the_reconciler_reads_the_stream_once() {
     assert_eq!(edges.len(), 2, "both routers' writes: {edges:?}");
     let _ = nats.port;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_past_its_bound_is_cut_and_the_reconciler_reports_the_gap() {
+    let port = free_port();
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }} }}\noplog: {{ segment_bytes: 4096, max_backlog_bytes: 8192, nats: {{ url: \"nats://127.0.0.1:{port}\", stream: SY_TEST }} }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    // NATS is away: ~40 KiB of records, five times the bound.
+    for i in 0..150 {
+        put(&router, i).await;
+    }
+    let backlog = router.status().await["oplog"]["nats"].clone();
+    let bytes = backlog["backlog_bytes"].as_u64().expect("bytes");
+    // The sealed part is bounded; the open segment comes on top.
+    assert!(bytes <= 8192 + 4096 + 4096, "{backlog}");
+    let metrics = router.metrics_text().await;
+    assert!(
+        metrics.contains("switchyard_oplog_gap_records_total"),
+        "the gap is counted"
+    );
+
+    let nats = tokio::task::block_in_place(|| Nats::start(port));
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["oplog"]["nats"]["backlog_records"] == 0
+    })
+    .await;
+    let (code, report) = reconcile_stream(&nats, &router.config, &router.dir.0.join("r.json"));
+    assert_eq!(code, 1, "lost records leave the run unresolved");
+    let lost = report["summary"]["lost_records"]
+        .as_u64()
+        .expect("lost_records");
+    assert!(lost > 0, "{}", report["summary"]);
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains("were deleted before NATS had them"),
+        "{problems}"
+    );
+    // Every record is either in the stream or in a gap: none vanished unsaid.
+    let in_stream = nats.messages("SY_TEST").await;
+    let written = router.status().await["oplog"]["nats"]["forwarded_before_seq"]
+        .as_u64()
+        .expect("forwarded_before_seq");
+    assert!(
+        written > 300,
+        "150 intents, 150 outcomes and gap records: {written}"
+    );
+    assert_eq!(in_stream + lost, written, "{in_stream} in the stream, {lost} lost: {problems}");
+}

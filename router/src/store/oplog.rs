@@ -76,6 +76,8 @@ impl OpLog {
             retain_age: cfg.retain_age,
             retain_bytes: cfg.retain_bytes,
             lock_wait: takeover.unwrap_or(Options::default().lock_wait),
+            // Only a sink leaves records unforwarded.
+            max_backlog_bytes: cfg.nats.is_some().then_some(cfg.max_backlog_bytes),
         };
         // The sink moves the floor up as it forwards.
         let forwarded = Arc::new(AtomicU64::new(if cfg.nats.is_some() {
@@ -88,6 +90,7 @@ impl OpLog {
         let failing = Arc::new(AtomicBool::new(false));
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let writer = WriterThread {
+            edge_id: edge_id.clone(),
             dir: dir.clone(),
             opts,
             fsync: cfg.fsync,
@@ -221,6 +224,7 @@ impl OpLog {
 
 /// What the writer thread opens the log with and shares with the router.
 struct WriterThread {
+    edge_id: String,
     dir: PathBuf,
     opts: Options,
     fsync: Fsync,
@@ -245,7 +249,14 @@ impl WriterThread {
                 return;
             }
         };
-        run_writer(writer, rx, self.fsync, self.failing, self.next_seq);
+        run_writer(
+            writer,
+            rx,
+            self.fsync,
+            self.failing,
+            self.next_seq,
+            self.edge_id,
+        );
     }
 
     fn open(&self) -> anyhow::Result<Writer> {
@@ -281,6 +292,7 @@ fn run_writer(
     fsync: Fsync,
     failing: Arc<AtomicBool>,
     next_seq: Arc<AtomicU64>,
+    edge_id: String,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -361,6 +373,9 @@ fn run_writer(
             }
             let sync_now = must_sync
                 || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
+            for gap in writer.take_gaps() {
+                log_gap(&mut writer, &edge_id, gap);
+            }
             commit(&mut writer, sync_now, &failing, &mut acks, &mut flushes);
             if sync_now {
                 unsynced = false;
@@ -375,6 +390,29 @@ fn run_writer(
         commit(&mut writer, true, &failing, &mut acks, &mut flushes);
         tracing::info!("op log writer stopped; every record written");
     });
+}
+
+/// Says in the log itself which records its sink will never have, so a
+/// reconciler reading only the sink reports them.
+fn log_gap(writer: &mut Writer, edge_id: &str, gap: switchyard_oplog::GapSpan) {
+    tracing::error!(
+        from_seq = gap.from_seq,
+        to_seq = gap.to_seq,
+        bytes = gap.bytes,
+        "op log: records deleted before NATS had them (oplog.max_backlog_bytes); a gap record says so"
+    );
+    metrics::counter!("switchyard_oplog_gap_records_total").increment(gap.to_seq - gap.from_seq);
+    let record = Record::Gap(switchyard_oplog::Gap {
+        edge_id: edge_id.to_string(),
+        at_ms: switchyard_oplog::unix_ms(),
+        from_seq: gap.from_seq,
+        to_seq: gap.to_seq,
+        bytes: gap.bytes,
+    });
+    match writer.append(&record) {
+        Ok(seq) => writer.gap_told(gap, seq),
+        Err(e) => tracing::error!(error = %e, "op log: cannot log the gap record"),
+    }
 }
 
 /// Writes what is buffered (and syncs when asked), then answers the waiters.
@@ -421,6 +459,7 @@ fn kind(r: &Record) -> &'static str {
         Record::Intent(_) => "intent",
         Record::Outcome(_) => "outcome",
         Record::Promotion(_) => "promotion",
+        Record::Gap(_) => "gap",
     }
 }
 
