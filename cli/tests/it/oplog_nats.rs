@@ -241,5 +241,9 @@ async fn a_backlog_past_its_bound_is_cut_and_the_reconciler_reports_the_gap() {
         written > 300,
         "150 intents, 150 outcomes and gap records: {written}"
     );
-    assert_eq!(in_stream + lost, written, "{in_stream} in the stream, {lost} lost: {problems}");
+    assert_eq!(
+        in_stream + lost,
+        written,
+        "{in_stream} in the stream, {lost} lost: {problems}"
+    );
 }

@@ -184,6 +184,7 @@ impl App {
     /// process takes over), then drains and returns.
     pub fn run(self) -> anyhow::Result<()> {
         let running = self.proxy.start()?;
+        wait_accepting(&self.bound);
         println!("{}", self.bound.ready_line());
         let b = &self.bound;
         tracing::info!(http = ?b.http, https = ?b.https, admin = ?b.admin, metrics = ?b.metrics, "switchyard ready");
@@ -232,6 +233,22 @@ async fn join_fleet(
         .context("coordination.etcd: cannot read owners")?;
     ownership.replace(table)?;
     Ok(fleet)
+}
+
+/// Pingora binds its listeners in its own thread, after `start` returns:
+/// "ready" is said once they take connections (up to 5 s), so a client
+/// that starts on the ready line is not refused.
+fn wait_accepting(bound: &Bound) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for addr in [bound.http, bound.https].into_iter().flatten() {
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            if Instant::now() > deadline {
+                tracing::warn!(%addr, "the proxy does not take connections yet");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// Serves SIGHUP as a reload; returns on SIGTERM, SIGINT or SIGQUIT.

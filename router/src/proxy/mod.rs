@@ -504,12 +504,16 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         e: Box<Error>,
         ctx: &mut Ctx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         if ctx.retry_requested {
             return e;
         }
+        // Pingora leaves some errors' retry to depend on whether the
+        // connection was a reused one (a pooled connection the region had
+        // closed); asking before deciding panics.
+        e.retry.decide_reuse(client_reused);
         // A broken connection before any answer: a read may go elsewhere once.
         let retry = e.retry() && self.take_retry(ctx);
         if let Some(idx) = ctx.region {
