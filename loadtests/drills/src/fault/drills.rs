@@ -58,6 +58,11 @@ fn mixed(base: String, write_every: u64) -> MakeRequest {
     })
 }
 
+/// The mix the peers get too: a write in four requests.
+pub fn reads_and_writes(base: String) -> MakeRequest {
+    mixed(base, 4)
+}
+
 /// One full region owning every partition, with `extra` appended.
 async fn one_region(work: &Work, extra: &str) -> anyhow::Result<String> {
     let a = region("a", Role::Primary, None).await?;
@@ -172,6 +177,16 @@ async fn upgrade(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     r.zero("acknowledged writes missing from the log", missing);
     r.zero("records damaged", damage);
     r.zero("router panics", router.panics());
+    if !scale.quick {
+        let backend = region("peer", Role::Primary, None).await?;
+        let (n, h) = (work.0.join("nginx"), work.0.join("haproxy"));
+        std::fs::create_dir_all(&n)?;
+        std::fs::create_dir_all(&h)?;
+        let nginx = super::peers::nginx_upgrade(&n, backend, scale.rate, scale.phase).await?;
+        r.figure("nginx binary upgrade (USR2, WINCH, QUIT)", nginx);
+        let haproxy = super::peers::haproxy_reload(&h, backend, scale.rate, scale.phase).await?;
+        r.figure("HAProxy reload (-sf)", haproxy);
+    }
     Ok(r)
 }
 
@@ -227,6 +242,13 @@ async fn reload(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     );
     first_failures(&mut r, &samples);
     r.zero("router panics", router.panics());
+    if !scale.quick {
+        let backend = region("peer", Role::Primary, None).await?;
+        let n = work.0.join("nginx");
+        std::fs::create_dir_all(&n)?;
+        let nginx = super::peers::nginx_reloads(&n, backend, scale.rate, rounds).await?;
+        r.figure(format!("nginx, {rounds} reloads (-s reload)"), nginx);
+    }
     Ok(r)
 }
 
