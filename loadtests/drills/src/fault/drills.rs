@@ -252,6 +252,16 @@ async fn reload(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     Ok(r)
 }
 
+/// Waits until the router has both regions `a` and `b` healthy.
+async fn both_healthy(router: &Router) -> anyhow::Result<()> {
+    until(Duration::from_secs(10), "both regions healthy", || async {
+        let s = router.status().await;
+        s["regions"]["a"]["healthy"] == true && s["regions"]["b"]["healthy"] == true
+    })
+    .await
+    .map(|_| ())
+}
+
 /// The first few failed requests, for a table that shows any.
 fn first_failures(r: &mut Report, samples: &[Sample]) {
     let failed: Vec<String> = samples
@@ -523,11 +533,7 @@ async fn partition(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
         &format!("{}routing:\n", region_yaml("b", proxy.addr, "")),
     );
     let router = Router::start(bin, &work.0, &cfg)?;
-    until(Duration::from_secs(10), "both regions healthy", || async {
-        let s = router.status().await;
-        s["regions"]["a"]["healthy"] == true && s["regions"]["b"]["healthy"] == true
-    })
-    .await?;
+    both_healthy(&router).await?;
     let load = load::start(scale.rate, mixed(router.url(""), 0));
     tokio::time::sleep(scale.phase).await;
     let cut = load.now();
@@ -580,11 +586,7 @@ async fn owner_killed(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
         region_yaml("b", b, ""),
     );
     let router = Router::start(bin, &work.0, &cfg)?;
-    until(Duration::from_secs(10), "both regions healthy", || async {
-        let s = router.status().await;
-        s["regions"]["a"]["healthy"] == true && s["regions"]["b"]["healthy"] == true
-    })
-    .await?;
+    both_healthy(&router).await?;
     let load = load::start(scale.rate, mixed(router.url(""), 4));
     tokio::time::sleep(scale.phase).await;
     let killed = load.now();

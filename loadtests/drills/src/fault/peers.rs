@@ -42,22 +42,25 @@ async fn listening(port: u16) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
-/// nginx in front of `backend`: one worker, kept-alive upstream connections.
-fn nginx(dir: &Path, port: u16, backend: SocketAddr) -> anyhow::Result<Proc> {
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1; daemon off; master_process on; pid {pid}; error_log {dir}/error.log;
+/// nginx's config: one worker, kept-alive upstream connections to `backend`.
+fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr, daemon: bool) -> String {
+    format!(
+        "worker_processes 1; daemon {}; pid {}; error_log {}/error.log;
 events {{ worker_connections 4096; }}
 http {{ access_log off;
   upstream a {{ server {backend}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://a; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}
 ",
-            pid = dir.join("nginx.pid").display(),
-            dir = dir.display()
-        ),
-    )?;
+        if daemon { "on" } else { "off" },
+        dir.join("nginx.pid").display(),
+        dir.display()
+    )
+}
+
+/// nginx in front of `backend`, in the foreground.
+fn nginx(dir: &Path, port: u16, backend: SocketAddr) -> anyhow::Result<Proc> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir, port, backend, false))?;
     let child = Command::new("nginx")
         .arg("-c")
         .arg(&conf)
@@ -108,20 +111,8 @@ pub async fn nginx_upgrade(
 ) -> anyhow::Result<Stats> {
     let port = free_port();
     // Daemonised, as its binary upgrade expects (the new master is a child of the old).
-    let conf_text = |daemon: &str| {
-        format!(
-            "worker_processes 1; daemon {daemon}; pid {pid}; error_log {dir}/error.log;
-events {{ worker_connections 4096; }}
-http {{ access_log off;
-  upstream a {{ server {backend}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://a; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}
-",
-            pid = dir.join("nginx.pid").display(),
-            dir = dir.display()
-        )
-    };
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, conf_text("on"))?;
+    std::fs::write(&conf, nginx_conf(dir, port, backend, true))?;
     // Its binary upgrade re-executes argv[0]: it must be a full path.
     let bin = std::env::var_os("PATH")
         .and_then(|p| {
