@@ -17,8 +17,12 @@ use super::procs::{free_port, until};
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM first: a master SIGKILLed leaves its workers behind.
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        signal(self.0.id() as i32, rustix::process::Signal::TERM);
+        if super::procs::wait_exit(&mut self.0, Duration::from_secs(3)).is_none() {
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
