@@ -441,3 +441,94 @@ async fn a_partition_added_by_a_reload_joins_the_fleets_table() {
         (201, "c".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconciler_asks_etcd_for_the_owner_and_holds_back_replays_a_later_promotion_moved() {
+    let etcd = tokio::task::block_in_place(Etcd::start);
+    let a = region("a").await;
+    let b = region_with("b", switchyard_region::Role::Replica, Some(a.url())).await;
+    let c = region("c").await;
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let timing = ", lease_ttl: 2s, write_grace: 1s";
+    let strict = ", idempotency: require";
+    let (cfg1, cfg2) = (
+        fleet_config_with(&a, &b, &c, &etcd, &d1, strict, timing),
+        fleet_config_with(&a, &b, &c, &etcd, &d2, strict, timing),
+    );
+    let one = Router::start_in(d1, &cfg1);
+    let two = Router::start_in(d2, &cfg2);
+    // Six writes through router one; b replicates four, then stops.
+    for i in 0..6 {
+        if i == 4 {
+            eventually(Duration::from_secs(5), || async {
+                one.status().await["regions"]["b"]["applied_position"] == 4
+            })
+            .await;
+            b.set("replicate_from", serde_json::Value::Null).await;
+        }
+        let r = reqwest::Client::new()
+            .put(one.url(&format!("/kv/k{i}")))
+            .header("Idempotency-Key", format!("key-{i}"))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    a.set("health", json!(503)).await;
+    a.set("fail", json!(503)).await;
+    b.set("role", json!("primary")).await;
+    let (code, body) = promote(&one, json!({"partition": "default", "to": "b"})).await;
+    assert_eq!(code, 200, "{body}");
+    // A later promotion through the other router, whose log the on-call
+    // engineer does not hand to the reconciler.
+    let (code, body) = promote(
+        &two,
+        json!({"partition": "default", "to": "c", "force": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(2), || async {
+        owner(&one).await == json!({"region": "c", "epoch": 3})
+    })
+    .await;
+    let sent_before = b.requests();
+    let report = one.dir.0.join("report.json");
+    let out = Command::new(crate::reconcile::reconcile_binary())
+        .arg("--oplog")
+        .arg(one.dir.0.join("state"))
+        .arg("--config")
+        .arg(&one.config)
+        .arg("--report")
+        .arg(&report)
+        .arg("--apply")
+        .output()
+        .expect("reconciler runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "held back: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+    assert_eq!(
+        report["summary"]["stale_target"], 2,
+        "{}",
+        report["summary"]
+    );
+    assert_eq!(report["summary"]["replayed"], 0);
+    let reasons: Vec<String> = report["ops"]
+        .as_array()
+        .map(|ops| {
+            ops.iter()
+                .filter(|o| o["verdict"] == "stale_target")
+                .filter_map(|o| o["reason"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !reasons.is_empty()
+            && reasons.iter().all(|r| r.contains("owned by c at epoch 3")
+                && r.contains("etcd")
+                && r.contains("a later promotion is missing")),
+        "{reasons:?}"
+    );
+    assert_eq!(b.requests(), sent_before, "nothing was replayed to b");
+}
