@@ -457,29 +457,8 @@ async fn the_reconciler_asks_etcd_for_the_owner_and_holds_back_replays_a_later_p
     );
     let one = Router::start_in(d1, &cfg1);
     let two = Router::start_in(d2, &cfg2);
-    // Six writes through router one; b replicates four, then stops.
-    for i in 0..6 {
-        if i == 4 {
-            eventually(Duration::from_secs(5), || async {
-                one.status().await["regions"]["b"]["applied_position"] == 4
-            })
-            .await;
-            b.set("replicate_from", serde_json::Value::Null).await;
-        }
-        let r = reqwest::Client::new()
-            .put(one.url(&format!("/kv/k{i}")))
-            .header("Idempotency-Key", format!("key-{i}"))
-            .body(format!("v{i}"))
-            .send()
-            .await
-            .expect("write");
-        assert_eq!(r.status().as_u16(), 201);
-    }
-    a.set("health", json!(503)).await;
-    a.set("fail", json!(503)).await;
-    b.set("role", json!("primary")).await;
-    let (code, body) = promote(&one, json!({"partition": "default", "to": "b"})).await;
-    assert_eq!(code, 200, "{body}");
+    // Six writes through router one; b replicates four; a dies; b is promoted.
+    crate::reconcile::fail_over_after(&one, &a, &b, 6, 4).await;
     // A later promotion through the other router, whose log the on-call
     // engineer does not hand to the reconciler.
     let (code, body) = promote(

@@ -263,17 +263,16 @@ async fn every_acknowledged_write_survives_a_sigkill_with_fsync_always() {
 /// Owner `a` takes `writes` keyed writes through the router (op log with
 /// `fsync: always`), replica `b` has the first `replicated` when `a` dies,
 /// and `b` is promoted.
-async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, Router) {
-    let a = region("a").await;
-    let b = region_with("b", Role::Replica, Some(a.url())).await;
-    let dir = TempDir::new();
-    let cfg = format!(
-        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }}, idempotency: require }}\noplog: {{ fsync: always }}\n",
-        header(&dir),
-        region_yaml("a", a.addr, ""),
-        region_yaml("b", b.addr, ""),
-    );
-    let router = Router::start_in(dir, &cfg);
+/// Sends `writes` keyed writes through `router` to the owner `a`, of which
+/// the replica `b` applies the first `replicated`; then `a` dies and `b` is
+/// promoted through `router`.
+pub async fn fail_over_after(
+    router: &Router,
+    a: &TestRegion,
+    b: &TestRegion,
+    writes: usize,
+    replicated: usize,
+) {
     for i in 0..writes {
         if i == replicated {
             eventually(Duration::from_secs(5), || async {
@@ -283,7 +282,7 @@ async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, 
             b.set("replicate_from", Value::Null).await;
         }
         let r = put(
-            &router,
+            router,
             &format!("/kv/k{i}"),
             &format!("v{i}"),
             &format!("key-{i}"),
@@ -295,8 +294,22 @@ async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, 
     a.set("health", json!(503)).await;
     a.set("fail", json!(503)).await;
     b.set("role", json!("primary")).await;
-    let (code, body) = promote(&router, json!({"partition": "default", "to": "b"})).await;
+    let (code, body) = promote(router, json!({"partition": "default", "to": "b"})).await;
     assert_eq!(code, 200, "{body}");
+}
+
+async fn failover(writes: usize, replicated: usize) -> (TestRegion, TestRegion, Router) {
+    let a = region("a").await;
+    let b = region_with("b", Role::Replica, Some(a.url())).await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}{}routing:\n  policy: weighted\nconsistency: {{ owners: {{ default: a }}, idempotency: require }}\noplog: {{ fsync: always }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+        region_yaml("b", b.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    fail_over_after(&router, &a, &b, writes, replicated).await;
     (a, b, router)
 }
 

@@ -46,6 +46,14 @@ async fn listening(port: u16) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
+/// The drills' mix of reads and writes, at `rate`, to a peer on `port`.
+fn load_on(port: u16, rate: u32) -> load::Running {
+    load::start(
+        rate,
+        super::drills::reads_and_writes(format!("http://127.0.0.1:{port}")),
+    )
+}
+
 /// nginx's config: one worker, kept-alive upstream connections to `backend`.
 fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr, daemon: bool) -> String {
     format!(
@@ -87,10 +95,7 @@ pub async fn nginx_reloads(
     let port = free_port();
     let _nginx = nginx(dir, port, backend)?;
     listening(port).await?;
-    let load = load::start(
-        rate,
-        super::drills::reads_and_writes(format!("http://127.0.0.1:{port}")),
-    );
+    let load = load_on(port, rate);
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = Command::new("nginx")
@@ -136,10 +141,7 @@ pub async fn nginx_upgrade(
     anyhow::ensure!(ok, "nginx did not start");
     let _stop = StopNginx(dir.to_path_buf());
     listening(port).await?;
-    let load = load::start(
-        rate,
-        super::drills::reads_and_writes(format!("http://127.0.0.1:{port}")),
-    );
+    let load = load_on(port, rate);
     tokio::time::sleep(phase).await;
     let old = read_pid(&dir.join("nginx.pid")).context("nginx.pid")?;
     signal(old, rustix::process::Signal::USR2);
@@ -201,10 +203,7 @@ pub async fn haproxy_reload(
     };
     let old = start(Vec::new())?;
     listening(port).await?;
-    let load = load::start(
-        rate,
-        super::drills::reads_and_writes(format!("http://127.0.0.1:{port}")),
-    );
+    let load = load_on(port, rate);
     tokio::time::sleep(phase).await;
     let _new = start(vec!["-sf".into(), old.0.id().to_string()])?;
     tokio::time::sleep(phase).await;
