@@ -220,9 +220,11 @@ async fn upgrade_returns_once_the_new_router_serves_and_refuses_with_nothing_to_
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     };
     kill(pid);
-    // Nothing runs on the state_dir any more: an upgrade has nothing to take over.
+    // Nothing runs on the state_dir any more once it has drained and let go
+    // of the op log: an upgrade has nothing to take over.
+    let oplog = router.dir.0.join("state/oplog");
     eventually(Duration::from_secs(20), || async {
-        reqwest::get(router.url("/kv/x")).await.is_err()
+        switchyard_oplog::writer_pid(&oplog).is_ok_and(|p| p.is_none())
     })
     .await;
     let (code, stderr) = run_switchyard(&["run", "--upgrade"], &config, &[]);

@@ -97,7 +97,7 @@ pub(crate) fn take_over(state_dir: &Path, old: u32) -> anyhow::Result<Inherited>
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let _ = std::fs::remove_file(&path);
                 bail!(
-                    "--upgrade: pid {old} did not hand over its listeners within {}s (is it a switchyard that supports upgrades?)",
+                    "--upgrade: pid {old} did not hand over its listeners within {}s (is it stopping already, or a switchyard without upgrades?)",
                     WAIT.as_secs()
                 )
             }
