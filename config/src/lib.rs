@@ -7,6 +7,7 @@ pub mod diag;
 pub mod model;
 mod parse;
 mod traffic;
+mod transport;
 mod validate;
 pub mod yaml;
 

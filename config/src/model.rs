@@ -106,6 +106,10 @@ pub struct Config {
     /// `X-Real-IP` and geo header are believed; from anyone else they are
     /// dropped and the socket address is the client. Empty: nobody's.
     pub trusted_proxies: Vec<IpNet>,
+    /// One JSON line per request, when set.
+    pub access_log: Option<AccessLog>,
+    /// Span export, when set (`traceparent` is propagated regardless).
+    pub tracing: Option<Tracing>,
 }
 
 /// `coordination.etcd`: where a fleet of routers keeps owners and epochs.
@@ -168,6 +172,8 @@ impl Config {
 pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<Https>,
+    /// HTTP/2 by prior knowledge (h2c) on the plain listener, beside HTTP/1.1.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -274,11 +280,13 @@ impl RegionKind {
     }
 }
 
-/// A `host:port` endpoint; the host may be a name to resolve.
+/// A `host:port` endpoint; the host may be a name to resolve. Written
+/// `https://host:port` (or in a region with `tls:`), it is reached over TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl fmt::Display for Endpoint {
@@ -341,6 +349,43 @@ pub struct Region {
     pub health: Health,
     pub rate_limit: Option<RateLimit>,
     pub dial: Percent,
+    /// How its endpoints are reached over TLS (`None`: defaults for
+    /// `https://` endpoints, plain HTTP for the others).
+    pub tls: Option<UpstreamTls>,
+    pub protocol: Protocol,
+}
+
+/// `regions.X.tls`: verification is on unless `verify: false` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent and verified; default: the endpoint's host.
+    pub sni: Option<String>,
+    /// A PEM bundle of the CAs to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    pub verify: bool,
+    /// The client certificate chain and key presented to the region (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// `regions.X.protocol`: the HTTP version spoken to a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    H1,
+    /// HTTP/2 only: negotiated by ALPN over TLS, prior knowledge (h2c) in the clear.
+    H2,
+    /// HTTP/2 where ALPN offers it, else HTTP/1.1; plain endpoints speak HTTP/1.1.
+    #[default]
+    Auto,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::H1 => "h1",
+            Protocol::H2 => "h2",
+            Protocol::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +394,8 @@ pub struct Route {
     pub service: String,
     /// Overrides read/write classification by method.
     pub class: Option<RequestClass>,
+    /// Whether `Upgrade: websocket` is passed on (else answered 400).
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -725,4 +772,31 @@ impl Default for Outlier {
             max_ejected_percent: 50,
         }
     }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// `access_log: { path | stdout, format: json, include_query, buffer }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: AccessLogTarget,
+    /// Whether the logged path keeps its query string (it may carry secrets).
+    pub include_query: bool,
+    /// Lines held for the writer; a full buffer drops lines (counted).
+    pub buffer: usize,
+}
+
+/// `tracing: { otlp, sample, service_name }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp: String,
+    /// The share of new traces (no sampled parent) that are recorded.
+    pub sample: f64,
+    pub service_name: String,
 }

@@ -29,6 +29,8 @@ const TOP_KEYS: &[&str] = &[
     "safety",
     "coordination",
     "trusted_proxies",
+    "access_log",
+    "tracing",
 ];
 
 /// Builds the config; `base` is the folder relative paths are resolved against.
@@ -49,7 +51,7 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         .get("limits")
         .map_or_else(Limits::default, |n| limits(n, d));
     let regions = match f.require("regions", d) {
-        Some(n) => regions(n, d),
+        Some(n) => regions(n, base, d),
         None => Vec::new(),
     };
     let routes = f.get("routes").map_or_else(Vec::new, |n| routes(n, d));
@@ -69,6 +71,12 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
     let trusted_proxies = f
         .get("trusted_proxies")
         .map_or_else(Vec::new, |n| trusted_proxies(n, d));
+    let access_log = f
+        .get("access_log")
+        .and_then(|n| crate::transport::access_log(n, base, d));
+    let tracing = f
+        .get("tracing")
+        .and_then(|n| crate::transport::tracing(n, d));
 
     let cfg = Config {
         source: source.to_path_buf(),
@@ -88,6 +96,8 @@ pub fn config(root: &Node, source: &Path, base: &Path, d: &mut Diags) -> Option<
         safety,
         etcd,
         trusted_proxies,
+        access_log,
+        tracing,
     };
     crate::validate::cross_check(&cfg, root, d);
     Some(cfg)
@@ -116,7 +126,7 @@ fn cidr(s: &str) -> Option<IpNet> {
 }
 
 fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
-    let f = Fields::new(n, "listen", &["http", "https"], d)?;
+    let f = Fields::new(n, "listen", &["http", "https", "h2c"], d)?;
     let http = f
         .get("http")
         .and_then(|n| diag::socket_addr(n, "listen.http", d));
@@ -140,7 +150,19 @@ fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
     if f.get("http").is_none() && f.get("https").is_none() {
         d.error(n.pos, "`listen` needs `http`, `https` or both");
     }
-    Some(Listen { http, https })
+    let h2c = f
+        .get("h2c")
+        .and_then(|n| diag::boolean(n, "listen.h2c", d))
+        .unwrap_or(false);
+    if let (true, None) = (h2c, http) {
+        if let Some(n) = f.get("h2c") {
+            d.error(
+                n.pos,
+                "`listen.h2c` enables HTTP/2 on the plain listener, but `listen.http` is not set",
+            );
+        }
+    }
+    Some(Listen { http, https, h2c })
 }
 
 fn admin(n: &Node, d: &mut Diags) -> Option<Admin> {
@@ -320,9 +342,11 @@ const REGION_KEYS: &[&str] = &[
     "health",
     "rate_limit",
     "dial",
+    "tls",
+    "protocol",
 ];
 
-fn regions(n: &Node, d: &mut Diags) -> Vec<Region> {
+fn regions(n: &Node, base: &Path, d: &mut Diags) -> Vec<Region> {
     let Some(entries) = diag::map_entries(n, "regions", d) else {
         return Vec::new();
     };
@@ -331,11 +355,11 @@ fn regions(n: &Node, d: &mut Diags) -> Vec<Region> {
     }
     entries
         .into_iter()
-        .filter_map(|(name, key, node)| region(name, key.pos, node, d))
+        .filter_map(|(name, key, node)| region(name, key.pos, node, base, d))
         .collect()
 }
 
-fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
+fn region(name: &str, pos: Pos, n: &Node, base: &Path, d: &mut Diags) -> Option<Region> {
     let path = format!("regions.{name}");
     if name.is_empty()
         || !name
@@ -397,6 +421,26 @@ fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
         .get("dial")
         .and_then(|n| traffic::percent(n, &f.child("dial"), d))
         .unwrap_or(Percent::FULL);
+    let tls = f
+        .get("tls")
+        .and_then(|n| crate::transport::upstream_tls(n, &f.child("tls"), base, d));
+    let protocol = f
+        .get("protocol")
+        .and_then(|n| crate::transport::protocol(n, &f.child("protocol"), d))
+        .unwrap_or_default();
+    let mut endpoints = endpoints;
+    if tls.is_some() {
+        if let (Some(n), true) = (f.get("endpoints"), endpoints.iter().any(|e| e.plain_scheme)) {
+            d.error(
+                n.pos,
+                format!("`{}` names an http:// endpoint, but the region has `tls:`: its endpoints are reached over TLS only", f.child("endpoints")),
+            );
+        }
+        for e in &mut endpoints {
+            e.endpoint.tls = true;
+        }
+    }
+    let endpoints = endpoints.into_iter().map(|e| e.endpoint).collect();
     // A bad `type` is already reported; keep the region so that checks naming
     // it do not report it again as undeclared.
     Some(Region {
@@ -409,11 +453,25 @@ fn region(name: &str, pos: Pos, n: &Node, d: &mut Diags) -> Option<Region> {
         health,
         rate_limit,
         dial,
+        tls,
+        protocol,
     })
 }
 
-/// Parses `host:port` or `[v6]:port`.
+/// An endpoint as written, and whether it said `http://` in so many words.
+struct WrittenEndpoint {
+    endpoint: Endpoint,
+    plain_scheme: bool,
+}
+
+/// Parses `host:port` or `[v6]:port`, optionally after `https://` or `http://`.
 pub fn parse_endpoint(s: &str) -> Option<Endpoint> {
+    let (tls, s) = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => (false, s),
+    };
+    let s = s.strip_suffix('/').unwrap_or(s);
     let bracketed = s.starts_with('[');
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest.split_once("]:")?;
@@ -428,18 +486,22 @@ pub fn parse_endpoint(s: &str) -> Option<Endpoint> {
     (host_ok && port != 0).then(|| Endpoint {
         host: host.to_string(),
         port,
+        tls,
     })
 }
 
-fn endpoint(s: &str, pos: Pos, path: &str, d: &mut Diags) -> Option<Endpoint> {
+fn endpoint(s: &str, pos: Pos, path: &str, d: &mut Diags) -> Option<WrittenEndpoint> {
     let e = parse_endpoint(s);
     if e.is_none() {
         d.error(
             pos,
-            format!("`{path}` entries must be host:port with a port from 1 to 65535, found {s:?}"),
+            format!("`{path}` entries must be host:port (or https://host:port) with a port from 1 to 65535, found {s:?}"),
         );
     }
-    e
+    e.map(|endpoint| WrittenEndpoint {
+        endpoint,
+        plain_scheme: s.starts_with("http://"),
+    })
 }
 
 fn location(n: &Node, path: &str, d: &mut Diags) -> Option<Location> {
@@ -549,10 +611,10 @@ fn routes(n: &Node, d: &mut Diags) -> Vec<Route> {
             continue;
         }
         // `"/api": api` or `"/api": { service: api, class: write }`
-        let (service, class) = if value.as_scalar().is_some() {
-            (diag::string(value, &path, d), None)
+        let (service, class, websocket) = if value.as_scalar().is_some() {
+            (diag::string(value, &path, d), None, false)
         } else {
-            let Some(f) = Fields::new(value, &path, &["service", "class"], d) else {
+            let Some(f) = Fields::new(value, &path, &["service", "class", "websocket"], d) else {
                 continue;
             };
             let service = f
@@ -566,13 +628,18 @@ fn routes(n: &Node, d: &mut Diags) -> Vec<Route> {
                     d,
                 )
             });
-            (service, class)
+            let websocket = f
+                .get("websocket")
+                .and_then(|n| diag::boolean(n, &f.child("websocket"), d))
+                .unwrap_or(false);
+            (service, class, websocket)
         };
         if let Some(service) = service {
             out.push(Route {
                 prefix: prefix.to_string(),
                 service,
                 class,
+                websocket,
             });
         }
     }

@@ -83,7 +83,7 @@ fn unknown_key() {
     let text = format!("{MINIMAL}colour: blue\n");
     assert_eq!(
         errors(&text),
-        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety, coordination, trusted_proxies"
+        "edge.yaml:5:1: unknown key `colour`; expected one of: listen, admin, metrics, state_dir, shutdown_grace, limits, regions, routes, routing, consistency, oplog, synthetic, ramps, safety, coordination, trusted_proxies, access_log, tracing"
     );
 }
 
@@ -125,7 +125,7 @@ oplog: { fsync: sometimes }
         errors(text),
         "edge.yaml:1:17: `listen.http` must be an IP address and port such as 127.0.0.1:8080, found \"nowhere\"\n\
          edge.yaml:3:14: `regions.a.type` must be one of full | lightweight | read-only, found \"primary\"\n\
-         edge.yaml:3:35: `regions.a.endpoints` entries must be host:port with a port from 1 to 65535, found \"127.0.0.1\"\n\
+         edge.yaml:3:35: `regions.a.endpoints` entries must be host:port (or https://host:port) with a port from 1 to 65535, found \"127.0.0.1\"\n\
          edge.yaml:3:86: `regions.a.health.interval` must be a duration such as 500ms, 2s or 1m, found \"soon\"\n\
          edge.yaml:4:20: `routing.policy` must be one of weighted | geo | latency, found \"fastest\"\n\
          edge.yaml:5:17: `oplog.fsync` must be one of always | batch | off, found \"sometimes\""

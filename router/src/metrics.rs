@@ -131,6 +131,10 @@ fn describe() {
         "switchyard_config_reloads_total",
         "Config reloads, by result"
     );
+    metrics::describe_counter!(
+        "switchyard_upstream_connections_total",
+        "Upstream connections requests used, by region and whether a pooled one was reused"
+    );
 }
 
 pub(crate) fn class_label(class: RequestClass) -> &'static str {
@@ -174,6 +178,8 @@ pub(crate) struct RegionMetrics {
     region: SharedString,
     requests: [[OnceLock<Counter>; COMMON_STATUSES.len()]; 2],
     durations: [OnceLock<Histogram>; 2],
+    /// Connections used: [new, reused].
+    connections: [OnceLock<Counter>; 2],
 }
 
 impl RegionMetrics {
@@ -182,7 +188,17 @@ impl RegionMetrics {
             region: SharedString::from(region.0.clone()),
             requests: Default::default(),
             durations: Default::default(),
+            connections: Default::default(),
         }
+    }
+
+    /// Counts a connection an attempt went out on, new or reused from the pool.
+    pub(crate) fn connection(&self, reused: bool) {
+        self.connections[usize::from(reused)]
+            .get_or_init(|| {
+                counter!("switchyard_upstream_connections_total", "region" => self.region.clone(), "reused" => if reused { "true" } else { "false" })
+            })
+            .increment(1);
     }
 
     fn counter(&self, class: RequestClass, status: u16) -> Counter {

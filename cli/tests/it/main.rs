@@ -15,4 +15,5 @@ mod routing;
 mod support;
 mod tls;
 mod traffic;
+mod transport;
 mod upgrade;

@@ -6,7 +6,12 @@
 //! `X-Commit-Position`, and replicates from an owner with a settable lag.
 //! A settable response delay simulates the distance to the region.
 
+pub mod grpc;
 pub mod store;
+pub mod transport;
+mod websocket;
+
+pub use transport::ServerTls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -75,6 +80,9 @@ pub struct Region {
     plain_health: std::sync::atomic::AtomicBool,
     /// The headers of the last request to `/_echo`, for tests to look at.
     pub last_echo_headers: Mutex<Vec<(String, String)>>,
+    /// WebSocket connections open now, and the close codes their clients sent.
+    pub ws_open: AtomicU64,
+    pub ws_close_codes: Mutex<Vec<u16>>,
     partition_header: String,
 }
 
@@ -97,8 +105,26 @@ impl Region {
             requests: AtomicU64::new(0),
             plain_health: std::sync::atomic::AtomicBool::new(false),
             last_echo_headers: Mutex::new(Vec::new()),
+            ws_open: AtomicU64::new(0),
+            ws_close_codes: Mutex::new(Vec::new()),
             partition_header: o.partition_header.to_ascii_lowercase(),
         })
+    }
+
+    /// Keeps a request's headers for tests to look at (`last_echo_headers`).
+    fn remember_headers(&self, headers: &HeaderMap) {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        if let Ok(mut last) = self.last_echo_headers.lock() {
+            *last = headers;
+        }
     }
 
     fn role(&self) -> Role {
@@ -144,23 +170,41 @@ impl Region {
     }
 }
 
-/// Serves the region on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, region: Arc<Region>) -> std::io::Result<()> {
+/// Serves the region on `listener` until the process ends: HTTP/1.1 and
+/// HTTP/2, over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    region: Arc<Region>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     tokio::spawn(replicate(region.clone()));
-    axum::serve(listener, router(region)).await
+    transport::serve_connections(listener, router(region), tls).await
 }
 
-/// Binds `addr` and serves there; returns the bound address.
+/// Binds `addr` and serves there in the clear; returns the bound address.
 pub async fn spawn(
     addr: SocketAddr,
     opts: RegionOpts,
 ) -> std::io::Result<(SocketAddr, Arc<Region>)> {
+    spawn_with(addr, opts, None).await
+}
+
+/// [`spawn`], over TLS when `tls` is given.
+pub async fn spawn_with(
+    addr: SocketAddr,
+    opts: RegionOpts,
+    tls: Option<&ServerTls>,
+) -> std::io::Result<(SocketAddr, Arc<Region>)> {
+    let tls = tls
+        .map(|t| t.config())
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let region = Region::new(opts);
     let r = region.clone();
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, r).await {
+        if let Err(e) = serve(listener, r, tls).await {
             tracing::error!(error = %e, "region server stopped");
         }
     });
@@ -175,6 +219,9 @@ pub fn router(region: Arc<Region>) -> Router {
         .route("/_echo/{*rest}", any(echo))
         .route("/_replication/log", get(replication_log))
         .route("/_control/{knob}", put(control))
+        .route(grpc::UNARY, post(grpc::unary))
+        .route(grpc::STREAM, post(grpc::stream))
+        .route("/ws/echo", get(websocket::echo))
         .fallback(fallback)
         .with_state(region)
 }
@@ -360,6 +407,7 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
 async fn echo(
     State(r): State<Arc<Region>>,
     method: Method,
+    version: axum::http::Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -370,6 +418,7 @@ async fn echo(
         return resp;
     }
     let body = String::from_utf8_lossy(&body).into_owned();
+    r.remember_headers(&headers);
     let headers: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
@@ -379,12 +428,9 @@ async fn echo(
             )
         })
         .collect();
-    if let Ok(mut last) = r.last_echo_headers.lock() {
-        last.clone_from(&headers);
-    }
     with_region(
         &r,
-        Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "headers": headers, "body": body})).into_response(),
+        Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "version": format!("{version:?}"), "headers": headers, "body": body})).into_response(),
     )
 }
 

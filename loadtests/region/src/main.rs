@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use switchyard_region::{spawn, RegionOpts, Role};
+use switchyard_region::{spawn_with, RegionOpts, Role, ServerTls};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,15 @@ struct Args {
     delay: Duration,
     #[arg(long, default_value = "X-Partition")]
     partition_header: String,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates chaining to this CA (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -69,7 +79,18 @@ async fn main() -> anyhow::Result<()> {
         delay: a.delay,
         partition_header: a.partition_header,
     };
-    let (addr, _region) = spawn(a.listen, opts).await?;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: a.client_ca.as_deref().map(read).transpose()?,
+        }),
+        _ => None,
+    };
+    let (addr, _region) = spawn_with(a.listen, opts, tls.as_ref()).await?;
     println!("region listening on {addr}");
     tokio::signal::ctrl_c().await?;
     Ok(())

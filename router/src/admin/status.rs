@@ -30,6 +30,9 @@ fn status_json(state: &RouterState) -> Value {
                     "addresses": e.addrs.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "usable": e.usable.load().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "healthy": e.is_up(),
+                    "tls": e.spec.tls,
+                    // Why it is down: the last probe's failure, as the transport said it.
+                    "reason": (!e.is_up()).then(|| e.last_failure.load_full()).flatten().map(|r| r.to_string()),
                 })
             })
             .collect();
@@ -67,6 +70,7 @@ fn status_json(state: &RouterState) -> Value {
                 "probe_rtt_ms": live.probe_rtt.get().map(|s| (s * 1e5).round() / 100.0),
                 "response_ms": live.response_time.get().map(|s| (s * 1e5).round() / 100.0),
                 "services": r.spec.services,
+                "protocol": r.spec.protocol.as_str(),
                 "endpoints": endpoints,
             }),
         );

@@ -4,14 +4,23 @@
 //! epoch) and spec-drift detection against the Region Artifact.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 use serde::Deserialize;
 use switchyard_config::{Region, RegionKind};
 
 use crate::control::RouterState;
 use crate::route::live::{EndpointLive, RegionLive, ReportedRole};
+use crate::route::upstream::Transport;
+
+/// A probe's connection is kept for the next probe this long.
+const PROBE_IDLE: Duration = Duration::from_secs(60);
+/// A health body larger than this is not a health report.
+const MAX_HEALTH_BODY: usize = 64 * 1024;
 
 /// The optional fields of a region's health body.
 #[derive(Debug, Default, Deserialize)]
@@ -75,7 +84,7 @@ fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
 /// Probes every resolved address of `endpoint`; keeps those that answer as
 /// its usable ones. `Ok(report)` from the first that answers 2xx.
 async fn probe(
-    client: &reqwest::Client,
+    transport: &Transport,
     endpoint: &EndpointLive,
     path: &str,
     timeout: Duration,
@@ -88,12 +97,14 @@ async fn probe(
     let mut last_error = String::new();
     let mut usable = Vec::with_capacity(addrs.len());
     for addr in addrs.iter() {
-        match probe_addr(client, endpoint, *addr, path, timeout).await {
+        let peer = transport.peer(*addr, &endpoint.spec, timeout, Some(timeout), PROBE_IDLE);
+        let answer = tokio::time::timeout(timeout, probe_peer(&peer, endpoint, path)).await;
+        match answer.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}"))) {
             Ok(r) => {
                 usable.push(*addr);
                 report.get_or_insert(r);
             }
-            Err(e) => last_error = e,
+            Err(e) => last_error = format!("{addr}: {e}"),
         }
     }
     if !usable.is_empty() && **endpoint.usable.load() != usable {
@@ -102,25 +113,79 @@ async fn probe(
     report.ok_or(last_error)
 }
 
-async fn probe_addr(
-    client: &reqwest::Client,
-    endpoint: &EndpointLive,
-    addr: std::net::SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<HealthReport, String> {
-    let url = format!("http://{addr}{path}");
-    let resp = client
-        .get(&url)
-        .header(http::header::HOST, endpoint.spec.to_string())
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
+/// The one connector health checks share: pingora's, so a probe connects,
+/// negotiates TLS and ALPN and verifies certificates exactly as requests do,
+/// and keeps its connection pooled between probes.
+fn connector() -> &'static Connector {
+    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| Connector::new(None))
+}
+
+/// A pingora error as a reason an operator can act on: what failed, and the
+/// transport's own words (a TLS alert, `UnknownIssuer`, `connection refused`).
+fn reason(e: &pingora::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(cause) = &e.cause {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
     }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    text
+}
+
+async fn probe_peer(
+    peer: &HttpPeer,
+    endpoint: &EndpointLive,
+    path: &str,
+) -> Result<HealthReport, String> {
+    let connector = connector();
+    let (mut session, _reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|e| reason(&e))?;
+    let authority = endpoint.spec.to_string();
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| reason(&e))?;
+    req.insert_header(http::header::HOST, &authority)
+        .map_err(|e| reason(&e))?;
+    if session.as_http2().is_some() {
+        let scheme = if endpoint.spec.tls { "https" } else { "http" };
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority.as_str())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| e.to_string())?;
+        req.set_uri(uri);
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| reason(&e))?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| reason(&e))?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|e| reason(&e))?;
+    let status = session
+        .response_header()
+        .map_or(http::StatusCode::BAD_GATEWAY, |r| r.status);
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_response_body().await.map_err(|e| reason(&e))? {
+        if body.len() + chunk.len() > MAX_HEALTH_BODY {
+            return Err(format!("health body over {MAX_HEALTH_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    connector
+        .release_http_session(session, peer, Some(PROBE_IDLE))
+        .await;
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
     Ok(serde_json::from_slice(&body).unwrap_or_default())
 }
 
@@ -130,10 +195,6 @@ pub(crate) async fn check_endpoint(
     region: String,
     endpoint: Arc<EndpointLive>,
 ) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap_or_default();
     let (mut ok_run, mut fail_run) = (0u32, 0u32);
     loop {
         if endpoint.is_retired() {
@@ -146,12 +207,13 @@ pub(crate) async fn check_endpoint(
         let h = entry.spec.health.clone();
         let alpha = topo.config.routing.latency.ewma_alpha;
         let started = Instant::now();
-        let result = probe(&client, &endpoint, &h.path, h.timeout).await;
+        let result = probe(&entry.transport, &endpoint, &h.path, h.timeout).await;
         let rtt = started.elapsed().as_secs_f64();
         match &result {
             Ok(report) => {
                 ok_run += 1;
                 fail_run = 0;
+                endpoint.last_failure.store(None);
                 entry.live.probe_rtt.observe(rtt, alpha);
                 absorb(&entry.spec, &entry.live, report);
                 if ok_run >= h.rise && !endpoint.healthy.swap(true, Ordering::Relaxed) {
@@ -161,6 +223,7 @@ pub(crate) async fn check_endpoint(
             Err(why) => {
                 fail_run += 1;
                 ok_run = 0;
+                endpoint.last_failure.store(Some(Arc::new(why.clone())));
                 // A slow-not-dead region must look slow: a timeout counts in full.
                 entry
                     .live

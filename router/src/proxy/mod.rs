@@ -338,19 +338,22 @@ impl ProxyHttp for Edge {
                     }
                 }
             }
-            if let Some(addr) = entry.endpoints.pick(failed_addr) {
+            if let Some((addr, endpoint)) = entry.endpoints.pick_endpoint(failed_addr) {
                 if ctx.region != Some(idx) {
                     ctx.region_inflight = Some(RegionInflight::new(&entry.live));
                 }
                 ctx.region = Some(idx);
                 ctx.addr = Some(addr);
-                let mut peer = HttpPeer::new(addr, false, String::new());
-                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
                 let timeout = ctx.topo.config.limits.upstream_timeout;
                 // 0s turns the read timeout off (and its per-read timers).
-                peer.options.read_timeout = (!timeout.is_zero()).then_some(timeout);
-                peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+                let read_timeout = (!timeout.is_zero()).then_some(timeout);
+                let peer = entry.transport.peer(
+                    addr,
+                    &endpoint.spec,
+                    CONNECT_TIMEOUT,
+                    read_timeout,
+                    UPSTREAM_IDLE,
+                );
                 return Ok(Box::new(peer));
             }
         }
@@ -358,6 +361,21 @@ impl ProxyHttp for Edge {
             ErrorType::HTTPStatus(503),
             "no endpoint of any eligible region is up",
         )
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(idx) = ctx.region {
+            ctx.topo.regions[idx as usize].metrics.connection(reused);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

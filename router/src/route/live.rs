@@ -246,6 +246,9 @@ pub(crate) struct EndpointLive {
     pub(crate) retired: AtomicBool,
     /// Set once its health and DNS tasks run, so a reload starts them once.
     pub(crate) tasks_started: AtomicBool,
+    /// Why its last probe failed (a refused connection, a certificate that
+    /// did not verify, a status); cleared by a probe that succeeds.
+    pub(crate) last_failure: arc_swap::ArcSwapOption<String>,
 }
 
 impl EndpointLive {
@@ -262,6 +265,7 @@ impl EndpointLive {
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
             tasks_started: AtomicBool::new(false),
+            last_failure: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -292,6 +296,14 @@ impl EndpointSet {
     /// The next address of an endpoint that is up, round robin; `skip` is an
     /// address that just failed, avoided when another is up.
     pub(crate) fn pick(&self, skip: Option<SocketAddr>) -> Option<SocketAddr> {
+        self.pick_endpoint(skip).map(|(addr, _)| addr)
+    }
+
+    /// [`Self::pick`], with the endpoint the address belongs to.
+    pub(crate) fn pick_endpoint(
+        &self,
+        skip: Option<SocketAddr>,
+    ) -> Option<(SocketAddr, &EndpointLive)> {
         let n = self.endpoints.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut fallback = None;
@@ -303,10 +315,10 @@ impl EndpointSet {
             let addrs = e.usable.load();
             let addr = addrs[start % addrs.len()];
             if Some(addr) == skip {
-                fallback.get_or_insert(addr);
+                fallback.get_or_insert((addr, &**e));
                 continue;
             }
-            return Some(addr);
+            return Some((addr, e));
         }
         fallback
     }
@@ -324,6 +336,7 @@ mod tests {
         Arc::new(EndpointLive::new(Endpoint {
             host: "127.0.0.1".into(),
             port,
+            tls: false,
         }))
     }
 
@@ -355,6 +368,7 @@ mod tests {
         let e = EndpointLive::new(Endpoint {
             host: "region.example".into(),
             port: 80,
+            tls: false,
         });
         assert!(!e.is_up());
     }

@@ -2,8 +2,9 @@
 //! is (classification), which regions may serve it and in what order (rules,
 //! policies, dials, fallbacks), and the bookkeeping it reads (topology and
 //! live region state, rate buckets, read-your-writes tokens, header hygiene).
-//! Nothing here touches tokio, files, etcd or pingora's session; the clock
-//! is passed in. `explain` runs the same code and changes nothing.
+//! Nothing here touches tokio, etcd or pingora's session, nor a file but
+//! when a topology is built (the geo database, a region's TLS material);
+//! the clock is passed in. `explain` runs the same code and changes nothing.
 
 pub(crate) mod classify;
 pub(crate) mod decide;
@@ -20,3 +21,4 @@ pub(crate) mod ryw;
 pub(crate) mod shadow;
 pub(crate) mod stats;
 pub(crate) mod topology;
+pub(crate) mod upstream;

@@ -34,6 +34,8 @@ pub(crate) struct RegionEntry {
     pub(crate) header_value: http::HeaderValue,
     /// Its rate limit's bucket; kept across reloads while the limit is unchanged.
     pub(crate) rate: Option<Arc<TokenBucket>>,
+    /// How its endpoints are reached (TLS material read at build).
+    pub(crate) transport: crate::route::upstream::Transport,
 }
 
 impl RegionEntry {
@@ -151,6 +153,7 @@ impl Topology {
                         .filter(|b| b.limit == limit)
                         .unwrap_or_else(|| Arc::new(TokenBucket::new(limit)))
                 }),
+                transport: crate::route::upstream::Transport::load(spec)?,
             });
         }
         let index = |name: &str| {

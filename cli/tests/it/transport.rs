@@ -1,0 +1,286 @@
+//! How the router reaches regions: TLS verified against a CA, a name and a
+//! client certificate; HTTP/2 by ALPN and by prior knowledge; pooled
+//! connections reused; a certificate that fails marks the endpoint down
+//! with the reason, never a plaintext fallback.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use switchyard_region::{RegionOpts, Role, ServerTls};
+
+use crate::support::*;
+
+/// A certificate authority that signs leaves for tests.
+pub struct TestCa {
+    pub pem: String,
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key).expect("ca");
+        TestCa {
+            pem: cert.pem(),
+            cert,
+            key,
+        }
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1: (certificate PEM, key PEM).
+    pub fn leaf(&self, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A region's server TLS, asking for client certificates from `clients` if given.
+    pub fn server(&self, clients: Option<&TestCa>) -> ServerTls {
+        let (cert_pem, key_pem) = self.leaf(ExtendedKeyUsagePurpose::ServerAuth);
+        ServerTls {
+            cert_pem,
+            key_pem,
+            client_ca_pem: clients.map(|c| c.pem.clone()),
+        }
+    }
+}
+
+/// A reference region on a free port, over TLS when `tls` is given.
+pub async fn region_over(name: &str, tls: Option<&ServerTls>) -> TestRegion {
+    let opts = RegionOpts {
+        name: name.into(),
+        role: Role::Primary,
+        services: vec!["api".into()],
+        replicate_from: None,
+        lag: Duration::ZERO,
+        delay: Duration::ZERO,
+        partition_header: "X-Partition".into(),
+    };
+    let (addr, region) =
+        switchyard_region::spawn_with("127.0.0.1:0".parse().expect("addr"), opts, tls)
+            .await
+            .expect("region starts");
+    TestRegion { addr, region }
+}
+
+/// One region `a` at `endpoint` with `extra` lines in its block.
+fn config(dir: &TempDir, endpoint: &str, extra: &str) -> String {
+    format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n",
+        header(dir),
+        region_yaml("a", endpoint, extra)
+    )
+}
+
+/// The first endpoint of region `a` in the status document.
+async fn endpoint_status(router: &Router) -> serde_json::Value {
+    router.status().await["regions"]["a"]["endpoints"][0].clone()
+}
+
+/// Waits until region `a`'s endpoint is down with a reason containing `why`.
+async fn wait_down_because(router: &Router, why: &str) -> String {
+    let reason = std::sync::Mutex::new(String::new());
+    eventually(Duration::from_secs(10), || async {
+        let e = endpoint_status(router).await;
+        let now = e["reason"].as_str().unwrap_or("").to_string();
+        let down = e["healthy"] == false && !now.is_empty() && now.contains(why);
+        *reason.lock().expect("lock") = now;
+        down
+    })
+    .await;
+    reason.into_inner().expect("lock")
+}
+
+async fn echo_version(router: &Router) -> (u16, String) {
+    let resp = reqwest::get(router.url("/_echo/x")).await.expect("request");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    (status, body["version"].as_str().unwrap_or("").to_string())
+}
+
+/// A metric's value for a label set (0 when absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_behind_tls_is_verified_and_spoken_to_over_h2_on_reused_connections() {
+    let ca = TestCa::new("regions CA");
+    let a = region_over("a", Some(&ca.server(None))).await;
+    let dir = TempDir::new();
+    dir.write("ca.pem", &ca.pem);
+    let endpoint = format!("https://127.0.0.1:{}", a.addr.port());
+    let cfg = config(&dir, &endpoint, "    tls: { ca: ca.pem }\n");
+    let router = Router::start_in(dir, &cfg);
+    router.wait_healthy("a", true).await;
+    for _ in 0..20 {
+        let (status, version) = echo_version(&router).await;
+        assert_eq!(status, 200);
+        // auto: ALPN offered h2 and the region took it.
+        assert_eq!(version, "HTTP/2.0");
+    }
+    let e = endpoint_status(&router).await;
+    assert_eq!(e["tls"], true);
+    assert!(e["reason"].is_null(), "{e}");
+    let m = router.metrics_text().await;
+    let reused = metric(
+        &m,
+        "switchyard_upstream_connections_total{region=\"a\",reused=\"true\"}",
+    );
+    let new = metric(
+        &m,
+        "switchyard_upstream_connections_total{region=\"a\",reused=\"false\"}",
+    );
+    assert!(
+        reused >= 18.0 && new <= 2.0,
+        "reused {reused}, new {new}\n{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_h1_and_h2_by_prior_knowledge_are_what_the_region_sees() {
+    let ca = TestCa::new("regions CA");
+    let tls = region_over("a", Some(&ca.server(None))).await;
+    let plain = region_over("a", None).await;
+    for (endpoint, extra, want) in [
+        (
+            format!("https://localhost:{}", tls.addr.port()),
+            "    tls: { ca: ca.pem }\n    protocol: h1\n",
+            "HTTP/1.1",
+        ),
+        (plain.addr.to_string(), "    protocol: h2\n", "HTTP/2.0"),
+        (plain.addr.to_string(), "", "HTTP/1.1"),
+    ] {
+        let dir = TempDir::new();
+        dir.write("ca.pem", &ca.pem);
+        let cfg = config(&dir, &endpoint, extra);
+        let router = Router::start_in(dir, &cfg);
+        router.wait_healthy("a", true).await;
+        for _ in 0..5 {
+            assert_eq!(
+                echo_version(&router).await,
+                (200, want.to_string()),
+                "{extra}"
+            );
+        }
+        let m = router.metrics_text().await;
+        let reused = metric(
+            &m,
+            "switchyard_upstream_connections_total{region=\"a\",reused=\"true\"}",
+        );
+        assert!(reused >= 4.0, "{extra}: reused {reused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_fails_verification_takes_the_endpoint_down_until_a_reload_trusts_it() {
+    let ca = TestCa::new("regions CA");
+    let other = TestCa::new("some other CA");
+    let a = region_over("a", Some(&ca.server(None))).await;
+    let dir = TempDir::new();
+    dir.write("ca.pem", &other.pem);
+    let endpoint = format!("https://127.0.0.1:{}", a.addr.port());
+    let cfg = config(&dir, &endpoint, "    tls: { ca: ca.pem }\n");
+    let wrong_name = config(
+        &dir,
+        &endpoint,
+        "    tls: { ca: ca.pem, sni: api.example }\n",
+    );
+    let router = Router::start_in(dir, &cfg);
+    let reason = wait_down_because(&router, "UnknownIssuer").await;
+    assert!(reason.contains("127.0.0.1"), "{reason}");
+    // Never a plaintext fallback: nothing reached the region.
+    let resp = reqwest::get(router.url("/_echo/x")).await.expect("request");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(a.requests(), 0);
+
+    // The right CA in the same file: a reload picks it up.
+    router.dir.write("ca.pem", &ca.pem);
+    assert!(router.reload_with(&cfg).await.status().is_success());
+    router.wait_healthy("a", true).await;
+    assert_eq!(echo_version(&router).await.0, 200);
+
+    // A name the certificate does not carry fails too.
+    assert!(router.reload_with(&wrong_name).await.status().is_success());
+    wait_down_because(&router, "not valid for name \"api.example\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_that_requires_a_client_certificate_gets_the_configured_one() {
+    let ca = TestCa::new("regions CA");
+    let clients = TestCa::new("edge clients CA");
+    let a = region_over("a", Some(&ca.server(Some(&clients)))).await;
+    let dir = TempDir::new();
+    dir.write("ca.pem", &ca.pem);
+    let (cert, key) = clients.leaf(ExtendedKeyUsagePurpose::ClientAuth);
+    dir.write("edge-client.pem", &cert);
+    dir.write("edge-client.key", &key);
+    let endpoint = format!("https://localhost:{}", a.addr.port());
+
+    let without = config(&dir, &endpoint, "    tls: { ca: ca.pem }\n");
+    let with = config(
+        &dir,
+        &endpoint,
+        "    tls: { ca: ca.pem, client_cert: edge-client.pem, client_key: edge-client.key }\n",
+    );
+    let router = Router::start_in(dir, &without);
+    let reason = wait_down_because(&router, "").await;
+    assert!(
+        reason.to_lowercase().contains("certificate"),
+        "the reason names the missing certificate: {reason}"
+    );
+    assert_eq!(a.requests(), 0);
+
+    assert!(router.reload_with(&with).await.status().is_success());
+    router.wait_healthy("a", true).await;
+    assert_eq!(echo_version(&router).await.0, 200);
+}
+
+#[test]
+fn tls_settings_that_cannot_work_are_config_errors_with_their_line() {
+    let dir = TempDir::new();
+    let cases = [
+        (
+            "    tls: { ca: missing.pem }\n",
+            "regions.a.tls.ca`: cannot read",
+        ),
+        (
+            "    tls: { client_cert: c.pem }\n",
+            "needs both `client_cert` and `client_key`",
+        ),
+        ("    protocol: h3\n", "regions.a.protocol"),
+    ];
+    dir.write("c.pem", "x");
+    for (extra, want) in cases {
+        let path = dir.write("bad.yaml", &config(&dir, "https://127.0.0.1:9", extra));
+        let (code, out) = run_switchyard(&["check"], &path, &[]);
+        assert_eq!(code, Some(2), "{extra}: {out}");
+        assert!(out.contains("bad.yaml:11:"), "{extra}: {out}");
+        assert!(out.contains(want), "{extra}: {out}");
+    }
+    // A file that is there but holds no certificate: the router says which key.
+    dir.write("junk.pem", "not a certificate\n");
+    let path = dir.write(
+        "junk.yaml",
+        &config(&dir, "https://127.0.0.1:9", "    tls: { ca: junk.pem }\n"),
+    );
+    let (code, out) = run_switchyard(&["run"], &path, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("regions.a.tls.ca") && out.contains("no PEM certificate"),
+        "{out}"
+    );
+}
