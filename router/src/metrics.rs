@@ -132,6 +132,14 @@ fn describe() {
         "Config reloads, by result"
     );
     metrics::describe_counter!(
+        "switchyard_access_log_dropped_total",
+        "Access log lines dropped, by reason (queue_full: the writer fell behind; write_failed; writer_stopped)"
+    );
+    metrics::describe_counter!(
+        "switchyard_grpc_responses_total",
+        "gRPC calls answered, by region and grpc-status (from the headers or the trailers)"
+    );
+    metrics::describe_counter!(
         "switchyard_upstream_connections_total",
         "Upstream connections requests used, by region and whether a pooled one was reused"
     );
@@ -192,6 +200,11 @@ impl RegionMetrics {
         }
     }
 
+    /// Counts a gRPC call's final status.
+    pub(crate) fn grpc(&self, status: u16) {
+        counter!("switchyard_grpc_responses_total", "region" => self.region.clone(), "grpc_status" => status_label(status)).increment(1);
+    }
+
     /// Counts a connection an attempt went out on, new or reused from the pool.
     pub(crate) fn connection(&self, reused: bool) {
         self.connections[usize::from(reused)]
@@ -220,6 +233,10 @@ impl RegionMetrics {
             })
             .record(secs);
     }
+}
+
+pub(crate) fn access_log_dropped(reason: &'static str) {
+    counter!("switchyard_access_log_dropped_total", "reason" => reason).increment(1);
 }
 
 pub(crate) fn rejected(status: u16) {

@@ -6,6 +6,7 @@ mod consistency;
 mod desync;
 mod fleet;
 mod geo;
+mod grpc;
 mod hygiene;
 mod limits;
 mod oplog_nats;

@@ -327,6 +327,8 @@ impl Proxy {
                 Some(crate::proxy::whole_seconds(limits.keepalive_timeout));
             options.h2_max_control_frames_per_sec = Some(limits.h2_max_control_frames_per_sec);
             options.shutdown_idle_linger = Some(IDLE_LINGER);
+            // HTTP/2 by prior knowledge beside HTTP/1.1 (TLS listeners negotiate by ALPN).
+            options.h2c = config.listen.h2c;
             options.events = Some(Arc::new(CutoffCounter));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();

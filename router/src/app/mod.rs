@@ -141,6 +141,11 @@ impl App {
                 fleet: fleet.clone(),
                 presence: presence.clone(),
                 oplog: Some(oplog.clone()),
+                access_log: config
+                    .access_log
+                    .as_ref()
+                    .map(crate::store::access_log::AccessLogWriter::start)
+                    .transpose()?,
             },
         );
         if let (Some(fleet), Some(presence), Some(etcd)) = (&fleet, &presence, &config.etcd) {
@@ -210,6 +215,9 @@ impl App {
         drain(&self.state, self.grace);
         self.control.block_on(self.oplog.flush());
         tracing::info!("op log flushed");
+        if let Some(log) = &self.state.access_log {
+            log.flush(Duration::from_secs(2));
+        }
         Ok(())
     }
 }
@@ -257,6 +265,7 @@ async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<Stop> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut quit = signal(SignalKind::quit())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let stop = loop {
         tokio::select! {
             _ = term.recv() => break Stop::Terminate,
@@ -264,6 +273,12 @@ async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<Stop> {
             _ = quit.recv() => break Stop::Upgrade,
             // A failed reload is logged and counted by the reloader; the old config stays.
             _ = hup.recv() => { let _ = reloader.reload().await; }
+            // logrotate moved the access log: write a new file at its path.
+            _ = usr1.recv() => {
+                if let Some(log) = &reloader.state.access_log {
+                    log.reopen();
+                }
+            }
         }
     };
     match stop {

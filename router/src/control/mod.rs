@@ -68,6 +68,8 @@ pub(crate) struct RouterState {
     pub(crate) oplog: Option<Arc<crate::store::oplog::OpLog>>,
     /// The proxy's open client connections and its limit (set once it is built).
     pub(crate) connections: std::sync::OnceLock<Arc<pingora::services::listening::ConnectionLimit>>,
+    /// One JSON line per request, when `access_log` is configured.
+    pub(crate) access_log: Option<crate::store::access_log::AccessLogWriter>,
 }
 
 /// What a router shares with others or with disk beyond its own state.
@@ -76,6 +78,7 @@ pub(crate) struct Shared {
     pub(crate) fleet: Option<crate::fleet::Fleet>,
     pub(crate) presence: Option<Arc<crate::fleet::presence::Presence>>,
     pub(crate) oplog: Option<Arc<crate::store::oplog::OpLog>>,
+    pub(crate) access_log: Option<crate::store::access_log::AccessLogWriter>,
 }
 
 impl RouterState {
@@ -92,6 +95,7 @@ impl RouterState {
             fleet,
             presence,
             oplog,
+            access_log,
         } = shared;
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
@@ -115,6 +119,7 @@ impl RouterState {
             fleet,
             oplog,
             connections: std::sync::OnceLock::new(),
+            access_log,
         })
     }
 

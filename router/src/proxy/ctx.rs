@@ -1,6 +1,6 @@
 //! The per-request state the proxy's phases carry.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use crate::route::live::RegionInflight;
 use crate::route::reject::Reject;
 use crate::route::shadow::ShadowPlan;
 use crate::route::topology::{RegionIdx, Topology};
+use crate::route::trace::TraceContext;
 
 /// Per-request state, carried through the phases.
 pub(crate) struct Ctx {
@@ -51,7 +52,32 @@ pub(crate) struct Ctx {
     pub(super) shadow_ok: smallvec::SmallVec<[RegionIdx; 2]>,
     /// A write's record in the op log, until its outcome is written.
     pub(super) op: Option<Box<OpInFlight>>,
+    /// What the access log and the trace say about the request.
+    pub(super) seen: Seen,
     _inflight: InflightGuard,
+}
+
+/// Facts gathered along the way for the access log and the request's span.
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) trace: Option<TraceContext>,
+    /// The span of the current upstream attempt (what the region sees as parent).
+    pub(crate) attempt_span: Option<[u8; 8]>,
+    pub(crate) attempts: u8,
+    pub(crate) upstream_ms: Option<f64>,
+    /// A read's freshness bound.
+    pub(crate) freshness_ms: Option<u64>,
+    pub(crate) ryw_used: bool,
+    /// The read waited for its replica (`wait` fallback).
+    pub(crate) waited: bool,
+    pub(crate) idempotency: Option<&'static str>,
+    pub(crate) grpc_status: Option<u16>,
+    /// A gRPC call, and its deadline from `grpc-timeout`.
+    pub(crate) grpc: bool,
+    pub(crate) deadline: Option<Instant>,
+    /// The reason of the router's own answer, once it is written.
+    pub(crate) refused: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Ctx {
@@ -78,6 +104,7 @@ impl Ctx {
             shadow: None,
             shadow_ok: smallvec::SmallVec::new(),
             op: None,
+            seen: Seen::default(),
             _inflight: InflightGuard::new(state),
         }
     }

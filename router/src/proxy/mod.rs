@@ -32,7 +32,9 @@ use crate::route::ratelimit;
 use crate::route::reject::Reject;
 use crate::route::shadow;
 
+mod access;
 mod ctx;
+mod grpc;
 mod respond;
 mod write;
 
@@ -142,6 +144,10 @@ impl Edge {
         )?;
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
+        if ctx.class == RequestClass::Read {
+            ctx.seen.freshness_ms = Some(classified.freshness.bound.as_millis() as u64);
+            ctx.seen.ryw_used = classified.ryw.is_some();
+        }
         if ctx.class == RequestClass::Write {
             if let Some(why) = self.state.ownership_unconfirmed() {
                 return Err(Reject::unavailable(why));
@@ -207,6 +213,7 @@ impl Edge {
             match self.classify_and_route(session, ctx, ip, waited) {
                 Ok(None) => return None,
                 Ok(Some(limit)) => {
+                    ctx.seen.waited = true;
                     deadline.get_or_insert_with(|| Instant::now() + limit);
                     tokio::time::sleep(WAIT_POLL).await;
                 }
@@ -285,6 +292,17 @@ impl ProxyHttp for Edge {
         for name in &origin.drop {
             session.req_header_mut().remove_header(name);
         }
+        ctx.seen.client = Some(origin.client);
+        access::start_trace(session, ctx);
+        let headers = &session.req_header().headers;
+        if grpc::is_grpc(headers) {
+            ctx.seen.grpc = true;
+            ctx.seen.deadline = headers
+                .get(grpc::GRPC_TIMEOUT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(grpc::parse_timeout)
+                .map(|t| ctx.started + t);
+        }
         if let (None, Some(limit)) = (&ctx.reject, &ctx.topo.per_client) {
             let now = ratelimit::nanos(ctx.started);
             let headers = &session.req_header().headers;
@@ -346,7 +364,17 @@ impl ProxyHttp for Edge {
                 ctx.addr = Some(addr);
                 let timeout = ctx.topo.config.limits.upstream_timeout;
                 // 0s turns the read timeout off (and its per-read timers).
-                let read_timeout = (!timeout.is_zero()).then_some(timeout);
+                let mut read_timeout = (!timeout.is_zero()).then_some(timeout);
+                if let Some(deadline) = ctx.seen.deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Error::e_explain(
+                            ErrorType::ReadTimedout,
+                            "the call's grpc-timeout passed before it could be sent",
+                        );
+                    }
+                    read_timeout = Some(read_timeout.map_or(left, |t| t.min(left)));
+                }
                 let peer = entry.transport.peer(
                     addr,
                     &endpoint.spec,
@@ -388,6 +416,13 @@ impl ProxyHttp for Edge {
             self.owner_still_holds(ctx)?;
             upstream_request.insert_header(FENCING_TOKEN, http::HeaderValue::from(ctx.epoch))?;
         }
+        if let Some(deadline) = ctx.seen.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            upstream_request.insert_header(grpc::GRPC_TIMEOUT, grpc::format_timeout(left))?;
+        }
+        if let Some(traceparent) = access::attempt_traceparent(ctx) {
+            upstream_request.insert_header(crate::route::trace::TRACEPARENT, traceparent)?;
+        }
         ctx.retry_requested = false;
         ctx.answered = false;
         ctx.upstream_started = Some(Instant::now());
@@ -403,6 +438,9 @@ impl ProxyHttp for Edge {
         let Some(idx) = ctx.region else {
             return Ok(());
         };
+        if ctx.seen.grpc {
+            ctx.seen.grpc_status = grpc::status_in(&resp.headers);
+        }
         let topo = ctx.topo.clone();
         let entry = &topo.regions[idx as usize];
         if let Some(op) = &mut ctx.op {
@@ -416,6 +454,7 @@ impl ProxyHttp for Edge {
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
             let secs = t.elapsed().as_secs_f64();
+            ctx.seen.upstream_ms = Some((secs * 1e6).round() / 1e3);
             ctx.answered = true;
             if let Some(key) = &mut ctx.idempotency {
                 key.answered();
@@ -485,15 +524,37 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.seen.grpc {
+            ctx.seen.grpc_status = grpc::status_in(trailers).or(ctx.seen.grpc_status);
+        }
+        Ok(())
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         if let (Some(plan), Some(chunk)) = (&mut ctx.shadow, body.as_ref()) {
             plan.primary_chunk(chunk);
+        }
+        // A call past its deadline is cut (its stream reset), not let run on.
+        if let (Some(deadline), false) = (ctx.seen.deadline, end_of_stream) {
+            if Instant::now() >= deadline {
+                ctx.seen.grpc_status = Some(grpc::DEADLINE_EXCEEDED);
+                return Error::e_explain(
+                    ErrorType::ReadTimedout,
+                    "the call's grpc-timeout passed while its answer streamed",
+                );
+            }
         }
         Ok(None)
     }
@@ -548,6 +609,7 @@ impl ProxyHttp for Edge {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // A refusal of ours decided while proxying (a fenced write) speaks for itself.
         if let Some(reject) = ctx.reject.take() {
+            ctx.seen.refused = Some(reject.reason.clone());
             if session.response_written().is_none() {
                 if let Err(err) = respond(session, &reject).await {
                     tracing::debug!(error = %err, "could not write the error response");
@@ -558,7 +620,33 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
+        if ctx.seen.grpc && session.response_written().is_none() {
+            let past_deadline = ctx.seen.deadline.is_some_and(|d| Instant::now() >= d);
+            let (status, why) = match respond::reject_for(e) {
+                _ if past_deadline => (
+                    grpc::DEADLINE_EXCEEDED,
+                    "the call's grpc-timeout passed".into(),
+                ),
+                Some(r) => (grpc::status_for_http(r.status), r.reason),
+                None => {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    }
+                }
+            };
+            ctx.seen.grpc_status = Some(status);
+            ctx.seen.refused = Some(why.clone());
+            if let Err(err) = grpc::answer(session, status, &why).await {
+                tracing::debug!(error = %err, "could not write the error response");
+            }
+            return FailToProxy {
+                error_code: 200,
+                can_reuse_downstream: false,
+            };
+        }
         let reject = respond::reject_for(e);
+        ctx.seen.refused = reject.as_ref().map(|r| r.reason.clone());
         let status = reject.as_ref().map_or(0, |r| r.status);
         if let (Some(reject), None) = (&reject, session.response_written()) {
             if let Err(err) = respond(session, reject).await {
@@ -606,7 +694,18 @@ impl ProxyHttp for Edge {
                     .spawn(crate::control::shadow::mirror(ctx.topo.clone(), plan));
             }
         }
+        if let Some(log) = &self.state.access_log {
+            let refused = ctx
+                .reject
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .or_else(|| ctx.seen.refused.take());
+            log.log(access::entry(session, ctx, refused, e, log.include_query));
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(idx), Some(grpc_status)) = (ctx.region, ctx.seen.grpc_status) {
+            ctx.topo.regions[idx as usize].metrics.grpc(grpc_status);
+        }
         if let Some(idx) = ctx.region {
             ctx.topo.regions[idx as usize].metrics.request(
                 ctx.class,

@@ -28,6 +28,11 @@ pub(super) fn request_line_len(req: &RequestHeader) -> usize {
 
 /// Writes the router's own answer: status, reason text, `Retry-After`.
 pub(super) async fn respond(session: &mut Session, reject: &Reject) -> Result<()> {
+    if super::grpc::is_grpc(&session.req_header().headers) {
+        metrics::rejected(reject.status);
+        let status = super::grpc::status_for_http(reject.status);
+        return super::grpc::answer(session, status, &reject.reason).await;
+    }
     let body = Bytes::from(format!("{}\n", reject.reason));
     let mut resp = ResponseHeader::build(reject.status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;

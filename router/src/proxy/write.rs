@@ -151,13 +151,17 @@ pub(super) async fn admit_write(
                 idempotency::MAX_KEY_LEN
             ))))
         }
-        Some(k) => k,
+        Some(k) => {
+            ctx.seen.idempotency = Some("client_key");
+            k
+        }
         None if cfg.idempotency == Idempotency::Require => {
             return Ok(Some(Reject::bad_request(
                 "writes need an Idempotency-Key header here (consistency.idempotency: require)",
             )))
         }
         None => {
+            ctx.seen.idempotency = Some("generated");
             let k = uuid::Uuid::new_v4().to_string();
             session
                 .req_header_mut()

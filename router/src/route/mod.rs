@@ -21,4 +21,5 @@ pub(crate) mod ryw;
 pub(crate) mod shadow;
 pub(crate) mod stats;
 pub(crate) mod topology;
+pub(crate) mod trace;
 pub(crate) mod upstream;

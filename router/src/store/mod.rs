@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+pub(crate) mod access_log;
 pub(crate) mod oplog;
 pub(crate) mod oplog_nats;
 pub(crate) mod ownership;

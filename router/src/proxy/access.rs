@@ -1,0 +1,117 @@
+//! A request's access log line and trace context, from what the phases saw.
+
+use std::borrow::Cow;
+
+use pingora::proxy::Session;
+use switchyard_config::{Policy, RequestClass};
+
+use crate::metrics::class_label;
+use crate::proxy::ctx::Ctx;
+use crate::route::headers::REQUEST_ID;
+use crate::route::trace::{TraceContext, TRACEPARENT};
+use crate::store::access_log::{rfc3339_ms, AccessEntry, Decision};
+
+/// Starts the request's trace: the client's continued, else a new one.
+pub(super) fn start_trace(session: &Session, ctx: &mut Ctx) {
+    let incoming = session
+        .req_header()
+        .headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    let sample = ctx.topo.config.tracing.as_ref().map_or(0.0, |t| t.sample);
+    ctx.seen.trace = Some(TraceContext::start(incoming, sample, rand::random::<u64>));
+}
+
+/// The `traceparent` for a new attempt: a child span of the request's.
+pub(super) fn attempt_traceparent(ctx: &mut Ctx) -> Option<String> {
+    let trace = ctx.seen.trace?;
+    let mut span = rand::random::<u64>().to_be_bytes();
+    if span == [0; 8] {
+        span[7] = 1;
+    }
+    ctx.seen.attempt_span = Some(span);
+    ctx.seen.attempts = ctx.seen.attempts.saturating_add(1);
+    Some(trace.header_for(span))
+}
+
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::Weighted => "weighted",
+        Policy::Geo => "geo",
+        Policy::Latency => "latency",
+    }
+}
+
+/// The access log entry for a finished request.
+pub(super) fn entry(
+    session: &Session,
+    ctx: &Ctx,
+    refused: Option<Cow<'static, str>>,
+    error: Option<&pingora::Error>,
+    include_query: bool,
+) -> AccessEntry {
+    let req = session.req_header();
+    let path = if include_query {
+        req.uri.path_and_query().map_or("/", |p| p.as_str())
+    } else {
+        req.uri.path()
+    };
+    let elapsed = ctx.started.elapsed();
+    let started_ms = switchyard_oplog::unix_ms().saturating_sub(elapsed.as_millis() as u64);
+    let rule = match (&refused, ctx.class) {
+        (Some(_), _) => "refused",
+        (None, RequestClass::Write) => "owner",
+        (None, RequestClass::Read) => policy_name(ctx.topo.config.routing.policy),
+    };
+    let fallback = if ctx.stale_ms.is_some() {
+        Some("stale")
+    } else if ctx.seen.waited {
+        Some("wait")
+    } else {
+        None
+    };
+    AccessEntry {
+        time: rfc3339_ms(started_ms),
+        request_id: req
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        trace_id: ctx.seen.trace.map(|t| t.trace_id_hex()),
+        client: ctx
+            .seen
+            .client
+            .unwrap_or_else(|| crate::proxy::respond::client_ip(session)),
+        method: req.method.as_str().to_string(),
+        path: path.to_string(),
+        protocol: if session.is_http2() {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        },
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
+        duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        upstream_ms: ctx.seen.upstream_ms,
+        region: ctx
+            .region
+            .map(|i| ctx.topo.regions[i as usize].spec.name.0.clone()),
+        endpoint: ctx.addr,
+        class: class_label(ctx.class),
+        freshness_ms: ctx.seen.freshness_ms,
+        partition: ctx.partition.clone(),
+        epoch: (ctx.class == RequestClass::Write && ctx.epoch > 0).then_some(ctx.epoch),
+        decision: Decision {
+            rule,
+            fallback,
+            retries: u8::from(ctx.retried),
+            synthetic: ctx.synthetic,
+            ryw: ctx.seen.ryw_used,
+            reason: refused.map(Cow::into_owned),
+        },
+        idempotency: ctx.seen.idempotency,
+        grpc_status: ctx.seen.grpc_status,
+        error: error.map(|e| e.to_string()),
+    }
+}
