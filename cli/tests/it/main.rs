@@ -1,6 +1,7 @@
 //! Black-box tests: the real `switchyard` binary in front of reference regions,
 //! all on loopback with free ports.
 
+mod access_log;
 mod cli;
 mod consistency;
 mod desync;

@@ -268,6 +268,7 @@ async fn kv(
     body: Bytes,
 ) -> Response {
     r.requests.fetch_add(1, Ordering::Relaxed);
+    r.remember_headers(&headers);
     r.delay().await;
     if let Some(resp) = injected_failure(&r) {
         return resp;
