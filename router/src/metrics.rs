@@ -309,6 +309,7 @@ pub(crate) struct RegionGauges {
     pub(crate) draining: bool,
     pub(crate) drifted: bool,
     pub(crate) probe_rtt: Option<f64>,
+    pub(crate) websockets: usize,
 }
 
 pub(crate) fn region_gauges(name: &RegionName, g: RegionGauges) {
@@ -321,6 +322,8 @@ pub(crate) fn region_gauges(name: &RegionName, g: RegionGauges) {
     gauge!("switchyard_region_ejected", "region" => region.clone()).set(flag(g.ejected));
     gauge!("switchyard_region_draining", "region" => region.clone()).set(flag(g.draining));
     gauge!("switchyard_region_drifted", "region" => region.clone()).set(flag(g.drifted));
+    gauge!("switchyard_region_websockets_open", "region" => region.clone())
+        .set(g.websockets as f64);
     if let Some(rtt) = g.probe_rtt {
         gauge!("switchyard_region_probe_rtt_seconds", "region" => region).set(rtt);
     }

@@ -56,8 +56,14 @@ async fn every_request_is_a_json_line_with_its_decision_and_trace() {
         .expect("read");
     assert_eq!(resp.status(), 200);
     let seen = region_traceparent(&a);
-    assert!(seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{seen}");
-    assert!(!seen.contains("00f067aa0ba902b7"), "the region's parent is the router's span: {seen}");
+    assert!(
+        seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("00f067aa0ba902b7"),
+        "the region's parent is the router's span: {seen}"
+    );
     assert!(seen.ends_with("-01"));
 
     // A write with no trace: a new one is started.
@@ -126,9 +132,7 @@ async fn every_request_is_a_json_line_with_its_decision_and_trace() {
     router.signal(Signal::USR1);
     eventually(Duration::from_secs(10), || async {
         let _ = reqwest::get(router.url("/_echo/after")).await;
-        lines(&log)
-            .iter()
-            .any(|l| l["path"] == "/_echo/after")
+        lines(&log).iter().any(|l| l["path"] == "/_echo/after")
     })
     .await;
     // Lines written before the writer reopened stay in the moved file.
@@ -149,5 +153,8 @@ fn an_access_log_in_a_missing_folder_is_a_config_error() {
     );
     let (code, out) = run_switchyard(&["check"], &path, &[]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("bad.yaml:5:") && out.contains("does not exist"), "{out}");
+    assert!(
+        out.contains("bad.yaml:5:") && out.contains("does not exist"),
+        "{out}"
+    );
 }

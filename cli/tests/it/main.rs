@@ -19,3 +19,4 @@ mod tls;
 mod traffic;
 mod transport;
 mod upgrade;
+mod websocket;

@@ -58,6 +58,7 @@ fn status_json(state: &RouterState) -> Value {
                 "ejections": live.ejections.load(Ordering::Relaxed),
                 "draining": live.is_draining(),
                 "inflight": live.inflight.load(Ordering::Relaxed),
+                "websockets": live.websockets.load(Ordering::Relaxed),
                 "rate": r.rate.as_ref().map(|b| json!({
                     "rps": b.limit.rps,
                     "burst": b.limit.burst,

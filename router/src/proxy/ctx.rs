@@ -73,6 +73,9 @@ pub(crate) struct Seen {
     pub(crate) waited: bool,
     pub(crate) idempotency: Option<&'static str>,
     pub(crate) grpc_status: Option<u16>,
+    /// A WebSocket upgrade the route allows, and whether the region took it (101).
+    pub(crate) websocket: bool,
+    pub(crate) websocket_open: bool,
     /// A gRPC call, and its deadline from `grpc-timeout`.
     pub(crate) grpc: bool,
     pub(crate) deadline: Option<Instant>,

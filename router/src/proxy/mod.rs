@@ -289,8 +289,29 @@ impl ProxyHttp for Edge {
                 config.trusts(a)
             })
         };
+        let websocket = hygiene::is_websocket_upgrade(&session.req_header().headers);
         for name in &origin.drop {
             session.req_header_mut().remove_header(name);
+        }
+        if websocket && ctx.reject.is_none() {
+            let path = session.req_header().uri.path();
+            match ctx.topo.config.route_for_path(path) {
+                Some(route) if route.websocket => {
+                    ctx.seen.websocket = true;
+                    // The upgrade is passed on, normalised; the connection
+                    // lives as long as the conversation, not a body timeout.
+                    let req = session.req_header_mut();
+                    req.insert_header(http::header::UPGRADE, "websocket")?;
+                    req.insert_header(http::header::CONNECTION, "upgrade")?;
+                    session.set_read_timeout(None);
+                }
+                route => {
+                    ctx.reject = Some(Reject::bad_request(format!(
+                        "this path does not take WebSocket upgrades (set `websocket: true` on its route{})",
+                        route.map_or(String::new(), |r| format!(" `routes.{}`", r.prefix))
+                    )));
+                }
+            }
         }
         ctx.seen.client = Some(origin.client);
         access::start_trace(session, ctx);
@@ -375,13 +396,21 @@ impl ProxyHttp for Edge {
                     }
                     read_timeout = Some(read_timeout.map_or(left, |t| t.min(left)));
                 }
-                let peer = entry.transport.peer(
+                if ctx.seen.websocket {
+                    // A conversation may idle for long; it ends when a side closes.
+                    read_timeout = None;
+                }
+                let mut peer = entry.transport.peer(
                     addr,
                     &endpoint.spec,
                     CONNECT_TIMEOUT,
                     read_timeout,
                     UPSTREAM_IDLE,
                 );
+                if ctx.seen.websocket {
+                    // WebSocket goes over an HTTP/1.1 upgrade to the region.
+                    peer.options.alpn = pingora::protocols::ALPN::H1;
+                }
                 return Ok(Box::new(peer));
             }
         }
@@ -440,6 +469,12 @@ impl ProxyHttp for Edge {
         };
         if ctx.seen.grpc {
             ctx.seen.grpc_status = grpc::status_in(&resp.headers);
+        }
+        if ctx.seen.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            ctx.seen.websocket_open = true;
+            let live = &ctx.topo.regions[idx as usize].live;
+            live.websockets
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let topo = ctx.topo.clone();
         let entry = &topo.regions[idx as usize];
@@ -703,6 +738,11 @@ impl ProxyHttp for Edge {
             log.log(access::entry(session, ctx, refused, e, log.include_query));
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(idx), true) = (ctx.region, ctx.seen.websocket_open) {
+            let live = &ctx.topo.regions[idx as usize].live;
+            live.websockets
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let (Some(idx), Some(grpc_status)) = (ctx.region, ctx.seen.grpc_status) {
             ctx.topo.regions[idx as usize].metrics.grpc(grpc_status);
         }

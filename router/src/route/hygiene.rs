@@ -221,6 +221,18 @@ fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
     out
 }
 
+/// Whether a request asks to upgrade to WebSocket (`Upgrade: websocket`,
+/// with `Connection: upgrade`).
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
+    });
+    upgrade && connection_names(headers).any(|n| n.eq_ignore_ascii_case("upgrade"))
+}
+
 /// Whether a raw HTTP/1 header section carries a `Content-Length` field. The
 /// parser drops `Content-Length` when `Transfer-Encoding` is present, so a
 /// request with both is only visible in its raw bytes.

@@ -81,6 +81,8 @@ pub(crate) struct RegionLive {
     pub(crate) draining: AtomicBool,
     /// Requests being served by the region now.
     pub(crate) inflight: AtomicUsize,
+    /// WebSocket connections open through the router to the region.
+    pub(crate) websockets: AtomicUsize,
     /// Answers, errors and latency, for ramps and outlier detection.
     pub(crate) stats: crate::route::stats::RegionStats,
     /// Why the region departs from its Region Artifact; empty when it does not.
@@ -111,6 +113,7 @@ impl RegionLive {
             ejections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            websockets: AtomicUsize::new(0),
             stats: crate::route::stats::RegionStats::default(),
             drift: Mutex::new(Vec::new()),
             probe_rtt: AtomicF64::empty(),
@@ -189,6 +192,7 @@ impl RegionLive {
                 draining: self.is_draining(),
                 drifted: self.is_drifted(),
                 probe_rtt: self.probe_rtt.get(),
+                websockets: self.websockets.load(Ordering::Relaxed),
             },
         );
     }
