@@ -2,8 +2,6 @@
 //! when the client sent a valid one and started otherwise; each attempt to
 //! a region is a child span whose id the region sees as its parent.
 
-use std::fmt::Write;
-
 /// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
 pub(crate) const TRACEPARENT: &str = "traceparent";
 
@@ -32,9 +30,11 @@ fn hex_to<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     s
 }

@@ -8,17 +8,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use switchyard_config::{AccessLog, AccessLogTarget};
 
-/// Entries written between two flushes, at most.
-const BATCH: usize = 512;
-/// How long the writer sleeps when idle before it looks at `reopen` again.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often the writer drains the queue: at most this much of the log is
+/// in memory only, and `buffer` lines must cover a tick's worth of requests.
+const TICK: Duration = Duration::from_millis(20);
 
 /// One request, as logged. Field names are the log's contract.
 #[derive(Debug, Serialize)]
@@ -159,45 +158,47 @@ fn write_loop(
 ) {
     let mut broken = false;
     loop {
-        let first = match rx.recv_timeout(IDLE_POLL) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
-            }
-        };
+        // The writer never blocks on the queue: a request that queues a line
+        // must not pay for waking it (a futex call and a context switch per
+        // line). It wakes on its own, drains what came, and sleeps again.
+        std::thread::sleep(TICK);
         let mut waiting = Vec::new();
-        let mut next = first;
-        let mut n = 0;
-        while let Some(msg) = next {
+        let mut written = 0usize;
+        let mut stop = false;
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+            };
             match msg {
                 Msg::Entry(entry) => {
-                    let line = serde_json::to_vec(&entry).map(|mut l| {
-                        l.push(b'\n');
-                        l
-                    });
-                    let written = line
+                    let result = serde_json::to_writer(&mut out, &entry)
                         .map_err(std::io::Error::from)
-                        .and_then(|l| out.write_all(&l));
-                    if let Err(e) = written {
+                        .and_then(|()| out.write_all(b"\n"));
+                    if let Err(e) = result {
                         crate::metrics::access_log_dropped("write_failed");
                         if !broken {
                             tracing::error!(error = %e, "cannot write the access log; lines are dropped until it works again");
                             broken = true;
                         }
                     }
+                    written += 1;
                 }
                 Msg::Flush(done) => waiting.push(done),
             }
-            n += 1;
-            next = if n < BATCH { rx.try_recv().ok() } else { None };
         }
-        if out.flush().is_ok() && n > 0 && broken {
+        if out.flush().is_ok() && written > 0 && broken {
             broken = false;
         }
         for done in waiting {
             let _ = done.send(());
+        }
+        if stop {
+            return;
         }
         if reopen.swap(false, Ordering::Relaxed) {
             match open(target) {
@@ -205,9 +206,7 @@ fn write_loop(
                     out = fresh;
                     tracing::info!("access log reopened");
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot reopen the access log; still writing the old file")
-                }
+                Err(e) => tracing::error!(error = %e, "cannot reopen the access log; still writing the old file"),
             }
         }
     }
