@@ -56,14 +56,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_core::connectors=off")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_core::connectors=off")
+        });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // SWITCHYARD_LOG_FORMAT=json: one JSON object per process log line, for
+    // collectors that parse; anything else is the human format.
+    match std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().flatten_event(true).init(),
+        _ => logs.init(),
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match switchyard_config::load(&config) {

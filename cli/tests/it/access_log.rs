@@ -158,3 +158,36 @@ fn an_access_log_in_a_missing_folder_is_a_config_error() {
         "{out}"
     );
 }
+
+#[test]
+fn process_logs_are_json_lines_when_asked() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "junk.yaml",
+        &format!(
+            "{}regions:\n{}    tls: {{ ca: junk.pem }}\nrouting:\n  policy: weighted\n",
+            header(&dir),
+            region_yaml("a", "https://127.0.0.1:9", "")
+        ),
+    );
+    dir.write("junk.pem", "not a certificate\n");
+    let (code, out) = run_switchyard(
+        &["run"],
+        &path,
+        &[
+            ("SWITCHYARD_LOG_FORMAT", "json"),
+            ("SWITCHYARD_LOG", "info"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    let logged: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["message"].is_string()),
+        "{out}"
+    );
+}

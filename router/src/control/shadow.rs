@@ -31,11 +31,17 @@ pub(crate) async fn mirror(topo: Arc<Topology>, plan: Box<ShadowPlan>) {
     let Some(region) = topo.region(t.region.as_str()) else {
         return;
     };
-    let Some(addr) = region.endpoints.pick(None) else {
+    let Some((addr, endpoint)) = region.endpoints.pick_endpoint(None) else {
         t.errors.fetch_add(1, Ordering::Relaxed);
         crate::metrics::shadow_read(&t.region, "error");
         return;
     };
+    if endpoint.spec.tls {
+        // Mirrors go out in the clear; a region reached over TLS gets none
+        // rather than a read whose headers cross the network unencrypted.
+        crate::metrics::shadow_read(&t.region, "skipped_tls");
+        return;
+    }
     t.sent.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let mut headers = plan.headers.clone();

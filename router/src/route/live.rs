@@ -299,6 +299,7 @@ impl EndpointSet {
 
     /// The next address of an endpoint that is up, round robin; `skip` is an
     /// address that just failed, avoided when another is up.
+    #[cfg(test)]
     pub(crate) fn pick(&self, skip: Option<SocketAddr>) -> Option<SocketAddr> {
         self.pick_endpoint(skip).map(|(addr, _)| addr)
     }

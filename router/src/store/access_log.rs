@@ -206,7 +206,9 @@ fn write_loop(
                     out = fresh;
                     tracing::info!("access log reopened");
                 }
-                Err(e) => tracing::error!(error = %e, "cannot reopen the access log; still writing the old file"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reopen the access log; still writing the old file")
+                }
             }
         }
     }
