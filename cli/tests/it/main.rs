@@ -14,6 +14,7 @@ mod oplog_nats;
 mod ops;
 mod reconcile;
 mod routing;
+mod spans;
 mod support;
 mod tls;
 mod traffic;

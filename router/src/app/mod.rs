@@ -146,6 +146,11 @@ impl App {
                     .as_ref()
                     .map(crate::store::access_log::AccessLogWriter::start)
                     .transpose()?,
+                spans: config
+                    .tracing
+                    .as_ref()
+                    .map(crate::control::spans::SpanExport::start)
+                    .transpose()?,
             },
         );
         if let (Some(fleet), Some(presence), Some(etcd)) = (&fleet, &presence, &config.etcd) {
@@ -217,6 +222,9 @@ impl App {
         tracing::info!("op log flushed");
         if let Some(log) = &self.state.access_log {
             log.flush(Duration::from_secs(2));
+        }
+        if let Some(spans) = &self.state.spans {
+            spans.shutdown();
         }
         Ok(())
     }

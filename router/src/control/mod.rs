@@ -15,6 +15,7 @@ pub(crate) mod ramp;
 pub(crate) mod reload;
 pub(crate) mod safety;
 pub(crate) mod shadow;
+pub(crate) mod spans;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ pub(crate) struct RouterState {
     pub(crate) connections: std::sync::OnceLock<Arc<pingora::services::listening::ConnectionLimit>>,
     /// One JSON line per request, when `access_log` is configured.
     pub(crate) access_log: Option<crate::store::access_log::AccessLogWriter>,
+    /// Spans sent over OTLP, when `tracing` is configured.
+    pub(crate) spans: Option<spans::SpanExport>,
 }
 
 /// What a router shares with others or with disk beyond its own state.
@@ -79,6 +82,7 @@ pub(crate) struct Shared {
     pub(crate) presence: Option<Arc<crate::fleet::presence::Presence>>,
     pub(crate) oplog: Option<Arc<crate::store::oplog::OpLog>>,
     pub(crate) access_log: Option<crate::store::access_log::AccessLogWriter>,
+    pub(crate) spans: Option<spans::SpanExport>,
 }
 
 impl RouterState {
@@ -96,6 +100,7 @@ impl RouterState {
             presence,
             oplog,
             access_log,
+            spans,
         } = shared;
         let ratio = topology.config.routing.retry_budget as f32;
         restore(&topology, &traffic.snapshot());
@@ -120,6 +125,7 @@ impl RouterState {
             oplog,
             connections: std::sync::OnceLock::new(),
             access_log,
+            spans,
         })
     }
 

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use pingora::proxy::Session;
 use switchyard_config::{Policy, RequestClass};
 
+use crate::control::spans::{AttemptSpan, RequestSpan};
 use crate::metrics::class_label;
 use crate::proxy::ctx::Ctx;
 use crate::route::headers::REQUEST_ID;
@@ -114,4 +115,83 @@ pub(super) fn entry(
         grpc_status: ctx.seen.grpc_status,
         error: error.map(|e| e.to_string()),
     }
+}
+
+/// Opens the span of the attempt whose `traceparent` was just sent (sampled
+/// requests only); the one before it, if any, ends now.
+pub(super) fn begin_attempt_span(ctx: &mut Ctx) {
+    let (Some(trace), Some(span_id), Some(idx)) =
+        (ctx.seen.trace, ctx.seen.attempt_span, ctx.region)
+    else {
+        return;
+    };
+    if !trace.sampled {
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    if let Some(last) = ctx.seen.attempt_spans.last_mut() {
+        last.end.get_or_insert(now);
+    }
+    ctx.seen.attempt_spans.push(AttemptSpan {
+        span_id,
+        start: now,
+        end: None,
+        region: ctx.topo.regions[idx as usize].spec.name.0.clone(),
+        endpoint: ctx.addr,
+        status: None,
+    });
+}
+
+/// The request's server span, with the decision as attributes; `None` when
+/// the request is not sampled.
+pub(super) fn request_span(session: &Session, ctx: &mut Ctx, failed: bool) -> Option<RequestSpan> {
+    use opentelemetry::KeyValue;
+    let trace = ctx.seen.trace.filter(|t| t.sampled)?;
+    let req = session.req_header();
+    let end = std::time::SystemTime::now();
+    let start = end - ctx.started.elapsed();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", req.method.as_str().to_string()),
+        KeyValue::new("url.path", req.uri.path().to_string()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new("switchyard.class", class_label(ctx.class)),
+        KeyValue::new("switchyard.retries", i64::from(u8::from(ctx.retried))),
+        KeyValue::new("switchyard.synthetic", ctx.synthetic),
+        KeyValue::new("switchyard.ryw", ctx.seen.ryw_used),
+    ];
+    let rule = match (failed && ctx.region.is_none(), ctx.class) {
+        (true, _) => "refused",
+        (false, RequestClass::Write) => "owner",
+        (false, RequestClass::Read) => policy_name(ctx.topo.config.routing.policy),
+    };
+    attributes.push(KeyValue::new("switchyard.rule", rule));
+    if let Some(idx) = ctx.region {
+        let name = ctx.topo.regions[idx as usize].spec.name.to_string();
+        attributes.push(KeyValue::new("switchyard.region", name));
+    }
+    if let Some(p) = &ctx.partition {
+        attributes.push(KeyValue::new("switchyard.partition", p.clone()));
+        attributes.push(KeyValue::new("switchyard.epoch", ctx.epoch as i64));
+    }
+    if let Some(ms) = ctx.seen.freshness_ms {
+        attributes.push(KeyValue::new("switchyard.freshness_ms", ms as i64));
+    }
+    if let Some(lag) = ctx.stale_ms {
+        attributes.push(KeyValue::new("switchyard.stale_ms", lag as i64));
+    }
+    if let Some(g) = ctx.seen.grpc_status {
+        attributes.push(KeyValue::new("rpc.grpc.status_code", i64::from(g)));
+    }
+    Some(RequestSpan {
+        trace_id: trace.trace_id,
+        span_id: trace.span_id,
+        parent_id: trace.parent_id,
+        name: format!("{} {}", req.method, req.uri.path()),
+        start,
+        end,
+        attributes,
+        error: failed || status >= 500,
+        attempts: std::mem::take(&mut ctx.seen.attempt_spans),
+    })
 }

@@ -79,6 +79,8 @@ pub(crate) struct Seen {
     /// A gRPC call, and its deadline from `grpc-timeout`.
     pub(crate) grpc: bool,
     pub(crate) deadline: Option<Instant>,
+    /// Upstream attempts, as spans (only for sampled requests with export on).
+    pub(crate) attempt_spans: Vec<crate::control::spans::AttemptSpan>,
     /// The reason of the router's own answer, once it is written.
     pub(crate) refused: Option<std::borrow::Cow<'static, str>>,
 }

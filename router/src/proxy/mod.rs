@@ -451,6 +451,9 @@ impl ProxyHttp for Edge {
         }
         if let Some(traceparent) = access::attempt_traceparent(ctx) {
             upstream_request.insert_header(crate::route::trace::TRACEPARENT, traceparent)?;
+            if self.state.spans.is_some() {
+                access::begin_attempt_span(ctx);
+            }
         }
         ctx.retry_requested = false;
         ctx.answered = false;
@@ -490,6 +493,10 @@ impl ProxyHttp for Edge {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
             let secs = t.elapsed().as_secs_f64();
             ctx.seen.upstream_ms = Some((secs * 1e6).round() / 1e3);
+            if let Some(a) = ctx.seen.attempt_spans.last_mut() {
+                a.status = Some(resp.status.as_u16());
+                a.end = Some(std::time::SystemTime::now());
+            }
             ctx.answered = true;
             if let Some(key) = &mut ctx.idempotency {
                 key.answered();
@@ -729,13 +736,25 @@ impl ProxyHttp for Edge {
                     .spawn(crate::control::shadow::mirror(ctx.topo.clone(), plan));
             }
         }
+        let refused = ctx
+            .reject
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .or_else(|| ctx.seen.refused.take());
         if let Some(log) = &self.state.access_log {
-            let refused = ctx
-                .reject
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .or_else(|| ctx.seen.refused.take());
-            log.log(access::entry(session, ctx, refused, e, log.include_query));
+            log.log(access::entry(
+                session,
+                ctx,
+                refused.clone(),
+                e,
+                log.include_query,
+            ));
+        }
+        if let Some(spans) = &self.state.spans {
+            if let Some(span) = access::request_span(session, ctx, e.is_some() || refused.is_some())
+            {
+                spans.record(span);
+            }
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(idx), true) = (ctx.region, ctx.seen.websocket_open) {
