@@ -344,6 +344,11 @@ async fn over_the_rate_limit_reads_spill_and_then_get_429() {
         region_yaml("b", b.addr, ""),
     );
     let router = Router::start_in(dir, &cfg);
+    // b may take bounded reads once it has reported its lag.
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["b"]["lag_known"] == true
+    })
+    .await;
     let client = reqwest::Client::new();
     let mut by_status: HashMap<String, usize> = HashMap::new();
     let mut retry_after = None;

@@ -72,3 +72,47 @@ async fn a_websocket_echo_goes_through_pinned_and_counted() {
         other => panic!("expected a 400, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_closes_open_websockets_with_a_close_frame_at_the_deadline() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}shutdown_grace: 1s\nregions:\n{}routes:\n  /ws/: {{ service: api, websocket: true }}\nrouting:\n  policy: weighted\n",
+        header(&dir),
+        region_yaml("a", a.addr, "")
+    );
+    let mut router = Router::start_in(dir, &cfg);
+    router.wait_healthy("a", true).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/echo", router.http))
+        .await
+        .expect("upgrade");
+    ws.send(Message::text("still here")).await.expect("send");
+    assert!(ws.next().await.is_some_and(|m| m.is_ok()));
+
+    let stopped = std::time::Instant::now();
+    router.signal(Signal::TERM);
+    let last = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the router ends the conversation")
+        .expect("a frame before the end")
+        .expect("not an error");
+    let took = stopped.elapsed();
+    match last {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed at the deadline, not before: {took:?}"
+    );
+    eventually(Duration::from_secs(5), || async {
+        a.region
+            .ws_close_codes
+            .lock()
+            .expect("lock")
+            .contains(&1001)
+    })
+    .await;
+    assert_eq!(router.wait_exit(Duration::from_secs(10)), Some(0));
+}

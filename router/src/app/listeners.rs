@@ -222,6 +222,26 @@ impl ShutdownSignalWatch for StopWatch {
 /// The proxy service, configured, with its listening addresses chosen.
 pub(super) struct Proxy {
     server: Server,
+    /// Turned on at the end of a drain: upgraded connections (WebSocket)
+    /// still open are closed with a close frame each way.
+    pub(super) close_upgraded: tokio::sync::watch::Sender<bool>,
+}
+
+/// A WebSocket close frame, 1001 "going away", as a server sends it.
+const WS_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
+
+/// The same as a client sends it: masked (RFC 6455 §5.3), with `key`.
+fn ws_going_away_masked(key: [u8; 4]) -> [u8; 8] {
+    [
+        0x88,
+        0x82,
+        key[0],
+        key[1],
+        key[2],
+        key[3],
+        0x03 ^ key[0],
+        0xE9 ^ key[1],
+    ]
 }
 
 /// The proxy running in its thread.
@@ -315,6 +335,7 @@ impl Proxy {
             Edge::new(state.clone()),
             "switchyard",
         );
+        let (close_upgraded, close_signal) = tokio::sync::watch::channel(false);
         let limits = &config.limits;
         if let Some(proxy) = service.app_logic_mut() {
             let mut options = pingora::apps::HttpServerOptions::default();
@@ -327,6 +348,13 @@ impl Proxy {
                 Some(crate::proxy::whole_seconds(limits.keepalive_timeout));
             options.h2_max_control_frames_per_sec = Some(limits.h2_max_control_frames_per_sec);
             options.shutdown_idle_linger = Some(IDLE_LINGER);
+            options.upgraded_close = Some(pingora::apps::UpgradedClose {
+                signal: close_signal,
+                to_client: bytes::Bytes::from_static(&WS_GOING_AWAY),
+                to_upstream: bytes::Bytes::copy_from_slice(&ws_going_away_masked(
+                    rand::random::<u32>().to_be_bytes(),
+                )),
+            });
             // HTTP/2 by prior knowledge beside HTTP/1.1 (TLS listeners negotiate by ALPN).
             options.h2c = config.listen.h2c;
             options.events = Some(Arc::new(CutoffCounter));
@@ -367,7 +395,10 @@ impl Proxy {
         // Pingora binds at run; in an upgrade this takes the old process's
         // sockets (waiting up to 5 s for them).
         server.bootstrap();
-        Ok(Proxy { server })
+        Ok(Proxy {
+            server,
+            close_upgraded,
+        })
     }
 
     /// Starts serving in a thread of its own.

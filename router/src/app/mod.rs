@@ -193,6 +193,7 @@ impl App {
     /// Serves until SIGTERM or SIGINT (SIGHUP reloads) or SIGQUIT (a new
     /// process takes over), then drains and returns.
     pub fn run(self) -> anyhow::Result<()> {
+        let close_upgraded = self.proxy.close_upgraded.clone();
         let running = self.proxy.start()?;
         wait_accepting(&self.bound);
         println!("{}", self.bound.ready_line());
@@ -217,7 +218,7 @@ impl App {
         };
         self.control
             .block_on(stopping.closed(listeners::UPGRADE_OVERLAP + Duration::from_secs(10)));
-        drain(&self.state, self.grace);
+        drain(&self.state, self.grace, &close_upgraded);
         self.control.block_on(self.oplog.flush());
         tracing::info!("op log flushed");
         if let Some(log) = &self.state.access_log {
@@ -301,7 +302,7 @@ async fn wait_for_stop(reloader: &Reloader) -> anyhow::Result<Stop> {
 /// Waits for in-flight requests to finish, up to `grace`. Idle connections
 /// linger for [`listeners::IDLE_LINGER`] after the listeners close, so a
 /// request may still start until then.
-fn drain(state: &RouterState, grace: Duration) {
+fn drain(state: &RouterState, grace: Duration, close_upgraded: &tokio::sync::watch::Sender<bool>) {
     let deadline = Instant::now() + grace;
     let lingering = Instant::now() + listeners::IDLE_LINGER + Duration::from_millis(50);
     let open = || state.connections.get().map_or(0, |c| c.open());
@@ -309,6 +310,26 @@ fn drain(state: &RouterState, grace: Duration) {
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    let websockets = || {
+        let topo = state.topology.load();
+        topo.regions
+            .iter()
+            .map(|r| r.live.websockets.load(std::sync::atomic::Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    if websockets() > 0 {
+        // Conversations have no end of their own: at the deadline each gets
+        // a WebSocket close (1001, going away) both ways, and a moment to go.
+        tracing::info!(
+            websockets = websockets(),
+            "grace period over; closing WebSocket connections with a close frame"
+        );
+        let _ = close_upgraded.send(true);
+        let until = Instant::now() + Duration::from_secs(1);
+        while websockets() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let left = state.inflight();
     if left > 0 {

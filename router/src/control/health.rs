@@ -251,6 +251,8 @@ pub(crate) fn start_tasks(
     state: &Arc<RouterState>,
     resolver: &Arc<hickory_resolver::TokioResolver>,
 ) {
+    // Built (system roots read) before the first probe is due, not by it.
+    connector();
     let topo = state.topology.load_full();
     for r in &topo.regions {
         for e in &r.endpoints.endpoints {

@@ -261,10 +261,30 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        let close_on = self
+            .server_options
+            .as_ref()
+            .and_then(|o| o.upgraded_close.clone());
+        let mut close_signal = close_on.as_ref().map(|c| c.signal.clone());
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
+                _ = async {
+                    match close_signal.as_mut() {
+                        Some(signal) => pingora_core::apps::UpgradedClose::requested(signal).await,
+                        None => std::future::pending().await,
+                    }
+                }, if upgraded && !response_done => {
+                    // Ended on request: each side gets its goodbye, then the
+                    // response ends (the connection is not reused).
+                    if let Some(close) = &close_on {
+                        client_session.maybe_upgrade_body_writer();
+                        let _ = client_session.write_body(&close.to_upstream).await;
+                        let _ = tx.send(HttpTask::UpgradedBody(Some(close.to_client.clone()), true)).await;
+                    }
+                    return Ok(false);
+                },
                 res = client_session.read_response_task(), if !response_done => {
                     match res {
                         Ok(task) => {

@@ -58,6 +58,27 @@ pub trait ServerApp {
     /// This callback will be called once after the service stops listening to its endpoints.
     async fn cleanup(&self) {}
 }
+/// How upgraded connections are ended on request (see
+/// [`HttpServerOptions::upgraded_close`]).
+#[derive(Clone, Debug)]
+pub struct UpgradedClose {
+    /// Turns `true` when every upgraded connection is to end.
+    pub signal: tokio::sync::watch::Receiver<bool>,
+    /// The last bytes the client gets.
+    pub to_client: bytes::Bytes,
+    /// The last bytes the upstream gets.
+    pub to_upstream: bytes::Bytes,
+}
+
+impl UpgradedClose {
+    /// Waits until the signal turns `true`; forever if its sender is gone.
+    pub async fn requested(signal: &mut tokio::sync::watch::Receiver<bool>) {
+        if signal.wait_for(|close| *close).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[non_exhaustive]
 #[derive(Clone, Debug, Default)]
 /// HTTP Server options that control how the server handles some transport types.
@@ -118,6 +139,13 @@ pub struct HttpServerOptions {
     /// it. A request arriving in time is served with `Connection: close`.
     /// Default: `None` (closed at once).
     pub shutdown_idle_linger: Option<Duration>,
+
+    /// If set, upgraded HTTP/1.1 connections (WebSocket) are ended when its
+    /// signal turns `true`: the client is sent `to_client`, the upstream
+    /// `to_upstream` (a protocol's own goodbye, such as WebSocket close
+    /// frames), and both are closed. Without it an upgraded connection lives
+    /// until a side closes it, and a shutdown cuts it without a word.
+    pub upgraded_close: Option<UpgradedClose>,
 
     /// Told about connections cut off by the limits above, so a service can
     /// count them.
