@@ -113,10 +113,10 @@ async fn probe(
     report.ok_or(last_error)
 }
 
-/// The one connector health checks share: pingora's, so a probe connects,
+/// The one connector health checks and shadow reads share: pingora's, so a probe connects,
 /// negotiates TLS and ALPN and verifies certificates exactly as requests do,
 /// and keeps its connection pooled between probes.
-fn connector() -> &'static Connector {
+pub(crate) fn connector() -> &'static Connector {
     static CONNECTOR: OnceLock<Connector> = OnceLock::new();
     CONNECTOR.get_or_init(|| Connector::new(None))
 }

@@ -5,25 +5,19 @@
 //! response is discarded. The client never waits for the shadow.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::route::shadow::ShadowPlan;
 use crate::route::topology::Topology;
 
 /// Upper bound for one shadow request.
 const SHADOW_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(SHADOW_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    })
-}
+/// A shadow's connection is kept for the next one this long.
+const SHADOW_IDLE: Duration = Duration::from_secs(60);
 
 /// Sends the mirrored read and compares; runs on the control runtime.
 pub(crate) async fn mirror(topo: Arc<Topology>, plan: Box<ShadowPlan>) {
@@ -36,31 +30,25 @@ pub(crate) async fn mirror(topo: Arc<Topology>, plan: Box<ShadowPlan>) {
         crate::metrics::shadow_read(&t.region, "error");
         return;
     };
-    if endpoint.spec.tls {
-        // Mirrors go out in the clear; a region reached over TLS gets none
-        // rather than a read whose headers cross the network unencrypted.
-        crate::metrics::shadow_read(&t.region, "skipped_tls");
-        return;
-    }
     t.sent.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let mut headers = plan.headers.clone();
-    headers.remove(http::header::HOST);
-    let sent = client()
-        .request(
-            plan.method.clone(),
-            format!("http://{addr}{}", plan.path_and_query),
-        )
-        .headers(headers)
-        .send()
-        .await;
+    // Over the region's own transport (TLS as configured), like requests.
+    let peer = region.transport.peer(
+        addr,
+        &endpoint.spec,
+        Duration::from_secs(2),
+        Some(SHADOW_TIMEOUT),
+        SHADOW_IDLE,
+    );
+    let sent = tokio::time::timeout(SHADOW_TIMEOUT, send(&peer, &endpoint.spec, &plan))
+        .await
+        .unwrap_or(Err(BodyHash::Broken));
     let result = match sent {
         Err(_) => {
             region.live.stats.no_answer();
             "error"
         }
-        Ok(resp) => {
-            let status = resp.status().as_u16();
+        Ok((status, body)) => {
             region
                 .live
                 .stats
@@ -68,14 +56,12 @@ pub(crate) async fn mirror(topo: Arc<Topology>, plan: Box<ShadowPlan>) {
             if status / 100 != plan.primary_status / 100 {
                 "status_mismatch"
             } else {
-                match &plan.primary_body {
-                    None => "match",
-                    Some(primary) => match hash_body(resp).await {
-                        Ok(h) if h == primary.digest() => "match",
-                        Ok(_) => "body_mismatch",
-                        Err(BodyHash::TooLarge) => "too_large",
-                        Err(BodyHash::Broken) => "error",
-                    },
+                match (&plan.primary_body, body) {
+                    (None, _) => "match",
+                    (Some(primary), Ok(h)) if h == primary.digest() => "match",
+                    (Some(_), Ok(_)) => "body_mismatch",
+                    (Some(_), Err(BodyHash::TooLarge)) => "too_large",
+                    (Some(_), Err(BodyHash::Broken)) => "error",
                 }
             }
         }
@@ -97,16 +83,69 @@ enum BodyHash {
     Broken,
 }
 
-/// Hashes a shadow's body as it streams, never holding more than a chunk.
-async fn hash_body(mut resp: reqwest::Response) -> Result<u64, BodyHash> {
+/// Sends the shadow read; its status and the hash of its body (hashed as
+/// it streams, never holding more than a chunk).
+async fn send(
+    peer: &HttpPeer,
+    endpoint: &switchyard_config::Endpoint,
+    plan: &ShadowPlan,
+) -> Result<(u16, Result<u64, BodyHash>), BodyHash> {
+    let connector = crate::control::health::connector();
+    let (mut session, _) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|_| BodyHash::Broken)?;
+    let authority = endpoint.to_string();
+    let mut req = RequestHeader::build(plan.method.clone(), plan.path_and_query.as_bytes(), None)
+        .map_err(|_| BodyHash::Broken)?;
+    for (name, value) in &plan.headers {
+        if name != http::header::HOST {
+            req.append_header(name.clone(), value.clone())
+                .map_err(|_| BodyHash::Broken)?;
+        }
+    }
+    req.insert_header(http::header::HOST, &authority)
+        .map_err(|_| BodyHash::Broken)?;
+    if session.as_http2().is_some() {
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority.as_str())
+            .path_and_query(plan.path_and_query.as_str())
+            .build()
+            .map_err(|_| BodyHash::Broken)?;
+        req.set_uri(uri);
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|_| BodyHash::Broken)?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|_| BodyHash::Broken)?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|_| BodyHash::Broken)?;
+    let status = session.response_header().map_or(502, |r| r.status.as_u16());
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     let mut len = 0u64;
-    while let Some(chunk) = resp.chunk().await.map_err(|_| BodyHash::Broken)? {
-        len += chunk.len() as u64;
-        if len > MAX_SHADOW_BODY {
-            return Err(BodyHash::TooLarge);
+    loop {
+        match session.read_response_body().await {
+            Ok(Some(chunk)) => {
+                len += chunk.len() as u64;
+                if len > MAX_SHADOW_BODY {
+                    return Ok((status, Err(BodyHash::TooLarge)));
+                }
+                hash.update(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => return Ok((status, Err(BodyHash::Broken))),
         }
-        hash.update(&chunk);
     }
-    Ok(hash.digest())
+    connector
+        .release_http_session(session, peer, Some(SHADOW_IDLE))
+        .await;
+    Ok((status, Ok(hash.digest())))
 }
