@@ -570,7 +570,16 @@ pub fn writer_pid(dir: &Path) -> io::Result<Option<u32>> {
         // Nobody holds it (the shared lock goes with the file).
         Ok(()) => Ok(None),
         Err(std::fs::TryLockError::WouldBlock) => {
-            let text = std::fs::read_to_string(&path)?;
+            // The holder writes its pid just after taking the lock: an empty
+            // file is one caught in between, read again for a moment.
+            let mut text = std::fs::read_to_string(&path)?;
+            for _ in 0..100 {
+                if !text.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                text = std::fs::read_to_string(&path)?;
+            }
             text.trim().parse().map(Some).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,

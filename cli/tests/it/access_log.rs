@@ -34,11 +34,7 @@ fn region_traceparent(r: &TestRegion) -> String {
 async fn every_request_is_a_json_line_with_its_decision_and_trace() {
     let a = region("a").await;
     let dir = TempDir::new();
-    let cfg = format!(
-        "{}access_log: {{ path: access.log, format: json }}\nregions:\n{}routing:\n  policy: weighted\nconsistency:\n  partition: {{ header: X-Partition }}\n",
-        header(&dir),
-        region_yaml("a", a.addr, "")
-    );
+    let cfg = one_region(&dir, "access_log: { path: access.log, format: json }\n", &a);
     let router = Router::start_in(dir, &cfg);
     router.wait_healthy("a", true).await;
     let log = router.dir.0.join("access.log");

@@ -60,11 +60,8 @@ async fn a_sampled_request_is_exported_with_its_attempt_as_the_regions_parent() 
     let a = region("a").await;
     let (url, got) = receiver().await;
     let dir = TempDir::new();
-    let cfg = format!(
-        "{}tracing: {{ otlp: \"{url}\", sample: 1, service_name: edge-test }}\nregions:\n{}routing:\n  policy: weighted\n",
-        header(&dir),
-        region_yaml("a", a.addr, "")
-    );
+    let top = format!("tracing: {{ otlp: \"{url}\", sample: 1, service_name: edge-test }}\n");
+    let cfg = one_region(&dir, &top, &a);
     let router = Router::start_in(dir, &cfg);
     router.wait_healthy("a", true).await;
 

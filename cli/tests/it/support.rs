@@ -52,6 +52,20 @@ pub async fn region(name: &str) -> TestRegion {
 }
 
 pub async fn region_with(name: &str, role: Role, replicate_from: Option<String>) -> TestRegion {
+    spawn_region(name, role, replicate_from, None).await
+}
+
+/// A primary reference region on a free port, over TLS when `tls` is given.
+pub async fn region_over(name: &str, tls: Option<&switchyard_region::ServerTls>) -> TestRegion {
+    spawn_region(name, Role::Primary, None, tls).await
+}
+
+async fn spawn_region(
+    name: &str,
+    role: Role,
+    replicate_from: Option<String>,
+    tls: Option<&switchyard_region::ServerTls>,
+) -> TestRegion {
     let opts = RegionOpts {
         name: name.into(),
         role,
@@ -61,10 +75,20 @@ pub async fn region_with(name: &str, role: Role, replicate_from: Option<String>)
         delay: Duration::ZERO,
         partition_header: "X-Partition".into(),
     };
-    let (addr, region) = switchyard_region::spawn("127.0.0.1:0".parse().expect("addr"), opts)
-        .await
-        .expect("region starts");
+    let (addr, region) =
+        switchyard_region::spawn_with("127.0.0.1:0".parse().expect("addr"), opts, tls)
+            .await
+            .expect("region starts");
     TestRegion { addr, region }
+}
+
+/// A config with `top` (top-level keys) and one region `a`, weighted.
+pub fn one_region(dir: &TempDir, top: &str, a: &TestRegion) -> String {
+    format!(
+        "{}{top}regions:\n{}routing:\n  policy: weighted\n",
+        header(dir),
+        region_yaml("a", a.addr, "")
+    )
 }
 
 /// A temporary folder removed on drop.

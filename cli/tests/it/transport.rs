@@ -8,7 +8,7 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
 };
-use switchyard_region::{RegionOpts, Role, ServerTls};
+use switchyard_region::ServerTls;
 
 use crate::support::*;
 
@@ -53,24 +53,6 @@ impl TestCa {
             client_ca_pem: clients.map(|c| c.pem.clone()),
         }
     }
-}
-
-/// A reference region on a free port, over TLS when `tls` is given.
-pub async fn region_over(name: &str, tls: Option<&ServerTls>) -> TestRegion {
-    let opts = RegionOpts {
-        name: name.into(),
-        role: Role::Primary,
-        services: vec!["api".into()],
-        replicate_from: None,
-        lag: Duration::ZERO,
-        delay: Duration::ZERO,
-        partition_header: "X-Partition".into(),
-    };
-    let (addr, region) =
-        switchyard_region::spawn_with("127.0.0.1:0".parse().expect("addr"), opts, tls)
-            .await
-            .expect("region starts");
-    TestRegion { addr, region }
 }
 
 /// One region `a` at `endpoint` with `extra` lines in its block.

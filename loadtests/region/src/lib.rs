@@ -113,15 +113,7 @@ impl Region {
 
     /// Keeps a request's headers for tests to look at (`last_echo_headers`).
     fn remember_headers(&self, headers: &HeaderMap) {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(headers);
         if let Ok(mut last) = self.last_echo_headers.lock() {
             *last = headers;
         }
@@ -404,6 +396,19 @@ fn write_key(r: &Region, key: &str, method: &Method, headers: &HeaderMap, body: 
     resp
 }
 
+/// Headers as (name, value) text pairs, in order.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Answers with what the region received: method, path and headers in order.
 async fn echo(
     State(r): State<Arc<Region>>,
@@ -420,15 +425,7 @@ async fn echo(
     }
     let body = String::from_utf8_lossy(&body).into_owned();
     r.remember_headers(&headers);
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(&headers);
     with_region(
         &r,
         Json(json!({"region": r.name, "method": method.as_str(), "path": uri.to_string(), "version": format!("{version:?}"), "headers": headers, "body": body})).into_response(),
