@@ -20,14 +20,7 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> 
 
 /// The `traceparent` the region saw last.
 fn region_traceparent(r: &TestRegion) -> String {
-    r.region
-        .last_echo_headers
-        .lock()
-        .expect("lock")
-        .iter()
-        .find(|(k, _)| k == "traceparent")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
+    r.last_header("traceparent").unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]

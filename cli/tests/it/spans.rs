@@ -74,13 +74,7 @@ async fn a_sampled_request_is_exported_with_its_attempt_as_the_regions_parent() 
         .expect("request");
     assert_eq!(resp.status(), 200);
     let seen = a
-        .region
-        .last_echo_headers
-        .lock()
-        .expect("lock")
-        .iter()
-        .find(|(k, _)| k == "traceparent")
-        .map(|(_, v)| v.clone())
+        .last_header("traceparent")
         .expect("the region saw a traceparent");
     let attempt_id = seen.split('-').nth(2).expect("parent id").to_string();
 

@@ -40,6 +40,17 @@ impl TestRegion {
         );
     }
 
+    /// A header of the last request the region kept (echo, kv, gRPC).
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        self.region
+            .last_echo_headers
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
     pub fn requests(&self) -> u64 {
         self.region
             .requests
