@@ -4,16 +4,15 @@
 //! epoch) and spec-drift detection against the Region Artifact.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use serde::Deserialize;
 use switchyard_config::{Region, RegionKind};
 
-use crate::control::RouterState;
+use crate::control::{region_client, RouterState};
 use crate::route::live::{EndpointLive, RegionLive, ReportedRole};
 use crate::route::upstream::Transport;
 
@@ -113,14 +112,6 @@ async fn probe(
     report.ok_or(last_error)
 }
 
-/// The one connector health checks and shadow reads share: pingora's, so a probe connects,
-/// negotiates TLS and ALPN and verifies certificates exactly as requests do,
-/// and keeps its connection pooled between probes.
-pub(crate) fn connector() -> &'static Connector {
-    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| Connector::new(None))
-}
-
 /// A pingora error as a reason an operator can act on: what failed, and the
 /// transport's own words (a TLS alert, `UnknownIssuer`, `connection refused`).
 fn reason(e: &pingora::Error) -> String {
@@ -139,35 +130,8 @@ async fn probe_peer(
     endpoint: &EndpointLive,
     path: &str,
 ) -> Result<HealthReport, String> {
-    let connector = connector();
-    let (mut session, _reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|e| reason(&e))?;
-    let authority = endpoint.spec.to_string();
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| reason(&e))?;
-    req.insert_header(http::header::HOST, &authority)
-        .map_err(|e| reason(&e))?;
-    if session.as_http2().is_some() {
-        let scheme = if endpoint.spec.tls { "https" } else { "http" };
-        let uri = http::Uri::builder()
-            .scheme(scheme)
-            .authority(authority.as_str())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| e.to_string())?;
-        req.set_uri(uri);
-    }
-    session
-        .write_request_header(Box::new(req))
-        .await
-        .map_err(|e| reason(&e))?;
-    session
-        .finish_request_body()
-        .await
-        .map_err(|e| reason(&e))?;
-    session
-        .read_response_header()
+    let req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| reason(&e))?;
+    let mut session = region_client::send(peer, &endpoint.spec, req)
         .await
         .map_err(|e| reason(&e))?;
     let status = session
@@ -180,9 +144,7 @@ async fn probe_peer(
         }
         body.extend_from_slice(&chunk);
     }
-    connector
-        .release_http_session(session, peer, Some(PROBE_IDLE))
-        .await;
+    region_client::release(session, peer, PROBE_IDLE).await;
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
@@ -252,7 +214,7 @@ pub(crate) fn start_tasks(
     resolver: &Arc<hickory_resolver::TokioResolver>,
 ) {
     // Built (system roots read) before the first probe is due, not by it.
-    connector();
+    region_client::connector();
     let topo = state.topology.load_full();
     for r in &topo.regions {
         for e in &r.endpoints.endpoints {

@@ -12,6 +12,7 @@ pub(crate) mod idempotency;
 pub(crate) mod outlier;
 pub(crate) mod promote;
 pub(crate) mod ramp;
+pub(crate) mod region_client;
 pub(crate) mod reload;
 pub(crate) mod safety;
 pub(crate) mod shadow;

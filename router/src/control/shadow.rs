@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::control::region_client;
 use crate::route::shadow::ShadowPlan;
 use crate::route::topology::Topology;
 
@@ -90,42 +91,14 @@ async fn send(
     endpoint: &switchyard_config::Endpoint,
     plan: &ShadowPlan,
 ) -> Result<(u16, Result<u64, BodyHash>), BodyHash> {
-    let connector = crate::control::health::connector();
-    let (mut session, _) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|_| BodyHash::Broken)?;
-    let authority = endpoint.to_string();
     let mut req = RequestHeader::build(plan.method.clone(), plan.path_and_query.as_bytes(), None)
         .map_err(|_| BodyHash::Broken)?;
+    // Its `Host` is the endpoint's, set by `send` over any the client sent.
     for (name, value) in &plan.headers {
-        if name != http::header::HOST {
-            req.append_header(name.clone(), value.clone())
-                .map_err(|_| BodyHash::Broken)?;
-        }
-    }
-    req.insert_header(http::header::HOST, &authority)
-        .map_err(|_| BodyHash::Broken)?;
-    if session.as_http2().is_some() {
-        let scheme = if endpoint.tls { "https" } else { "http" };
-        let uri = http::Uri::builder()
-            .scheme(scheme)
-            .authority(authority.as_str())
-            .path_and_query(plan.path_and_query.as_str())
-            .build()
+        req.append_header(name.clone(), value.clone())
             .map_err(|_| BodyHash::Broken)?;
-        req.set_uri(uri);
     }
-    session
-        .write_request_header(Box::new(req))
-        .await
-        .map_err(|_| BodyHash::Broken)?;
-    session
-        .finish_request_body()
-        .await
-        .map_err(|_| BodyHash::Broken)?;
-    session
-        .read_response_header()
+    let mut session = region_client::send(peer, endpoint, req)
         .await
         .map_err(|_| BodyHash::Broken)?;
     let status = session.response_header().map_or(502, |r| r.status.as_u16());
@@ -144,8 +117,6 @@ async fn send(
             Err(_) => return Ok((status, Err(BodyHash::Broken))),
         }
     }
-    connector
-        .release_http_session(session, peer, Some(SHADOW_IDLE))
-        .await;
+    region_client::release(session, peer, SHADOW_IDLE).await;
     Ok((status, Ok(hash.digest())))
 }
