@@ -411,6 +411,16 @@ pub enum Policy {
     Latency,
 }
 
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Weighted => "weighted",
+            Policy::Geo => "geo",
+            Policy::Latency => "latency",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Routing {
     pub policy: Policy,

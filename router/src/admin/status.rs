@@ -80,7 +80,7 @@ fn status_json(state: &RouterState) -> Value {
         "regions": regions,
         "owners": state.ownership.snapshot().status_json(),
         "ramps": crate::control::ramp::status(state, &topo),
-        "policy": format!("{:?}", topo.config.routing.policy).to_lowercase(),
+        "policy": topo.config.routing.policy.as_str(),
         "inflight": state.inflight(),
         "idempotency_keys": state.idempotency.len(),
         "connections": state.connections.get().map(|c| json!({

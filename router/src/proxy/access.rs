@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use pingora::proxy::Session;
-use switchyard_config::{Policy, RequestClass};
+use switchyard_config::RequestClass;
 
 use crate::control::spans::{AttemptSpan, RequestSpan};
 use crate::metrics::class_label;
@@ -31,15 +31,16 @@ pub(super) fn attempt_traceparent(ctx: &mut Ctx) -> Option<String> {
         span[7] = 1;
     }
     ctx.seen.attempt_span = Some(span);
-    ctx.seen.attempts = ctx.seen.attempts.saturating_add(1);
     Some(trace.header_for(span))
 }
 
-fn policy_name(p: Policy) -> &'static str {
-    match p {
-        Policy::Weighted => "weighted",
-        Policy::Geo => "geo",
-        Policy::Latency => "latency",
+/// How the router chose: `refused` when it answered itself, `owner` for a
+/// write (pinned), else the read policy's name.
+fn rule(ctx: &Ctx, refused: bool) -> &'static str {
+    match (refused, ctx.class) {
+        (true, _) => "refused",
+        (false, RequestClass::Write) => "owner",
+        (false, RequestClass::Read) => ctx.topo.config.routing.policy.as_str(),
     }
 }
 
@@ -59,11 +60,7 @@ pub(super) fn entry(
     };
     let elapsed = ctx.started.elapsed();
     let started_ms = switchyard_oplog::unix_ms().saturating_sub(elapsed.as_millis() as u64);
-    let rule = match (&refused, ctx.class) {
-        (Some(_), _) => "refused",
-        (None, RequestClass::Write) => "owner",
-        (None, RequestClass::Read) => policy_name(ctx.topo.config.routing.policy),
-    };
+    let rule = rule(ctx, refused.is_some());
     let fallback = if ctx.stale_ms.is_some() {
         Some("stale")
     } else if ctx.seen.waited {
@@ -144,7 +141,12 @@ pub(super) fn begin_attempt_span(ctx: &mut Ctx) {
 
 /// The request's server span, with the decision as attributes; `None` when
 /// the request is not sampled.
-pub(super) fn request_span(session: &Session, ctx: &mut Ctx, failed: bool) -> Option<RequestSpan> {
+pub(super) fn request_span(
+    session: &Session,
+    ctx: &mut Ctx,
+    refused: bool,
+    failed: bool,
+) -> Option<RequestSpan> {
     use opentelemetry::KeyValue;
     let trace = ctx.seen.trace.filter(|t| t.sampled)?;
     let req = session.req_header();
@@ -160,11 +162,7 @@ pub(super) fn request_span(session: &Session, ctx: &mut Ctx, failed: bool) -> Op
         KeyValue::new("switchyard.synthetic", ctx.synthetic),
         KeyValue::new("switchyard.ryw", ctx.seen.ryw_used),
     ];
-    let rule = match (failed && ctx.region.is_none(), ctx.class) {
-        (true, _) => "refused",
-        (false, RequestClass::Write) => "owner",
-        (false, RequestClass::Read) => policy_name(ctx.topo.config.routing.policy),
-    };
+    let rule = rule(ctx, refused);
     attributes.push(KeyValue::new("switchyard.rule", rule));
     if let Some(idx) = ctx.region {
         let name = ctx.topo.regions[idx as usize].spec.name.to_string();

@@ -10,7 +10,7 @@ use crate::control::idempotency::KeyGuard;
 use crate::control::{InflightGuard, RouterState};
 use crate::proxy::write::OpInFlight;
 use crate::route::decide::Order;
-use crate::route::live::RegionInflight;
+use crate::route::live::RegionCount;
 use crate::route::reject::Reject;
 use crate::route::shadow::ShadowPlan;
 use crate::route::topology::{RegionIdx, Topology};
@@ -45,7 +45,7 @@ pub(crate) struct Ctx {
     /// A keyed write's hold on its idempotency key.
     pub(super) idempotency: Option<KeyGuard>,
     /// Counts this request on the region serving it.
-    pub(super) region_inflight: Option<RegionInflight>,
+    pub(super) region_inflight: Option<RegionCount>,
     /// Set when this read is mirrored to a ramping region once answered.
     pub(super) shadow: Option<Box<ShadowPlan>>,
     /// Shadow targets this read's own candidate rules let it use.
@@ -64,7 +64,6 @@ pub(crate) struct Seen {
     pub(crate) trace: Option<TraceContext>,
     /// The span of the current upstream attempt (what the region sees as parent).
     pub(crate) attempt_span: Option<[u8; 8]>,
-    pub(crate) attempts: u8,
     pub(crate) upstream_ms: Option<f64>,
     /// A read's freshness bound.
     pub(crate) freshness_ms: Option<u64>,
@@ -75,7 +74,7 @@ pub(crate) struct Seen {
     pub(crate) grpc_status: Option<u16>,
     /// A WebSocket upgrade the route allows, and whether the region took it (101).
     pub(crate) websocket: bool,
-    pub(crate) websocket_open: bool,
+    pub(crate) websocket_open: Option<RegionCount>,
     /// A gRPC call, and its deadline from `grpc-timeout`.
     pub(crate) grpc: bool,
     pub(crate) deadline: Option<Instant>,

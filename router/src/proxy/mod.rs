@@ -27,7 +27,7 @@ use crate::route::headers::{
     COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
 };
 use crate::route::hygiene;
-use crate::route::live::RegionInflight;
+use crate::route::live::RegionCount;
 use crate::route::ratelimit;
 use crate::route::reject::Reject;
 use crate::route::shadow;
@@ -379,7 +379,7 @@ impl ProxyHttp for Edge {
             }
             if let Some((addr, endpoint)) = entry.endpoints.pick_endpoint(failed_addr) {
                 if ctx.region != Some(idx) {
-                    ctx.region_inflight = Some(RegionInflight::new(&entry.live));
+                    ctx.region_inflight = Some(RegionCount::inflight(&entry.live));
                 }
                 ctx.region = Some(idx);
                 ctx.addr = Some(addr);
@@ -474,10 +474,8 @@ impl ProxyHttp for Edge {
             ctx.seen.grpc_status = grpc::status_in(&resp.headers);
         }
         if ctx.seen.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            ctx.seen.websocket_open = true;
             let live = &ctx.topo.regions[idx as usize].live;
-            live.websockets
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.seen.websocket_open = Some(RegionCount::websocket(live));
         }
         let topo = ctx.topo.clone();
         let entry = &topo.regions[idx as usize];
@@ -662,35 +660,20 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
-        if ctx.seen.grpc && session.response_written().is_none() {
-            let past_deadline = ctx.seen.deadline.is_some_and(|d| Instant::now() >= d);
-            let (status, why) = match respond::reject_for(e) {
-                _ if past_deadline => (
-                    grpc::DEADLINE_EXCEEDED,
-                    "the call's grpc-timeout passed".into(),
-                ),
-                Some(r) => (grpc::status_for_http(r.status), r.reason),
-                None => {
-                    return FailToProxy {
-                        error_code: 0,
-                        can_reuse_downstream: false,
-                    }
-                }
-            };
-            ctx.seen.grpc_status = Some(status);
-            ctx.seen.refused = Some(why.clone());
-            if let Err(err) = grpc::answer(session, status, &why).await {
-                tracing::debug!(error = %err, "could not write the error response");
-            }
-            return FailToProxy {
-                error_code: 200,
-                can_reuse_downstream: false,
-            };
+        let mut reject = respond::reject_for(e);
+        if ctx.seen.deadline.is_some_and(|d| Instant::now() >= d) {
+            // `respond` answers a gRPC call with the matching grpc-status:
+            // a 504 is DEADLINE_EXCEEDED.
+            reject = Some(Reject::with_status(504, "the call's grpc-timeout passed"));
         }
-        let reject = respond::reject_for(e);
         ctx.seen.refused = reject.as_ref().map(|r| r.reason.clone());
-        let status = reject.as_ref().map_or(0, |r| r.status);
+        let mut status = reject.as_ref().map_or(0, |r| r.status);
         if let (Some(reject), None) = (&reject, session.response_written()) {
+            if ctx.seen.grpc {
+                // A gRPC answer is an HTTP 200 carrying its status.
+                ctx.seen.grpc_status = Some(grpc::status_for_http(reject.status));
+                status = 200;
+            }
             if let Err(err) = respond(session, reject).await {
                 tracing::debug!(error = %err, "could not write the error response");
             }
@@ -751,17 +734,12 @@ impl ProxyHttp for Edge {
             ));
         }
         if let Some(spans) = &self.state.spans {
-            if let Some(span) = access::request_span(session, ctx, e.is_some() || refused.is_some())
-            {
+            let failed = e.is_some() || refused.is_some();
+            if let Some(span) = access::request_span(session, ctx, refused.is_some(), failed) {
                 spans.record(span);
             }
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let (Some(idx), true) = (ctx.region, ctx.seen.websocket_open) {
-            let live = &ctx.topo.regions[idx as usize].live;
-            live.websockets
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
         if let (Some(idx), Some(grpc_status)) = (ctx.region, ctx.seen.grpc_status) {
             ctx.topo.regions[idx as usize].metrics.grpc(grpc_status);
         }

@@ -154,7 +154,7 @@ pub(crate) fn explain(
             "residency_zone": classified.zone,
             "synthetic": classified.synthetic,
         },
-        "policy": policy_name(topo.config.routing.policy),
+        "policy": topo.config.routing.policy.as_str(),
         "owner": topo.owner_and_epoch(classified.partition).map(|(o, epoch)| json!({"region": topo.name(o), "epoch": epoch})),
         "candidates": candidates,
         "fallback": fallback,
@@ -162,14 +162,6 @@ pub(crate) fn explain(
         "pick": pick,
         "outcome": outcome,
     }))
-}
-
-fn policy_name(p: Policy) -> &'static str {
-    match p {
-        Policy::Weighted => "weighted",
-        Policy::Geo => "geo",
-        Policy::Latency => "latency",
-    }
 }
 
 /// One region: the rule that kept or dropped it, its score, dial and limit.

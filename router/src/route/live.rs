@@ -220,19 +220,36 @@ pub(crate) struct Ejection {
     pub(crate) duration: std::time::Duration,
 }
 
-/// Counts a request in flight on one region while it lives.
-pub(crate) struct RegionInflight(Arc<RegionLive>);
+/// Counts something on one region while it lives: a request in flight, an
+/// open WebSocket.
+pub(crate) struct RegionCount {
+    live: Arc<RegionLive>,
+    counter: fn(&RegionLive) -> &AtomicUsize,
+}
 
-impl RegionInflight {
-    pub(crate) fn new(live: &Arc<RegionLive>) -> Self {
-        live.inflight.fetch_add(1, Ordering::Relaxed);
-        RegionInflight(live.clone())
+impl RegionCount {
+    fn new(live: &Arc<RegionLive>, counter: fn(&RegionLive) -> &AtomicUsize) -> Self {
+        counter(live).fetch_add(1, Ordering::Relaxed);
+        RegionCount {
+            live: live.clone(),
+            counter,
+        }
+    }
+
+    /// A request in flight (`inflight`).
+    pub(crate) fn inflight(live: &Arc<RegionLive>) -> Self {
+        Self::new(live, |l| &l.inflight)
+    }
+
+    /// A WebSocket the region took (`websockets`).
+    pub(crate) fn websocket(live: &Arc<RegionLive>) -> Self {
+        Self::new(live, |l| &l.websockets)
     }
 }
 
-impl Drop for RegionInflight {
+impl Drop for RegionCount {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        (self.counter)(&self.live).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
