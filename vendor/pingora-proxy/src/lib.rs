@@ -369,43 +369,49 @@ where
                 return None; // TODO: close connection?
             }
             Err(mut e) => {
-                e.as_down();
-                if e.etype == REQUEST_HEADER_TOO_LARGE {
-                    debug!("Fail to proxy: {e}");
-                    if let Some(events) = events {
-                        events.header_too_large();
+                // Boxed, as is the CONNECT refusal below: room for the error
+                // answers in this future would be carried by every connection
+                // waiting for a request.
+                Box::pin(async move {
+                    e.as_down();
+                    if e.etype == REQUEST_HEADER_TOO_LARGE {
+                        debug!("Fail to proxy: {e}");
+                        if let Some(events) = events {
+                            events.header_too_large();
+                        }
+                        downstream_session
+                            .respond_error(431)
+                            .await
+                            .unwrap_or_else(|e| {
+                                error!("failed to send error response to downstream: {e}");
+                            });
+                    } else if matches!(e.etype, ReadTimedout) {
+                        // A client that did not finish its header in time: its doing, not an error here.
+                        debug!("Fail to proxy: {e}");
+                        if let Some(events) = events {
+                            events.header_timed_out();
+                        }
+                    } else if matches!(e.etype, InvalidHTTPHeader) {
+                        debug!(
+                            "Fail to proxy: {e}, downstream session type: {}",
+                            downstream_session.session_type()
+                        );
+                        downstream_session
+                            .respond_error(400)
+                            .await
+                            .unwrap_or_else(|e| {
+                                error!("failed to send error response to downstream: {e}");
+                            });
+                    } else {
+                        // otherwise the connection must be broken, no need to send anything
+                        error!(
+                            "Fail to proxy: {e}, downstream session type: {}",
+                            downstream_session.session_type()
+                        );
                     }
-                    downstream_session
-                        .respond_error(431)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
-                } else if matches!(e.etype, ReadTimedout) {
-                    // A client that did not finish its header in time: its doing, not an error here.
-                    debug!("Fail to proxy: {e}");
-                    if let Some(events) = events {
-                        events.header_timed_out();
-                    }
-                } else if matches!(e.etype, InvalidHTTPHeader) {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                }
-                downstream_session.shutdown().await;
+                    downstream_session.shutdown().await;
+                })
+                .await;
                 return None;
             }
         }
@@ -425,13 +431,16 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
-            downstream_session.shutdown().await;
+            Box::pin(async move {
+                downstream_session
+                    .respond_error(405)
+                    .await
+                    .unwrap_or_else(|e| {
+                        error!("failed to send error response to downstream: {e}");
+                    });
+                downstream_session.shutdown().await;
+            })
+            .await;
             return None;
         }
         Some(downstream_session)
@@ -1624,15 +1633,21 @@ where
             session.set_keepalive(None);
         }
 
-        let mut ctx = self.inner.new_ctx();
+        // Boxed on its own, and the session and context handed over inside a
+        // block: this future is allocated whole while the connection waits for
+        // a request, and an idle connection should not carry the ~12 KiB state
+        // of proxying one.
+        let request = {
+            let mut ctx = self.inner.new_ctx();
 
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        self.process_request(session, ctx).await
+            // Deliver user context from the previous request on this reused connection
+            if let Some(prev_ctx) = prev_user_ctx {
+                self.inner
+                    .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+            }
+            Box::pin(self.process_request(session, ctx))
+        };
+        request.await
     }
 
     async fn http_cleanup(&self) {

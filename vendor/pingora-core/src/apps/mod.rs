@@ -387,45 +387,50 @@ where
                 socket_digest: stream.get_socket_digest(),
             });
 
-            let h2_options = self.h2_options();
-            let options = self.server_options();
-            let stream = crate::protocols::http::v2::flood::guard(
-                stream,
-                options.and_then(|o| o.h2_max_control_frames_per_sec),
-                options.and_then(|o| o.events.clone()),
-            );
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
+            // Boxed: an HTTP/1 connection should not carry the room for
+            // an HTTP/2 connection's handshake and accept loop.
+            Box::pin(async move {
+                let h2_options = self.h2_options();
+                let options = self.server_options();
+                let stream = crate::protocols::http::v2::flood::guard(
+                    stream,
+                    options.and_then(|o| o.h2_max_control_frames_per_sec),
+                    options.and_then(|o| o.events.clone()),
+                );
+                let h2_conn = match server::handshake(stream, h2_options).await {
+                    Err(e) => {
+                        error!("H2 handshake error {e}");
+                        return;
+                    }
+                    Ok(c) => c,
+                };
 
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
+                // The accept-loop body — including the graceful-shutdown state
+                // machine — lives in `server::accept_downstream_sessions` so that
+                // the same code path is exercised by tests in `protocols::http::v2`.
+                let app = self.clone();
+                let shutdown_for_session = shutdown.clone();
+                let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+                server::accept_downstream_sessions(
+                    h2_conn,
+                    digest,
+                    shutdown.clone(),
+                    h2_idle_timeout,
+                    |h2_stream, guard| {
+                        let app = app.clone();
+                        let shutdown = shutdown_for_session.clone();
+                        pingora_runtime::current_handle().spawn(async move {
+                            // hold `guard` for the session's lifetime so the accept
+                            // loop's idle timeout sees this connection as busy.
+                            let _guard = guard;
+                            // Note, `PersistentSettings` not currently relevant for h2
+                            app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                                .await;
+                        });
+                    },
+                )
+                .await;
+            })
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
@@ -440,32 +445,39 @@ where
                     }
                 }
             };
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(
-                    options
-                        .and_then(|o| o.first_request_timeout_secs)
-                        .unwrap_or(60),
-                ));
-            }
-            session.set_keepalive_reuses_remaining(
-                options.and_then(|opts| opts.keepalive_request_limit),
-            );
-            header_limits(&mut session);
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            // Each session is made and handed over inside a block, so that only
+            // the boxed future lives across the await: a session kept in this
+            // future's state would be room an idle connection pays for.
+            let first = {
                 let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(
+                        options
+                            .and_then(|o| o.first_request_timeout_secs)
+                            .unwrap_or(60),
+                    ));
                 }
+                session.set_keepalive_reuses_remaining(
+                    options.and_then(|opts| opts.keepalive_request_limit),
+                );
                 header_limits(&mut session);
-
-                result = self.process_new_http(session, shutdown).await;
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
+            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                let next = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    header_limits(&mut session);
+                    self.process_new_http(session, shutdown)
+                };
+                result = next.await;
             }
         }
         None

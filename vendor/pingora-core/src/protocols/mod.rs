@@ -79,6 +79,15 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Wait until there is data to read (or the peer has closed), without
+    /// reading it, so that a reader can put off allocating a buffer until
+    /// there is something to put in it. The readiness may be spurious: a read
+    /// after it may still have to wait.
+    /// Return `false` at once if waiting is not supported.
+    async fn wait_readable(&mut self) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 use std::any::Any;

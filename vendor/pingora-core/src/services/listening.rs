@@ -76,6 +76,10 @@ impl ConnectionLimit {
     }
 
     /// Connections open now.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     pub fn open(&self) -> usize {
         self.open.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -305,13 +309,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // The task's future is allocated whole for the connection's
+                    // life: the TLS handshake's and the sessions' states are
+                    // boxed so that a connection done with its handshake, or
+                    // idle between requests, does not keep their room.
                     current_handle().spawn(async move {
                         let _place = place;
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
+                                    Ok(io) => Box::pin(Self::handle_event(io, app, shutdown)).await,
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                                         if let Some(addr) = peer_addr {

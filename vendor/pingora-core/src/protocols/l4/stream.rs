@@ -528,6 +528,9 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    /// The read and write buffer capacities set by [`Stream::set_buffer`],
+    /// given back while the stream waits idle in [`Peek::wait_readable`].
+    buffer_capacity: (usize, usize),
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -626,17 +629,18 @@ impl Stream {
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
+        self.buffer_capacity = (buffer.read_capacity(), buffer.write_capacity());
+        self.rebuffer(self.buffer_capacity.0, self.buffer_capacity.1);
+    }
+
+    /// Put the raw stream in buffers of the given capacities. Anything held
+    /// in the old buffers is lost: only for buffers known to be empty.
+    fn rebuffer(&mut self, read: usize, write: usize) {
         use std::mem;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
-        let stream = stream.map(|s| {
-            BufferedStream::with_capacity(
-                buffer.read_capacity(),
-                buffer.write_capacity(),
-                s.into_inner(),
-            )
-        });
+        let stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
         let _ = mem::replace(&mut self.stream, stream);
     }
 }
@@ -651,6 +655,7 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            buffer_capacity: (0, 0),
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -674,6 +679,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            buffer_capacity: (0, 0),
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -698,6 +704,7 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            buffer_capacity: (0, 0),
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -749,6 +756,59 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    async fn wait_readable(&mut self) -> std::io::Result<bool> {
+        if !self.rewind_read_buf.is_empty() {
+            return Ok(true);
+        }
+        if let BufferedStream::BufferedRead(reader) = self.stream() {
+            if !reader.buffer().is_empty() {
+                return Ok(true);
+            }
+        }
+        if matches!(self.stream().get_ref().stream, RawStream::Virtual(_)) {
+            return Ok(false);
+        }
+        // Nothing to read and, once flushed, nothing to write: the buffers
+        // are given back while the stream waits, and taken again when it
+        // wakes (or when the wait is dropped), so an idle connection does not
+        // hold them.
+        let idle = IdleBuffers::release(self);
+        let raw = &idle.stream.stream_mut().get_mut().stream;
+        match raw {
+            RawStream::Tcp(s) => s.readable().await.map(|_| true),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.readable().await.map(|_| true),
+            RawStream::Virtual(_) => Ok(false),
+        }
+    }
+}
+
+/// A stream whose buffers are given back while it waits; they are taken
+/// again when this is dropped.
+struct IdleBuffers<'a> {
+    stream: &'a mut Stream,
+    released: bool,
+}
+
+impl<'a> IdleBuffers<'a> {
+    fn release(stream: &'a mut Stream) -> Self {
+        let (read, write) = stream.buffer_capacity;
+        let released = (read > 0 || write > 0) && stream.stream().writer().buffer().is_empty();
+        if released {
+            stream.rebuffer(0, 0);
+        }
+        IdleBuffers { stream, released }
+    }
+}
+
+impl Drop for IdleBuffers<'_> {
+    fn drop(&mut self) {
+        if self.released {
+            let (read, write) = self.stream.buffer_capacity;
+            self.stream.rebuffer(read, write);
+        }
     }
 }
 

@@ -170,6 +170,36 @@ pub struct HttpSession {
     pipelined_idle_bytes_stashed: bool,
 }
 
+/// Reads into `buf`. When `buf` is empty and the client has sent nothing
+/// yet, it waits for the client's first bytes without holding `buf`'s
+/// allocation: a kept-alive connection spends most of its life waiting for
+/// its next request, and an idle connection should cost a few kilobytes, not
+/// a header buffer. On a stream that cannot wait for readiness, or when the
+/// data is already there, it is a plain `read_buf`.
+async fn read_unheld(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::future::Future;
+    use std::task::Poll;
+    if buf.is_empty() && buf.capacity() > 0 {
+        {
+            let read = std::pin::pin!(stream.read_buf(buf));
+            let mut read = read;
+            let at_once = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(res) => Poll::Ready(Some(res)),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await;
+            if let Some(res) = at_once {
+                return res;
+            }
+        }
+        let capacity = buf.capacity();
+        *buf = BytesMut::new();
+        stream.wait_readable().await?;
+        buf.reserve(capacity);
+    }
+    stream.read_buf(buf).await
+}
+
 impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
@@ -228,7 +258,7 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let read_event = read_unheld(&mut self.underlying_stream, buf);
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
