@@ -216,7 +216,9 @@ pub struct Limits {
     /// A request body that stops arriving (each wait for more of it): 408.
     pub body_timeout: Duration,
     /// Open client connections; beyond it new ones are refused at accept.
-    pub max_connections: usize,
+    /// Unset: what the process's open-files limit can hold, at most 10000
+    /// (the router works it out at start).
+    pub max_connections: Option<usize>,
     /// Requests one client connection may carry before it is closed.
     pub max_requests_per_connection: u32,
     /// Streams one HTTP/2 client connection may have open at once.
@@ -254,7 +256,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
+            max_connections: None,
             max_requests_per_connection: 10_000,
             h2_max_concurrent_streams: 100,
             h2_max_control_frames_per_sec: 100,

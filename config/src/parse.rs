@@ -243,7 +243,7 @@ fn limits(n: &Node, d: &mut Diags) -> Limits {
         .get("max_connections")
         .and_then(|n| diag::integer(n, "limits.max_connections", 1, 10_000_000, d))
     {
-        out.max_connections = v as usize;
+        out.max_connections = Some(v as usize);
     }
     if let Some(v) = f.get("max_requests_per_connection").and_then(|n| {
         diag::integer(

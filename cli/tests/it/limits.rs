@@ -299,3 +299,31 @@ fn check_warns_when_the_open_files_limit_cannot_hold_max_connections() {
         "{err}"
     );
 }
+
+/// Without `limits.max_connections`, the router allows what its open-files
+/// limit holds: under a hard limit of 1024, `check` says so and the running
+/// router's status shows 614 (1024, less 256 kept, less a fifth for
+/// connections to regions).
+#[tokio::test]
+async fn max_connections_unset_is_what_the_open_files_limit_holds() {
+    let dir = TempDir::new();
+    let config = format!(
+        "{}regions:\n  a: {{ type: full, endpoints: [\"127.0.0.1:1\"], services: [api] }}\nrouting: {{ policy: weighted }}\n",
+        header(&dir)
+    );
+    let path = dir.write("switchyard.yaml", &config);
+    let out = std::process::Command::new("prlimit")
+        .args(["--nofile=1024:1024", binary(), "check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("prlimit runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("limits.max_connections is not set, and the open-files limit 1024 holds 614 connections"),
+        "{err}"
+    );
+    let router = Router::start_with_env(dir, &config, &[(WRAPPER, "prlimit --nofile=1024:1024")]);
+    let status = router.status().await;
+    assert_eq!(status["connections"]["max"], 614, "{status}");
+}

@@ -143,8 +143,25 @@ fn launch(config: &Path, env: &[(String, String)]) -> (Child, String) {
     launch_with(&["run"], config, env)
 }
 
+/// In a router's environment, a command that runs the router (it execs it,
+/// as `prlimit --nofile=N:N` does); not passed on to the router.
+pub const WRAPPER: &str = "SY_TEST_WRAPPER";
+
 fn launch_with(args: &[&str], config: &Path, env: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(binary())
+    let wrapper = env
+        .iter()
+        .find(|(k, _)| k == WRAPPER)
+        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let mut child = command
         .args(args)
         .arg("--config")
         .arg(config)
@@ -154,7 +171,11 @@ fn launch_with(args: &[&str], config: &Path, env: &[(String, String)]) -> (Child
         .env("SWITCHYARD_RYW_KEY", RYW_KEY)
         .env("SWITCHYARD_THREADS", "2")
         .env("SWITCHYARD_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(
+            env.iter()
+                .filter(|(k, _)| k != WRAPPER)
+                .map(|(k, v)| (k, v)),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

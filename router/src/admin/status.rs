@@ -85,7 +85,7 @@ fn status_json(state: &RouterState) -> Value {
         "idempotency_keys": state.idempotency.len(),
         "connections": state.connections.get().map(|c| json!({
             "open": c.open(),
-            "max": topo.config.limits.max_connections,
+            "max": c.max(),
             "refused": c.refused(),
         })),
         "config": topo.config.source.display().to_string(),

@@ -386,7 +386,11 @@ impl Proxy {
             );
             bound.https = Some(addr);
         }
-        let connections = Arc::new(ConnectionLimit::new(limits.max_connections));
+        let connections = Arc::new(ConnectionLimit::new(
+            limits
+                .max_connections
+                .unwrap_or(super::open_files::DEFAULT_MAX_CONNECTIONS),
+        ));
         service.set_connection_limit(connections.clone());
         if state.connections.set(connections).is_err() {
             tracing::warn!("the proxy's connection limit was already set");

@@ -77,7 +77,7 @@ impl App {
     /// it returns, and [`App::bound`] says where. With `upgrade`, the router
     /// running on the same `state_dir` hands its listeners over and drains.
     pub fn build(config_path: PathBuf, upgrade: bool) -> anyhow::Result<App> {
-        let config = switchyard_config::load(&config_path)?;
+        let mut config = switchyard_config::load(&config_path)?;
         let replaces = if upgrade {
             Some(handover::running_router(&config.state_dir)?)
         } else {
@@ -91,8 +91,11 @@ impl App {
             soft = files.soft,
             was = files.soft_before,
             hard = files.hard,
+            max_connections = files.max_connections,
             "open-files limit"
         );
+        // The listeners are built once, with the limit as it is now.
+        config.limits.max_connections = Some(files.max_connections);
         if let Some(w) = &files.warning {
             tracing::warn!("{w}");
         }

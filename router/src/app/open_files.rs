@@ -3,12 +3,18 @@
 //! with (1024) runs out long before `limits.max_connections`, and then every
 //! listener stalls on `EMFILE`. At start the soft limit is raised to the
 //! hard one, and a limit still too low for the configured connections is
-//! said out loud (at start and by `switchyard check`).
+//! said out loud (at start and by `switchyard check`). Without a configured
+//! `limits.max_connections`, the default is what the limit can hold, at most
+//! [`DEFAULT_MAX_CONNECTIONS`].
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// Kept for listeners, the op log, etcd, NATS, DNS and health checks.
 const RESERVED_FDS: u64 = 256;
+
+/// `limits.max_connections` when the config does not say and the limit
+/// holds more.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Descriptors `max_connections` client connections may need: one each,
 /// and a quarter as many again for connections to regions (only requests
@@ -19,19 +25,28 @@ fn needed(max_connections: u64) -> u64 {
         .saturating_add(RESERVED_FDS)
 }
 
+/// Client connections `soft` open files can hold (the inverse of [`needed`]).
+fn fits(soft: u64) -> u64 {
+    soft.saturating_sub(RESERVED_FDS) * 4 / 5
+}
+
 /// What the limit was and is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenFiles {
     pub soft_before: u64,
     pub soft: u64,
     pub hard: u64,
-    /// Why the limit is too low for `max_connections`, when it is.
+    /// The client connections to allow: the configured
+    /// `limits.max_connections`, or what the limit holds (at most
+    /// [`DEFAULT_MAX_CONNECTIONS`], at least 1).
+    pub max_connections: usize,
+    /// Why the limit is too low for a configured `max_connections`, when it is.
     pub warning: Option<String>,
 }
 
 /// Raises the soft open-files limit to the hard one and checks it against
-/// `max_connections`.
-pub fn raise_open_files(max_connections: usize) -> OpenFiles {
+/// the configured `max_connections`, or derives the default from it.
+pub fn raise_open_files(configured: Option<usize>) -> OpenFiles {
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current.unwrap_or(u64::MAX);
     let hard = limit.maximum.unwrap_or(u64::MAX);
@@ -49,12 +64,28 @@ pub fn raise_open_files(max_connections: usize) -> OpenFiles {
     } else {
         before
     };
+    let max_connections = configured.unwrap_or_else(|| default_max_connections(soft));
+    let warning = match configured {
+        Some(n) => too_low(n, soft),
+        None => (max_connections < DEFAULT_MAX_CONNECTIONS).then(|| {
+            format!(
+                "limits.max_connections is not set, and the open-files limit {soft} holds {max_connections} connections, not {DEFAULT_MAX_CONNECTIONS}; raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn) or set limits.max_connections"
+            )
+        }),
+    };
     OpenFiles {
         soft_before: before,
         soft,
         hard,
-        warning: too_low(max_connections, soft),
+        max_connections,
+        warning,
     }
+}
+
+fn default_max_connections(soft: u64) -> usize {
+    usize::try_from(fits(soft))
+        .unwrap_or(usize::MAX)
+        .clamp(1, DEFAULT_MAX_CONNECTIONS)
 }
 
 fn too_low(max_connections: usize, soft: u64) -> Option<String> {
@@ -62,7 +93,7 @@ fn too_low(max_connections: usize, soft: u64) -> Option<String> {
     (soft < needed).then(|| {
         format!(
             "the open-files limit is {soft}, but limits.max_connections {max_connections} needs about {needed} (one per connection, a quarter more for connections to regions, {RESERVED_FDS} kept); raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn) or lower limits.max_connections to {}",
-            soft.saturating_sub(RESERVED_FDS) * 4 / 5
+            fits(soft)
         )
     })
 }
@@ -82,5 +113,13 @@ mod tests {
         );
         assert!(w.contains("lower limits.max_connections to 614"), "{w}");
         assert_eq!(too_low(614, 1024), None);
+    }
+
+    #[test]
+    fn the_default_is_what_the_limit_holds_up_to_ten_thousand() {
+        assert_eq!(default_max_connections(1024), 614);
+        assert_eq!(default_max_connections(1 << 20), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(default_max_connections(100), 1);
+        assert_eq!(too_low(default_max_connections(1024), 1024), None);
     }
 }
