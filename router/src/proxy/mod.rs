@@ -267,6 +267,11 @@ impl ProxyHttp for Edge {
             }
         }
         ctx.reject = verdict.err();
+        // Pipelined HTTP/1.1 requests are served in order, one after the
+        // other (RFC 9112 §9.3.2), as nginx and HAProxy do, rather than the
+        // connection closing after the first and the rest dropped. Each is
+        // parsed and checked as strictly as the first.
+        session.as_downstream_mut().set_pipelining_enabled(true);
         // A body that stops arriving is cut (408); an idle connection after
         // this request is closed after `keepalive_timeout` (pingora counts
         // whole seconds, and 0 would mean forever). A client that asked to
