@@ -41,3 +41,25 @@ wait_port() {
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "nothing listens on $1" >&2; return 1
 }
+
+# make_test_ca NAME: a CA for the run ($WORK/ca.pem) and a certificate for
+# 127.0.0.1 signed by it ($WORK/NAME.pem, $WORK/NAME.key), ECDSA P-256.
+make_test_ca() {
+  [[ -f "$WORK/ca.pem" ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=drill CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$WORK/$1.key" -out "$WORK/$1.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' > "$WORK/san.ext"
+  openssl x509 -req -in "$WORK/$1.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/san.ext" -out "$WORK/$1.pem" 2>/dev/null
+}
+
+# cpu_of PID...: CPU seconds (user + system, in clock ticks) of the processes.
+cpu_of() {
+  local total=0 t
+  for p in "$@"; do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + t))
+  done
+  echo "$total"
+}

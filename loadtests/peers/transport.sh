@@ -18,14 +18,7 @@ cargo build --profile "$PROFILE" -p switchyard-cli >&2
 BIN=target/$PROFILE
 source loadtests/peers/lib.sh
 
-# A test CA and a backend certificate for 127.0.0.1.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj "/CN=drill CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
-  -keyout "$WORK/backend.key" -out "$WORK/backend.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' > "$WORK/san.ext"
-openssl x509 -req -in "$WORK/backend.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
-  -days 2 -extfile "$WORK/san.ext" -out "$WORK/backend.pem" 2>/dev/null
+make_test_ca backend
 
 cat > "$WORK/backend.conf" <<NGX
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
@@ -79,15 +72,6 @@ done
 for port in $PLAIN $TLS $NGINX_TLS $NGINX_PLAIN $SY_TLS $SY_PLAIN $SY_LOG; do wait_port "$port"; done
 sleep 1.5
 
-# CPU seconds (user + system) of a process and its children's threads.
-cpu_of() { # pid...
-  local total=0 t
-  for p in "$@"; do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
-  done
-  echo "$total"
-}
 nginx_pids() { echo "$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"; }
 
 declare -A RPS P99 CPU

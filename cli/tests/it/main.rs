@@ -9,6 +9,7 @@ mod fleet;
 mod geo;
 mod grpc;
 mod hygiene;
+mod idle;
 mod limits;
 mod oplog_nats;
 mod ops;

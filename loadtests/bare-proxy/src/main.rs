@@ -2,7 +2,10 @@
 //! logic. The load drills run it beside Switchyard to show what our routing
 //! costs on top of pingora itself.
 //!
-//! Usage: bare-proxy LISTEN UPSTREAM [THREADS]
+//! Usage: bare-proxy LISTEN UPSTREAM [THREADS [TLS_LISTEN CERT KEY]]
+//!
+//! With `TLS_LISTEN`, it also takes TLS there (HTTP/2 by ALPN), with pingora's
+//! defaults otherwise.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -35,7 +38,7 @@ impl ProxyHttp for Bare {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: bare-proxy LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: bare-proxy LISTEN UPSTREAM [THREADS [TLS_LISTEN CERT KEY]]");
         std::process::exit(2);
     }
     let Ok(upstream) = args[2].parse::<SocketAddr>() else {
@@ -54,6 +57,17 @@ fn main() {
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, Bare { upstream });
     service.add_tcp(&args[1]);
+    if let [tls_listen, cert, key] = args.get(4..7).unwrap_or_default() {
+        let mut tls = match pingora::listeners::tls::TlsSettings::intermediate(cert, key) {
+            Ok(tls) => tls,
+            Err(e) => {
+                eprintln!("bare-proxy: cannot load {cert} or {key}: {e}");
+                std::process::exit(2);
+            }
+        };
+        tls.enable_h2();
+        service.add_tls_with_settings(tls_listen, None, tls);
+    }
     server.add_service(service);
     server.run_forever();
 }
