@@ -27,4 +27,4 @@ sleep 1
 perf record -e cpu-clock -F 999 -g -p "$PID" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null >/dev/null
 wait "$WRK" || true
 grep -E "Requests/sec|99%" "$WORK/wrk.out"
-perf report -i "$WORK/perf.data" ${CHILDREN:---no-children} --stdio --sort symbol 2>/dev/null | grep -E "^\s+[0-9.]+%" | head -${TOP:-40}
+[[ -n "${KEEP_PERF:-}" ]] && cp "$WORK/perf.data" "$KEEP_PERF"; perf report -i "$WORK/perf.data" ${CHILDREN:---no-children} --stdio --sort symbol 2>/dev/null | grep -E "^\s+[0-9.]+%" | head -${TOP:-40}

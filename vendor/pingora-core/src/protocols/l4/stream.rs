@@ -770,10 +770,10 @@ impl Peek for Stream {
         if matches!(self.stream().get_ref().stream, RawStream::Virtual(_)) {
             return Ok(false);
         }
-        // Nothing to read and, once flushed, nothing to write: the buffers
-        // are given back while the stream waits, and taken again when it
-        // wakes (or when the wait is dropped), so an idle connection does not
-        // hold them.
+        // Nothing to read and, once flushed, nothing to write: the write
+        // buffer is given back while the stream waits, and taken again when
+        // it wakes (or when the wait is dropped), so an idle connection does
+        // not hold it.
         let idle = IdleBuffers::release(self);
         let raw = &idle.stream.stream_mut().get_mut().stream;
         match raw {
@@ -785,8 +785,11 @@ impl Peek for Stream {
     }
 }
 
-/// A stream whose buffers are given back while it waits; they are taken
-/// again when this is dropped.
+/// A stream whose write buffer is given back while it waits; it is taken
+/// again when this is dropped. Only on a stream without a read buffer: the
+/// read buffer cannot be set aside without dropping it, and taking a new one
+/// (zeroed, 64 KiB by default) on every wait costs more than it saves; a
+/// server that wants small idle connections reads without one.
 struct IdleBuffers<'a> {
     stream: &'a mut Stream,
     released: bool,
@@ -795,7 +798,7 @@ struct IdleBuffers<'a> {
 impl<'a> IdleBuffers<'a> {
     fn release(stream: &'a mut Stream) -> Self {
         let (read, write) = stream.buffer_capacity;
-        let released = (read > 0 || write > 0) && stream.stream().writer().buffer().is_empty();
+        let released = read == 0 && write > 0 && stream.stream().writer().buffer().is_empty();
         if released {
             stream.rebuffer(0, 0);
         }
