@@ -1,30 +1,85 @@
 #!/usr/bin/env bash
-# Side-by-side load drill: backend, nginx, HAProxy, bare pingora, Switchyard.
-# See README.md in this folder. Servers listen on 127.0.0.1 only and stop on exit.
+# Side-by-side load drill: nginx, HAProxy, bare pingora and Switchyard (with
+# its routing features off and on) in front of one backend, with one and two
+# workers each; requests/s, p99 and CPU per request (user and system time of
+# the proxy's processes from /proc, over the requests served). See README.md.
+# Servers listen on 127.0.0.1 only and stop on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
+WORKERS=${WORKERS:-"1 2"}
 PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18180}
-BACKEND=$BASE; NGINX=$((BASE+1)); HAPROXY=$((BASE+2)); BARE=$((BASE+3)); SY=$((BASE+4))
+BACKEND=$BASE; NGINX=$((BASE+1)); HAPROXY=$((BASE+2)); BARE=$((BASE+3)); SY=$((BASE+4)); SYF=$((BASE+5))
 for tool in wrk nginx haproxy taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx haproxy util-linux" >&2; exit 2; }
 done
 cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
 BIN=target/$PROFILE
 source loadtests/peers/lib.sh
+HZ=$(getconf CLK_TCK)
 
-cat > "$WORK/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+# The routing features on: two regions by geo (the client's network named
+# by CIDR), residency, a dial at 50% on the second, rate limits that never
+# refuse, and one request in four a write pinned to its owner and logged
+# (op log fsync: batch, idempotency keys generated).
+features_config() { # port
+  cat > "$WORK/features.yaml" <<SY
+listen: { http: 127.0.0.1:$1 }
+shutdown_grace: 1s
+state_dir: $WORK/state-features
+regions:
+  a:
+    type: full
+    endpoints: ["127.0.0.1:$BACKEND"]
+    location: { continent: NA, country: US }
+    services: [api]
+    compliance: { data_residency: US }
+    health: { path: /health, interval: 1s }
+    rate_limit: { rps: 10000000, burst: 1000000 }
+  b:
+    type: full
+    endpoints: ["127.0.0.1:$BACKEND"]
+    location: { continent: NA, country: US }
+    services: [api]
+    compliance: { data_residency: US }
+    health: { path: /health, interval: 1s }
+    rate_limit: { rps: 10000000, burst: 1000000 }
+    dial: 50
+routing:
+  policy: geo
+  geo:
+    networks: { "127.0.0.0/8": US }
+    prefer: { US: [b, a], default: [a, b] }
+  residency: { US: US }
+consistency:
+  owners: { default: a }
+  idempotency: generate
+oplog: { fsync: batch }
+SY
+  cat > "$WORK/mixed.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  if n % 4 == 0 then return wrk.format("POST", "/kv/x", { ["Content-Type"] = "application/json" }, '{"v":1}') end
+  return wrk.format("GET", "/kv/x")
+end
+LUA
+}
+
+start_peers() { # workers cpus
+  local w=$1 cpus=$2
+  cat > "$WORK/nginx.conf" <<NGX
+worker_processes $w; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
   server { listen 127.0.0.1:$NGINX; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
-cat > "$WORK/haproxy.cfg" <<HAP
+  cat > "$WORK/haproxy.cfg" <<HAP
 global
-  nbthread 1
+  nbthread $w
   maxconn 4096
 defaults
   mode http
@@ -38,38 +93,91 @@ frontend fe
 backend be
   server s1 127.0.0.1:$BACKEND
 HAP
-switchyard_config $SY $BACKEND 1s
-
-start_backend $BACKEND 1
-taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
-taskset -c 0 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
-taskset -c 0 "$BIN/bare-proxy" 127.0.0.1:$BARE 127.0.0.1:$BACKEND 1 2>"$WORK/bare.err" & PIDS+=($!)
-SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >"$WORK/sy.out" 2>"$WORK/sy.err" & PIDS+=($!)
-
-for port in $BACKEND $NGINX $HAPROXY $BARE $SY; do wait_port $port; done
-sleep 1
-
-declare -A RPS P50 P99
+  switchyard_config $SY $BACKEND 1s
+  features_config $SYF
+  rm -rf "$WORK"/state*
+  PEERS=()
+  taskset -c "$cpus" nginx -c "$WORK/nginx.conf" -p "$WORK" & PEERS+=($!); NGINX_PID=$!
+  taskset -c "$cpus" haproxy -f "$WORK/haproxy.cfg" -db & PEERS+=($!); HAPROXY_PID=$!
+  taskset -c "$cpus" "$BIN/bare-proxy" 127.0.0.1:$BARE 127.0.0.1:$BACKEND "$w" 2>"$WORK/bare.err" & PEERS+=($!); BARE_PID=$!
+  SWITCHYARD_THREADS=$w SWITCHYARD_LOG=warn taskset -c "$cpus" "$BIN/switchyard" run --config "$WORK/switchyard.yaml" \
+    >"$WORK/sy.out" 2>"$WORK/sy.err" & PEERS+=($!); SY_PID=$!
+  SWITCHYARD_THREADS=$w SWITCHYARD_LOG=warn taskset -c "$cpus" "$BIN/switchyard" run --config "$WORK/features.yaml" \
+    >"$WORK/syf.out" 2>"$WORK/syf.err" & PEERS+=($!); SYF_PID=$!
+  PIDS+=("${PEERS[@]}")
+  for port in $NGINX $HAPROXY $BARE $SY $SYF; do wait_port $port; done
+  sleep 1.5
+}
+stop_peers() {
+  for p in "${PEERS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PEERS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+# Every process of a target: nginx's workers are its master's children.
+pids_of() {
+  case "$1" in
+    nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    bare-pingora) echo "$BARE_PID" ;;
+    switchyard) echo "$SY_PID" ;;
+    switchyard+features) echo "$SYF_PID" ;;
+  esac
+}
+ticks() { # user|sys pid... -> clock ticks
+  local field=14 total=0 t
+  [[ $1 == sys ]] && field=15
+  shift
+  for p in "$@"; do t=$(awk -v f=$field '{print $f}' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done
+  echo "$total"
+}
 to_ms() { # wrk prints 1.23ms, 850.00us, 1.01s
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
-run() { # name port
-  local out
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2/kv/x" > /dev/null 2>&1 || true # warm-up skipped below
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2/kv/x")
-  if echo "$out" | grep -q "Non-2xx"; then echo "$1: non-2xx answers" >&2; echo "$out" >&2; fi
-  RPS[$1]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  P50[$1]=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
-  P99[$1]=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+
+declare -A RPS P99 USER SYS
+measure() { # name port workers client-cpus [script]
+  local name=$1 port=$2 w=$3 cpus=$4 script=() out pids u0 s0 u1 s1 n
+  [[ -n "${5:-}" ]] && script=(-s "$5")
+  pids=$(pids_of "$name")
+  taskset -c "$cpus" wrk -t"$w" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$port/kv/x" >/dev/null 2>&1 || true
+  u0=$(ticks user $pids); s0=$(ticks sys $pids)
+  out=$(taskset -c "$cpus" wrk -t"$w" -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "http://127.0.0.1:$port/kv/x")
+  u1=$(ticks user $pids); s1=$(ticks sys $pids)
+  if echo "$out" | grep -q "Non-2xx"; then echo "$name: non-2xx answers" >&2; echo "$out" >&2; fi
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  RPS[$name,$w]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  P99[$name,$w]=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+  USER[$name,$w]=$(awk -v t=$((u1 - u0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+  SYS[$name,$w]=$(awk -v t=$((s1 - s0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
 }
-for t in backend:$BACKEND nginx:$NGINX haproxy:$HAPROXY bare-pingora:$BARE switchyard:$SY; do
-  run "${t%%:*}" "${t##*:}"
+
+start_backend $BACKEND 1
+TARGETS=(nginx haproxy bare-pingora switchyard switchyard+features)
+for w in $WORKERS; do
+  # One worker: the proxies on CPU 0, the client and backend on CPU 1.
+  # Two workers: the proxies may use both CPUs, beside the client.
+  if [[ $w == 1 ]]; then cpus=0; client=1; else cpus=0,1; client=0,1; fi
+  start_peers "$w" "$cpus"
+  for t in "${TARGETS[@]}"; do
+    case $t in
+      nginx) measure nginx $NGINX "$w" $client ;;
+      haproxy) measure haproxy $HAPROXY "$w" $client ;;
+      bare-pingora) measure bare-pingora $BARE "$w" $client ;;
+      switchyard) measure switchyard $SY "$w" $client ;;
+      switchyard+features) measure switchyard+features $SYF "$w" $client "$WORK/mixed.lua" ;;
+    esac
+  done
+  stop_peers
 done
 
-printf '\n%-14s %12s %10s %10s %14s %14s\n' target "req/s" "p50 ms" "p99 ms" "rps/nginx" "rps/bare"
-for t in backend nginx haproxy bare-pingora switchyard; do
-  printf '%-14s %12.0f %10.3f %10.3f %14.2f %14.2f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
-    "$(awk -v a="${RPS[$t]}" -v b="${RPS[nginx]}" 'BEGIN{print a/b}')" \
-    "$(awk -v a="${RPS[$t]}" -v b="${RPS[bare-pingora]}" 'BEGIN{print a/b}')"
+printf '\n%-20s %7s %10s %9s %10s %9s %9s %11s %10s\n' target workers "req/s" "p99 ms" "CPU µs/req" "user" "system" "CPU/nginx" "p99/nginx"
+for w in $WORKERS; do
+  for t in "${TARGETS[@]}"; do
+    cpu=$(awk -v u="${USER[$t,$w]}" -v s="${SYS[$t,$w]}" 'BEGIN { printf "%.1f", u + s }')
+    ref=$(awk -v u="${USER[nginx,$w]}" -v s="${SYS[nginx,$w]}" 'BEGIN { print u + s }')
+    printf '%-20s %7s %10.0f %9.3f %10s %9s %9s %11.2f %10.2f\n' "$t" "$w" "${RPS[$t,$w]}" "${P99[$t,$w]}" "$cpu" \
+      "${USER[$t,$w]}" "${SYS[$t,$w]}" "$(awk -v a="$cpu" -v b="$ref" 'BEGIN{print a/b}')" \
+      "$(awk -v a="${P99[$t,$w]}" -v b="${P99[nginx,$w]}" 'BEGIN{print a/b}')"
+  done
 done
-printf '\nswitchyard p99 / nginx p99: %.2f\n' "$(awk -v a="${P99[switchyard]}" -v b="${P99[nginx]}" 'BEGIN{print a/b}')"
+echo
+echo "switchyard+features: one request in four a write (POST /kv/x), logged with fsync: batch."
