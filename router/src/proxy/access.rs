@@ -24,7 +24,7 @@ pub(super) fn start_trace(session: &Session, ctx: &mut Ctx) {
 }
 
 /// The `traceparent` for a new attempt: a child span of the request's.
-pub(super) fn attempt_traceparent(ctx: &mut Ctx) -> Option<String> {
+pub(super) fn attempt_traceparent(ctx: &mut Ctx) -> Option<http::HeaderValue> {
     let trace = ctx.seen.trace?;
     let mut span = rand::random::<u64>().to_be_bytes();
     if span == [0; 8] {

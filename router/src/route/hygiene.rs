@@ -195,30 +195,55 @@ fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 /// trailers (which gRPC needs end to end).
 fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
     let mut out: SmallVec<[http::HeaderName; 4]> = SmallVec::new();
-    let mut add = |name: http::HeaderName| {
-        if headers.contains_key(&name) && !out.contains(&name) {
-            out.push(name);
-        }
-    };
-    for name in connection_names(headers) {
-        if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
-            add(n);
+    let present = carried(headers, &HOP_BY_HOP);
+    if present == 0 {
+        return out;
+    }
+    if present & 1 != 0 {
+        for name in connection_names(headers) {
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                if headers.contains_key(&n) && !out.contains(&n) {
+                    out.push(n);
+                }
+            }
         }
     }
-    add(http::header::CONNECTION);
-    add(http::HeaderName::from_static("keep-alive"));
-    add(http::HeaderName::from_static("proxy-connection"));
-    add(http::header::UPGRADE);
     let te_trailers_only = headers.get_all(http::header::TE).iter().all(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
                 .all(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    if !te_trailers_only {
-        add(http::header::TE);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        let te_kept = *name == http::header::TE && te_trailers_only;
+        if present & (1 << i) != 0 && !te_kept && !out.contains(name) {
+            out.push(name.clone());
+        }
     }
     out
+}
+
+/// The hop-by-hop fields a request may carry besides those its
+/// `Connection` names (`Connection` first).
+const HOP_BY_HOP: [http::HeaderName; 5] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::UPGRADE,
+    http::header::TE,
+];
+
+/// Which of `names` (at most 32) a request carries, bit `i` for `names[i]`:
+/// one pass over its fields, on every request's path, instead of a hashed
+/// lookup for each name.
+fn carried(headers: &HeaderMap, names: &[http::HeaderName]) -> u32 {
+    let mut found = 0;
+    for key in headers.keys() {
+        if let Some(i) = names.iter().position(|n| n == key) {
+            found |= 1 << i;
+        }
+    }
+    found
 }
 
 /// Whether a request asks to upgrade to WebSocket (`Upgrade: websocket`,
@@ -298,13 +323,17 @@ pub(crate) fn origin(
 ) -> Origin {
     let mut drop = hop_by_hop(headers);
     if !trusts(peer) {
+        let forwarding = carried(headers, &FORWARDING);
         drop.extend(
             FORWARDING
                 .iter()
-                .chain(geo_header)
-                .filter(|h| headers.contains_key(*h))
-                .cloned(),
+                .enumerate()
+                .filter(|(i, _)| forwarding & (1 << i) != 0)
+                .map(|(_, h)| h.clone()),
         );
+        if let Some(h) = geo_header.filter(|h| headers.contains_key(*h)) {
+            drop.push(h.clone());
+        }
         return Origin { client: peer, drop };
     }
     Origin {

@@ -30,13 +30,18 @@ fn hex_to<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex digits of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
 }
 
 /// The trace id and parent id and flags of a valid `traceparent` (version
@@ -97,14 +102,15 @@ impl TraceContext {
         }
     }
 
-    /// The `traceparent` a region gets for an attempt whose span is `attempt`.
-    pub(crate) fn header_for(&self, attempt: [u8; 8]) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&attempt),
-            if self.sampled { SAMPLED } else { 0 }
-        )
+    /// The `traceparent` a region gets for an attempt whose span is
+    /// `attempt`. Written in place: it is on every request's path.
+    pub(crate) fn header_for(&self, attempt: [u8; 8]) -> http::HeaderValue {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&attempt, &mut out[36..52]);
+        hex_into(&[if self.sampled { SAMPLED } else { 0 }], &mut out[53..55]);
+        // Hex digits and dashes are always a valid header value.
+        http::HeaderValue::from_bytes(&out).unwrap_or(http::HeaderValue::from_static(""))
     }
 
     pub(crate) fn trace_id_hex(&self) -> String {
@@ -140,9 +146,10 @@ mod tests {
             "the parent's sampled flag wins over the local rate"
         );
         let out = t.header_for(t.span_id);
+        let out = out.to_str().unwrap_or_default();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
-        assert_eq!(parse(&out).map(|p| p.1), Some(t.span_id));
+        assert_eq!(parse(out).map(|p| p.1), Some(t.span_id));
     }
 
     #[test]
@@ -160,7 +167,7 @@ mod tests {
             let t = TraceContext::start(Some(bad), 1.0, counter());
             assert!(t.parent_id.is_none());
             assert!(t.sampled);
-            assert!(parse(&t.header_for(t.span_id)).is_some());
+            assert!(parse(t.header_for(t.span_id).to_str().unwrap_or_default()).is_some());
         }
         // A later version is read as version 00.
         assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
