@@ -2,20 +2,24 @@
 # Side-by-side load drill: nginx, HAProxy, bare pingora and Switchyard (with
 # its routing features off and on) in front of one backend, with one and two
 # workers each; requests/s, p99 and CPU per request (user and system time of
-# the proxy's processes from /proc, over the requests served). See README.md.
+# the proxy's processes from /proc, over the requests served); then, at a
+# constant rate of 25, 50 and 75% of nginx's maximum, the latency each adds
+# over the backend's own (coordinated omission corrected). See README.md.
 # Servers listen on 127.0.0.1 only and stop on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 WORKERS=${WORKERS:-"1 2"}
+RATES=${RATES:-"25 50 75"}      # constant-rate load, in % of nginx's maximum; "" to skip
+RATE_SECS=${RATE_SECS:-5}
 PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18180}
 BACKEND=$BASE; NGINX=$((BASE+1)); HAPROXY=$((BASE+2)); BARE=$((BASE+3)); SY=$((BASE+4)); SYF=$((BASE+5))
 for tool in wrk nginx haproxy taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx haproxy util-linux" >&2; exit 2; }
 done
-cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
+cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy -p switchyard-drills >&2
 BIN=target/$PROFILE
 source loadtests/peers/lib.sh
 HZ=$(getconf CLK_TCK)
@@ -150,6 +154,20 @@ measure() { # name port workers client-cpus [script]
   SYS[$name,$w]=$(awk -v t=$((s1 - s0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
 }
 
+declare -A RATE_P50 RATE_P99 RATE_GOT RATE_ASKED
+# constant_rate name port pct workers client-cpus: rate-load at pct% of
+# nginx's maximum with this many workers.
+constant_rate() {
+  local name=$1 port=$2 pct=$3 w=$4 cpus=$5 rate out
+  rate=$(awk -v r="${RPS[nginx,$w]}" -v p="$pct" 'BEGIN { printf "%.0f", r * p / 100 }')
+  out=$(taskset -c "$cpus" "$BIN/rate-load" --addr "127.0.0.1:$port" --rate "$rate" --secs "$RATE_SECS" \
+    --connections "$CONNECTIONS")
+  RATE_P50[$name,$w,$pct]=$(sed -n 's/.*p50_ms=\([^ ]*\).*/\1/p' <<<"$out")
+  RATE_P99[$name,$w,$pct]=$(sed -n 's/.*p99_ms=\([^ ]*\).*/\1/p' <<<"$out")
+  RATE_GOT[$name,$w,$pct]=$(sed -n 's/.*achieved=\([^ ]*\).*/\1/p' <<<"$out")
+  RATE_ASKED[$w,$pct]=$rate
+}
+
 start_backend $BACKEND 1
 TARGETS=(nginx haproxy bare-pingora switchyard switchyard+features)
 for w in $WORKERS; do
@@ -166,6 +184,11 @@ for w in $WORKERS; do
       switchyard+features) measure switchyard+features $SYF "$w" $client "$WORK/mixed.lua" ;;
     esac
   done
+  for pct in $RATES; do
+    for t in backend:$BACKEND nginx:$NGINX haproxy:$HAPROXY bare-pingora:$BARE switchyard:$SY; do
+      constant_rate "${t%%:*}" "${t##*:}" "$pct" "$w" $client
+    done
+  done
   stop_peers
 done
 
@@ -181,3 +204,18 @@ for w in $WORKERS; do
 done
 echo
 echo "switchyard+features: one request in four a write (POST /kv/x), logged with fsync: batch."
+[[ -z "$RATES" ]] && exit 0
+printf '\nConstant rate (GET; latency from when each request was due), added over the backend alone:\n'
+printf '%-14s %7s %6s %9s %10s %12s %12s %12s\n' target workers "% max" "rate" "achieved" "p50 added" "p99 added" "p99"
+for w in $WORKERS; do
+  for pct in $RATES; do
+    for t in backend nginx haproxy bare-pingora switchyard; do
+      printf '%-14s %7s %6s %9s %10s %9.3f ms %9.3f ms %9s ms\n' "$t" "$w" "$pct" "${RATE_ASKED[$w,$pct]}" \
+        "${RATE_GOT[$t,$w,$pct]}" \
+        "$(awk -v a="${RATE_P50[$t,$w,$pct]}" -v b="${RATE_P50[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
+        "$(awk -v a="${RATE_P99[$t,$w,$pct]}" -v b="${RATE_P99[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
+        "${RATE_P99[$t,$w,$pct]}"
+    done
+  done
+done
+echo "A target whose achieved rate is below the rate asked could not keep up: its latency is its queue."
