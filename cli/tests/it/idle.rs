@@ -110,15 +110,7 @@ fn rss_kib(pid: i32) -> u64 {
 /// the buffers and request state were given back while idle, ~39 KiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cost_a_few_kilobytes_each() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
+    switchyard_hostile::raise_open_files();
     let a = region("a").await;
     let dir = TempDir::new();
     let config = one_region(&dir, "", &a);

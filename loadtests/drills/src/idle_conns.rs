@@ -258,23 +258,10 @@ fn tls_connector(ca: &PathBuf, mode: Mode) -> anyhow::Result<tokio_rustls::TlsCo
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// As many open files as the hard limit allows: each idle connection is one.
-fn raise_open_files() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    raise_open_files();
+    switchyard_hostile::raise_open_files();
     let tls = match (args.mode, &args.ca) {
         (Mode::Plain, _) => None,
         (mode, Some(ca)) => Some(tls_connector(ca, mode)?),

@@ -8,3 +8,17 @@ pub mod h2raw;
 pub mod peers;
 pub mod slow;
 pub mod strict;
+
+/// As many open files as the hard limit allows: a drill holding thousands
+/// of connections needs one each.
+pub fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}

@@ -474,22 +474,10 @@ fn print_flood_table(rows: &[(&str, FloodReport)]) {
     }
 }
 
-fn raise_open_files() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    raise_open_files();
+    switchyard_hostile::raise_open_files();
     let dir = std::env::temp_dir().join(format!("switchyard-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = run(&args, &dir).await;
