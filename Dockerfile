@@ -7,10 +7,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked \
+RUN cargo build --profile dist --locked \
       -p switchyard-cli -p switchyard-reconciler -p switchyard-region \
  && mkdir /out \
- && cp target/release/switchyard target/release/switchyard-reconcile target/release/switchyard-region /out/
+ && cp target/dist/switchyard target/dist/switchyard-reconcile target/dist/switchyard-region /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 COUNTS=${COUNTS:-"1000 10000"}
 MODES=${MODES:-"plain tls h2"}
 LOAD_SECS=${LOAD_SECS:-4}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18380}
 BACKEND=$BASE; NGINX=$((BASE+1)); NGINX_TLS=$((BASE+2)); BARE=$((BASE+3)); BARE_TLS=$((BASE+4))
 SY=$((BASE+5)); SY_TLS=$((BASE+6))

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18280}
 PLAIN=$BASE; TLS=$((BASE+1)); NGINX_TLS=$((BASE+2)); SY_TLS=$((BASE+3)); SY_PLAIN=$((BASE+4)); SY_LOG=$((BASE+5)); NGINX_PLAIN=$((BASE+6))
 for tool in wrk nginx openssl taskset; do
