@@ -40,7 +40,8 @@ pub struct OpenFiles {
     /// `limits.max_connections`, or what the limit holds (at most
     /// [`DEFAULT_MAX_CONNECTIONS`], at least 1).
     pub max_connections: usize,
-    /// Why the limit is too low for a configured `max_connections`, when it is.
+    /// Why the limit is too low, when it is: for a configured
+    /// `max_connections`, or below the default when none is configured.
     pub warning: Option<String>,
 }
 
