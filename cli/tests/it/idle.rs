@@ -94,15 +94,12 @@ async fn an_idle_connection_serves_its_next_request_however_it_arrives() {
     assert_eq!(response(&mut late).0, 200);
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+/// Resident memory of the router, in KiB (a gone router fails the test).
+fn rss_kib(router: &Router) -> u64 {
+    let pid = u32::try_from(router.pid()).expect("a pid");
+    let kib = switchyard_hostile::floods::rss_kib(pid);
+    assert!(kib > 0, "the router (pid {pid}) is gone");
+    kib
 }
 
 /// 2,000 idle connections, half of them after a request, cost the router
@@ -121,7 +118,7 @@ async fn idle_connections_cost_a_few_kilobytes_each() {
         conn.get_mut().write_all(GET).expect("write");
         assert_eq!(response(&mut conn).0, 200);
     }
-    let before = rss_kib(router.pid());
+    let before = rss_kib(&router);
     const N: usize = 2000;
     let mut conns = Vec::with_capacity(N);
     for i in 0..N {
@@ -136,7 +133,7 @@ async fn idle_connections_cost_a_few_kilobytes_each() {
         router.status().await["connections"]["open"].as_u64() >= Some(N as u64)
     })
     .await;
-    let per_connection = (rss_kib(router.pid()).saturating_sub(before)) as f64 / N as f64;
+    let per_connection = (rss_kib(&router).saturating_sub(before)) as f64 / N as f64;
     assert!(
         per_connection < 16.0,
         "{per_connection:.1} KiB per idle connection"

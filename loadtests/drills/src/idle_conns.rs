@@ -144,17 +144,10 @@ impl Client {
 fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
     let mut total = 0;
     for pid in pids {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("process {pid} is gone"))?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .context("no VmRSS line")?;
-        total += line
-            .split_whitespace()
-            .nth(1)
-            .context("VmRSS without a figure")?
-            .parse::<u64>()?;
+        match switchyard_hostile::floods::rss_kib(*pid) {
+            0 => bail!("process {pid} is gone"),
+            kib => total += kib,
+        }
     }
     Ok(total)
 }
