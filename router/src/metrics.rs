@@ -173,7 +173,7 @@ const COMMON_STATUSES: [u16; 17] = [
     200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504,
 ];
 
-fn class_index(class: RequestClass) -> usize {
+pub(crate) fn class_index(class: RequestClass) -> usize {
     match class {
         RequestClass::Read => 0,
         RequestClass::Write => 1,

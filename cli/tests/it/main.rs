@@ -4,6 +4,7 @@
 mod access_log;
 mod cli;
 mod consistency;
+mod console;
 mod desync;
 mod fleet;
 mod geo;

@@ -2,7 +2,8 @@
 //! `GET /admin/v1/status`, `POST /admin/v1/reload`,
 //! `PUT /admin/v1/regions/{name}/dial`, `POST /admin/v1/regions/{name}/drain`
 //! (and `/undrain`), `POST /admin/v1/ramps/{name}/{start|pause|abort}`,
-//! `POST /admin/v1/explain`, `POST /admin/v1/promote`. Bad bodies get 400, a change that breaks an
+//! `POST /admin/v1/explain`, `POST /admin/v1/promote`, `GET /admin/v1/series`;
+//! and, without a token, the console's page at `GET /console`. Bad bodies get 400, a change that breaks an
 //! interlock 409 naming the rule.
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::control::reload::Reloader;
 use crate::control::RouterState;
 
 mod actions;
+mod console;
 mod error;
 pub(crate) mod login;
 mod status;
@@ -38,8 +40,9 @@ pub(crate) struct AdminState {
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/admin/v1/status", get(status))
+        .route("/admin/v1/series", get(status::series))
         .route("/admin/v1/reload", post(reload))
         .route("/admin/v1/regions/{name}/dial", put(set_dial))
         .route("/admin/v1/regions/{name}/drain", post(drain))
@@ -48,8 +51,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/admin/v1/explain", post(explain))
         .route("/admin/v1/promote", post(promote))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    // The console's page and assets hold no data: they are served without
+    // a token, and everything they show is fetched with one.
+    console::routes().merge(api).with_state(state)
 }
 
 async fn auth(

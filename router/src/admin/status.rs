@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -13,10 +13,31 @@ pub(super) async fn status(State(s): State<AdminState>) -> Json<Value> {
     Json(status_json(&s.router))
 }
 
+/// The latest promotions status shows, newest first (all are in `ownership.json`).
+const PROMOTIONS_SHOWN: usize = 20;
+
+/// `GET /admin/v1/series?since_ms=T`: the traffic samples taken after `T`
+/// (all of the last five minutes without it), oldest first.
+pub(super) async fn series(
+    State(s): State<AdminState>,
+    Query(q): Query<SeriesQuery>,
+) -> Json<Value> {
+    Json(json!({
+        "interval_s": crate::control::series::INTERVAL.as_secs_f64(),
+        "samples": s.router.series.since(q.since_ms.unwrap_or(0)),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct SeriesQuery {
+    since_ms: Option<u64>,
+}
+
 /// The status document: regions, owners, ramps, and the fleet in fleet mode.
 fn status_json(state: &RouterState) -> Value {
     let topo = state.topology.load_full();
     let now = crate::route::ratelimit::nanos(std::time::Instant::now());
+    let ownership = state.ownership.snapshot();
     let mut regions = Map::new();
     for r in &topo.regions {
         let live = &r.live;
@@ -41,6 +62,7 @@ fn status_json(state: &RouterState) -> Value {
             r.spec.name.to_string(),
             json!({
                 "type": r.spec.kind.as_str(),
+                "zone": r.spec.data_residency,
                 "healthy": live.is_healthy(),
                 "dial": live.dial().to_json_number(),
                 "lag_ms": live.lag_ms.load(Ordering::Relaxed),
@@ -78,7 +100,8 @@ fn status_json(state: &RouterState) -> Value {
     }
     let mut doc = json!({
         "regions": regions,
-        "owners": state.ownership.snapshot().status_json(),
+        "owners": ownership.status_json(),
+        "promotions": ownership.promotions.iter().rev().take(PROMOTIONS_SHOWN).collect::<Vec<_>>(),
         "ramps": crate::control::ramp::status(state, &topo),
         "policy": topo.config.routing.policy.as_str(),
         "inflight": state.inflight(),

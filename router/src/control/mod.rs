@@ -15,6 +15,7 @@ pub(crate) mod ramp;
 pub(crate) mod region_client;
 pub(crate) mod reload;
 pub(crate) mod safety;
+pub(crate) mod series;
 pub(crate) mod shadow;
 pub(crate) mod spans;
 
@@ -74,6 +75,8 @@ pub(crate) struct RouterState {
     pub(crate) access_log: Option<crate::store::access_log::AccessLogWriter>,
     /// Spans sent over OTLP, when `tracing` is configured.
     pub(crate) spans: Option<spans::SpanExport>,
+    /// The last minutes of traffic per region, for the console.
+    pub(crate) series: series::Series,
 }
 
 /// What a router shares with others or with disk beyond its own state.
@@ -127,6 +130,7 @@ impl RouterState {
             connections: std::sync::OnceLock::new(),
             access_log,
             spans,
+            series: series::Series::default(),
         })
     }
 
@@ -237,6 +241,7 @@ pub(crate) fn start_loops(state: &Arc<RouterState>, reloader: &reload::Reloader)
         health::start_tasks(state, &reloader.resolver);
     }
     state.control.spawn(export_connections(state.clone()));
+    state.control.spawn(series::run_sampler(state.clone()));
     state.control.spawn(ramp::run_controller(state.clone()));
     state.control.spawn(outlier::run_detector(state.clone()));
     state

@@ -749,11 +749,14 @@ impl ProxyHttp for Edge {
             ctx.topo.regions[idx as usize].metrics.grpc(grpc_status);
         }
         if let Some(idx) = ctx.region {
-            ctx.topo.regions[idx as usize].metrics.request(
-                ctx.class,
-                status,
-                ctx.started.elapsed().as_secs_f64(),
-            );
+            let region = &ctx.topo.regions[idx as usize];
+            region
+                .live
+                .served
+                .record(crate::metrics::class_index(ctx.class));
+            region
+                .metrics
+                .request(ctx.class, status, ctx.started.elapsed().as_secs_f64());
         }
     }
 }

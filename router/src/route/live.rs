@@ -85,6 +85,8 @@ pub(crate) struct RegionLive {
     pub(crate) websockets: AtomicUsize,
     /// Answers, errors and latency, for ramps and outlier detection.
     pub(crate) stats: crate::route::stats::RegionStats,
+    /// Requests answered through the region, by class, for the console's charts.
+    pub(crate) served: crate::route::stats::ClassCounts,
     /// Why the region departs from its Region Artifact; empty when it does not.
     pub(crate) drift: Mutex<Vec<String>>,
     /// Moving average of health probe round trips, in seconds.
@@ -115,6 +117,7 @@ impl RegionLive {
             inflight: AtomicUsize::new(0),
             websockets: AtomicUsize::new(0),
             stats: crate::route::stats::RegionStats::default(),
+            served: crate::route::stats::ClassCounts::default(),
             drift: Mutex::new(Vec::new()),
             probe_rtt: AtomicF64::empty(),
             response_time: AtomicF64::empty(),

@@ -109,6 +109,24 @@ impl RegionStats {
     }
 }
 
+/// Requests a region served by class (read, write); cumulative.
+#[derive(Debug, Default)]
+pub(crate) struct ClassCounts {
+    requests: [AtomicU64; 2],
+}
+
+impl ClassCounts {
+    #[inline]
+    pub(crate) fn record(&self, class: usize) {
+        self.requests[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of each class, reads first.
+    pub(crate) fn totals(&self) -> [u64; 2] {
+        [0, 1].map(|c| self.requests[c].load(Ordering::Relaxed))
+    }
+}
+
 /// A copy of [`RegionStats`] at one moment, or the difference of two.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct StatsSnapshot {
