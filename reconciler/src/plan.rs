@@ -421,6 +421,31 @@ mod tests {
     }
 
     #[test]
+    fn the_report_page_keeps_the_promotion_label_inside_its_chart() {
+        // The promotion is the last thing on the timeline: its label must
+        // run leftwards from the line, not off the chart's right edge.
+        let mut r = Vec::new();
+        for n in 1..=10 {
+            r.extend(write(n, "a", 1, Some(n), OutcomeKind::Acked));
+        }
+        r.push(promotion());
+        let l = logs(r);
+        let p = plan(&l);
+        let s = summarize(&l, &p);
+        let run = crate::report::Run {
+            mode: "dry_run",
+            sources: vec![],
+            generated_at_ms: 0,
+        };
+        let page = crate::report::html(&run, &l, &p, &s);
+        assert!(
+            page.contains(r#"text-anchor="end">promotion a → b (epoch 2)"#),
+            "{page}"
+        );
+        assert!(page.contains("8 writes already present"), "{page}");
+    }
+
+    #[test]
     fn a_conflict_is_found_whatever_spelling_the_path_had() {
         let mut r = Vec::new();
         r.extend(write(20, "a", 1, Some(20), OutcomeKind::Acked));

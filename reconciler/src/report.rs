@@ -228,6 +228,20 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One row per write: when, what, its outcome and position, the verdict and why.
+fn candidate_table(out: &mut String, rows: &[&Candidate]) {
+    out.push_str("<table><thead><tr><th>time</th><th>write</th><th>outcome</th><th>position</th><th>verdict</th><th>reason</th></tr></thead>");
+    for c in rows {
+        let o = c.op.outcome.as_ref();
+        let _ = write!(out, "<tr><td>{}</td><td><code>{} {}</code><br><small>op {}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&iso(c.op.intent.at_ms)), esc(&c.op.intent.method), esc(&c.op.intent.path), c.op.intent.op_id,
+            o.map_or(OutcomeKind::Unknown, |o| o.outcome).as_str(),
+            o.and_then(|o| o.commit_position).map_or(String::new(), |p| p.to_string()),
+            c.verdict.as_str(), esc(&c.reason));
+    }
+    out.push_str("</table>");
+}
+
 /// Writes per second on each side of one failover, with the promotion and
 /// the lost and replayed writes marked, as an inline SVG.
 fn timeline(logs: &Logs, plan: &Plan, index: usize) -> String {
@@ -327,11 +341,17 @@ fn timeline(logs: &Logs, plan: &Plan, index: usize) -> String {
         }
     }
     let px = x(p.at_ms);
+    // The label goes on the side of the line with more room, so that it is
+    // never cut by the chart's edge.
+    let (label_x, anchor) = if px > w / 2.0 {
+        (px - 4.0, "end")
+    } else {
+        (px + 4.0, "start")
+    };
     let _ = write!(
         svg,
-        r##"<line x1="{px:.1}" y1="10" x2="{px:.1}" y2="{:.1}" stroke="#c0392b" stroke-width="2"/><text x="{:.1}" y="20" font-size="12" fill="#c0392b">promotion {} → {} (epoch {})</text>"##,
+        r##"<line x1="{px:.1}" y1="10" x2="{px:.1}" y2="{:.1}" stroke="#c0392b" stroke-width="2"/><text x="{label_x:.1}" y="20" font-size="12" fill="#c0392b" text-anchor="{anchor}">promotion {} → {} (epoch {})</text>"##,
         h - pad,
-        px + 4.0,
         esc(&p.from),
         esc(&p.to),
         p.to_epoch
@@ -375,7 +395,13 @@ table{border-collapse:collapse;width:100%;margin:1em 0}td,th{border:1px solid #d
 th{background:#f4f4f4}.num td{text-align:right}.bad{color:#c0392b;font-weight:bold}.ok{color:#27ae60;font-weight:bold}
 code,pre{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;word-break:break-all}
 .legend span{display:inline-block;margin-right:1.5em}.sw{display:inline-block;width:10px;height:10px;margin-right:4px}
-</style></head><body>"#,
+svg{overflow:visible;max-width:100%}details>summary{cursor:pointer;font-weight:600;margin:1em 0}
+@media print{body{max-width:none;margin:0;font-size:11px}tr,svg,pre{break-inside:avoid}thead{display:table-header-group}
+h2{break-after:avoid}*{print-color-adjust:exact;-webkit-print-color-adjust:exact}}
+</style><script>
+// Printed, every section is open.
+addEventListener("beforeprint", () => document.querySelectorAll("details").forEach((d) => { d.open = true; }));
+</script></head><body>"#,
     );
     let _ = write!(
         out,
@@ -390,8 +416,36 @@ code,pre{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
         r#"<p class="{verdict_class}">{} unresolved</p>"#,
         s.unresolved
     );
-    let _ = write!(out, "<table class=\"num\"><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>lost</th><th>unresolved</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+    let _ = write!(out, "<table class=\"num\"><thead><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>lost</th><th>unresolved</th></tr></thead><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
         s.ops_scanned, s.in_window, s.already_present, s.replayed, s.to_replay, s.conflicts, s.failed, s.not_replayable, s.stale_target, s.unreadable_records, s.lost_records, s.unresolved);
+    // What needs a decision comes first, then what was done, then the
+    // failovers' pictures; what was already in place is only counted
+    // unless opened.
+    let conflicts: Vec<&Candidate> = plan.with_verdict(Verdict::Conflict).collect();
+    if !conflicts.is_empty() {
+        out.push_str("<h2>Conflicts</h2><p>Not replayed: the new owner has written the same resource since. Decide by hand.</p><table><thead><tr><th>resource</th><th>lost write (old owner)</th><th>newer write (new owner)</th></tr></thead>");
+        for c in conflicts {
+            let newer = c.conflict_with.as_ref();
+            let _ = write!(out, "<tr><td><code>{} {}</code></td><td>op {}<br>epoch {} at {}<pre>{}</pre></td><td>{}</td></tr>",
+                esc(&c.op.intent.method), esc(c.op.intent.resource()), c.op.intent.op_id, c.op.intent.epoch, esc(&iso(c.op.intent.at_ms)), esc(&body_text(&c.op)),
+                newer.map_or("?".into(), |n| format!("op {}<br>epoch {} at {}<pre>{}</pre>", n.intent.op_id, n.intent.epoch, esc(&iso(n.intent.at_ms)), esc(&body_text(n)))));
+        }
+        out.push_str("</table>");
+    }
+    let open: Vec<&Candidate> = plan
+        .candidates
+        .iter()
+        .filter(|c| c.verdict.unresolved() && c.verdict != Verdict::Conflict)
+        .collect();
+    if !open.is_empty() {
+        out.push_str("<h2>Left unresolved</h2><p>Failed replays, writes that cannot be replayed, and replays a dry run leaves pending.</p>");
+        candidate_table(&mut out, &open);
+    }
+    let replayed: Vec<&Candidate> = plan.with_verdict(Verdict::Replayed).collect();
+    if !replayed.is_empty() {
+        out.push_str("<h2>Replayed</h2>");
+        candidate_table(&mut out, &replayed);
+    }
     for (i, f) in plan.failovers.iter().enumerate() {
         let p = &f.promotion;
         let _ = write!(out, "<h2>Failover: partition <code>{}</code>, {} → {} (epoch {} → {})</h2><p>At {}; {}'s applied position then: {}{}. Reason: {}. Replays go to {} with fencing token {}.</p>",
@@ -405,27 +459,16 @@ code,pre{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
         );
         out.push_str(&timeline(logs, plan, i));
     }
-    let conflicts: Vec<&Candidate> = plan.with_verdict(Verdict::Conflict).collect();
-    if !conflicts.is_empty() {
-        out.push_str("<h2>Conflicts</h2><p>Not replayed: the new owner has written the same resource since. Decide by hand.</p><table><tr><th>resource</th><th>lost write (old owner)</th><th>newer write (new owner)</th></tr>");
-        for c in conflicts {
-            let newer = c.conflict_with.as_ref();
-            let _ = write!(out, "<tr><td><code>{} {}</code></td><td>op {}<br>epoch {} at {}<pre>{}</pre></td><td>{}</td></tr>",
-                esc(&c.op.intent.method), esc(c.op.intent.resource()), c.op.intent.op_id, c.op.intent.epoch, esc(&iso(c.op.intent.at_ms)), esc(&body_text(&c.op)),
-                newer.map_or("?".into(), |n| format!("op {}<br>epoch {} at {}<pre>{}</pre>", n.intent.op_id, n.intent.epoch, esc(&iso(n.intent.at_ms)), esc(&body_text(n)))));
-        }
-        out.push_str("</table>");
+    let present: Vec<&Candidate> = plan.with_verdict(Verdict::AlreadyPresent).collect();
+    if !present.is_empty() {
+        let _ = write!(
+            out,
+            "<details id=\"already-present\"><summary>{} writes already present on the new owner (nothing to do)</summary>",
+            present.len()
+        );
+        candidate_table(&mut out, &present);
+        out.push_str("</details>");
     }
-    out.push_str("<h2>Writes in the windows</h2><table><tr><th>time</th><th>write</th><th>outcome</th><th>position</th><th>verdict</th><th>reason</th></tr>");
-    for c in &plan.candidates {
-        let o = c.op.outcome.as_ref();
-        let _ = write!(out, "<tr><td>{}</td><td><code>{} {}</code><br><small>op {}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&iso(c.op.intent.at_ms)), esc(&c.op.intent.method), esc(&c.op.intent.path), c.op.intent.op_id,
-            o.map_or(OutcomeKind::Unknown, |o| o.outcome).as_str(),
-            o.and_then(|o| o.commit_position).map_or(String::new(), |p| p.to_string()),
-            c.verdict.as_str(), esc(&c.reason));
-    }
-    out.push_str("</table>");
     if !logs.problems.is_empty() {
         out.push_str("<h2>Problems reading the logs</h2><ul>");
         for p in &logs.problems {

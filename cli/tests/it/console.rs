@@ -29,7 +29,7 @@ fn config(a: &TestRegion, b: &TestRegion, c: &TestRegion, dir: &TempDir) -> Stri
     )
 }
 
-fn browser() -> Browser {
+pub(crate) fn browser() -> Browser {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .map(PathBuf::from)
@@ -64,11 +64,13 @@ fn screenshot(tab: &Tab, name: &str) {
     eprintln!("console screenshot: {}", path.display());
 }
 
-/// Evaluates `js` in the page; its value as JSON (null when undefined).
+/// Evaluates the expression `js` in the page; its value as JSON (null
+/// when undefined). Arrays and objects come back whole, through JSON.
 fn eval(tab: &Tab, js: &str) -> serde_json::Value {
-    tab.evaluate(js, false)
+    tab.evaluate(&format!("JSON.stringify(({js}))"), false)
         .expect("evaluate")
         .value
+        .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
         .unwrap_or(serde_json::Value::Null)
 }
 
@@ -428,4 +430,31 @@ async fn the_console_page_is_served_without_a_token_and_the_api_still_needs_one(
                 .is_some_and(|s| s["regions"][0][0] == json!("a"))
     })
     .await;
+}
+
+/// Opens a reconcile report in Chromium: the promotion label lies inside
+/// its chart, the already-present writes are folded, and a screenshot and
+/// a printed PDF are saved as `name`.
+pub(crate) fn check_report_renders(report: &std::path::Path, name: &str) {
+    let browser = browser();
+    let tab = browser.new_tab().expect("tab");
+    tab.navigate_to(&format!("file://{}", report.display()))
+        .expect("navigate");
+    tab.wait_until_navigated().expect("loaded");
+    let clipped = eval(
+        &tab,
+        "Array.from(document.querySelectorAll('svg')).flatMap((s) => { const box = s.getBoundingClientRect(); \
+         return Array.from(s.querySelectorAll('text')).filter((t) => { const r = t.getBoundingClientRect(); \
+         return r.left < box.left - 0.5 || r.right > box.right + 0.5; }).map((t) => t.textContent); })",
+    );
+    assert_eq!(clipped, json!([]), "labels outside their chart");
+    assert_eq!(
+        eval(&tab, "document.querySelector('#already-present').open"),
+        json!(false)
+    );
+    screenshot(&tab, name);
+    let pdf = tab.print_to_pdf(None).expect("print");
+    let path = screenshots().join(format!("{name}.pdf"));
+    std::fs::write(&path, pdf).expect("write pdf");
+    eprintln!("printed report: {}", path.display());
 }

@@ -148,6 +148,19 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
         html.contains("<h2>Conflicts</h2>") && html.contains("newer"),
         "conflicts table"
     );
+    // What needs a decision first; the 80 already present folded behind a count.
+    let at = |needle: &str| {
+        html.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing"))
+    };
+    assert!(at("<h2>Conflicts</h2>") < at("<h2>Left unresolved</h2>"));
+    assert!(at("<h2>Left unresolved</h2>") < at("<h2>Failover"));
+    assert!(at("<h2>Failover") < at("<details id=\"already-present\">"));
+    assert!(
+        html.contains("80 writes already present"),
+        "collapsed count"
+    );
+    crate::console::check_report_renders(&router.dir.0.join("r.html"), "reconcile-report");
 
     // Apply: the 19 safe ones reach the new owner; the conflict does not.
     let (code, report) = reconcile(&router, &["--apply", "--rate", "200"]);
