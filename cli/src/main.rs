@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod ctl;
+mod docs;
 mod upgrade;
 
 /// glibc's malloc was a sixth of the proxy's CPU under load; mimalloc's
@@ -53,6 +54,19 @@ enum Command {
     Demo(switchyard_demo::DemoArgs),
     /// Talk to a running router's admin API (token from SWITCHYARD_ADMIN_TOKEN).
     Ctl(ctl::CtlArgs),
+    /// Print shell completions for switchyard (or switchyard-reconcile).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        #[arg(long, value_enum, default_value = "switchyard")]
+        binary: docs::Binary,
+    },
+    /// Write man pages for switchyard (and each subcommand) and
+    /// switchyard-reconcile into a folder.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,5 +127,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => ctl::run(args),
+        Command::Completions { shell, binary } => docs::completions(Cli::command(), binary, shell),
+        Command::Man { out } => docs::man_pages(Cli::command(), &out),
     }
 }

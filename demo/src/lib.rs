@@ -248,6 +248,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         edge_addrs.admin,
         config.display()
     );
+    println!(
+        "console: http://{}/console#token={ADMIN_TOKEN}",
+        edge_addrs.admin
+    );
     let mix: Vec<String> = PLACES
         .iter()
         .map(|p| format!("{} {}% from {}", p.name, p.share, p.source))

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod cli;
 pub mod owners;
 pub mod plan;
 pub mod report;

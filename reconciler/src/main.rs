@@ -5,49 +5,12 @@
 //! Exit codes: 0 nothing left unresolved, 1 conflicts or failures remain,
 //! 2 bad usage or input.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use switchyard_reconciler::cli::Args;
 use switchyard_reconciler::{apply, checkpoint, owners, plan, report, source};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "switchyard-reconcile",
-    about = "Replay lost writes after a failover and report every divergence"
-)]
-struct Args {
-    /// A router's op log folder, or its state_dir (repeat for several routers).
-    #[arg(long = "oplog", value_name = "DIR")]
-    oplogs: Vec<PathBuf>,
-    /// Read the records from this NATS server's JetStream instead.
-    #[arg(long, value_name = "URL", requires = "stream")]
-    nats: Option<String>,
-    /// The JetStream stream the routers publish to (oplog.nats.stream).
-    #[arg(long, value_name = "NAME", requires = "nats")]
-    stream: Option<String>,
-    /// The router's config (regions and their endpoints, the partition header).
-    #[arg(long, value_name = "F")]
-    config: PathBuf,
-    /// Replay the safe writes; without it, a dry run that sends nothing.
-    #[arg(long)]
-    apply: bool,
-    /// Where to write the report: .json, .md or .html (repeat for several).
-    #[arg(long, value_name = "FILE")]
-    report: Vec<PathBuf>,
-    /// Replays per second at most.
-    #[arg(long, default_value_t = 20.0, value_name = "N")]
-    rate: f64,
-    /// The current owners from this ownership file (default: etcd in fleet
-    /// mode, else ownership.json in the config's state_dir).
-    #[arg(long, value_name = "FILE")]
-    ownership: Option<PathBuf>,
-    /// Progress of an --apply run, so an interrupted one resumes
-    /// (default: reconcile.checkpoint in the first --oplog folder).
-    #[arg(long, value_name = "FILE")]
-    checkpoint: Option<PathBuf>,
-}
 
 /// Checks the input: every op log folder exists, the config is valid, the
 /// report has a known format. Returns the message for exit code 2.

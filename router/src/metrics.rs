@@ -127,6 +127,67 @@ fn describe() {
         "switchyard_client_limited_total",
         "Requests refused with 429 because their client was over limits.per_client"
     );
+    for (name, help) in [
+        (
+            "switchyard_dns_failures_total",
+            "Upstream name lookups that failed (the last addresses are kept)",
+        ),
+        (
+            "switchyard_oplog_errors_total",
+            "Op log appends or syncs that failed",
+        ),
+        (
+            "switchyard_oplog_gap_records_total",
+            "Op log records cut from the NATS backlog past oplog.max_backlog_bytes",
+        ),
+        (
+            "switchyard_oplog_nats_errors_total",
+            "Failed attempts to forward op log records to NATS",
+        ),
+        (
+            "switchyard_oplog_nats_forwarded_total",
+            "Op log records forwarded to NATS JetStream",
+        ),
+        (
+            "switchyard_oplog_records_total",
+            "Op log records appended, by kind",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            "switchyard_oplog_nats_backlog_bytes",
+            "Bytes of op log segments kept for records not yet forwarded to NATS",
+        ),
+        (
+            "switchyard_oplog_nats_backlog_records",
+            "Op log records not yet forwarded to NATS",
+        ),
+        (
+            "switchyard_oplog_next_seq",
+            "Sequence number the next op log record gets",
+        ),
+        (
+            "switchyard_oplog_queued",
+            "Op log records waiting for the writer",
+        ),
+        (
+            "switchyard_region_websockets_open",
+            "WebSocket connections open through the router, by region",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+    }
+    metrics::describe_histogram!(
+        "switchyard_oplog_sync_seconds",
+        metrics::Unit::Seconds,
+        "Time an op log fsync (or flush) took"
+    );
+    metrics::describe_gauge!(
+        "switchyard_oplog_writable",
+        "1 while the op log can write; 0 while writes are refused because it cannot"
+    );
     metrics::describe_counter!(
         "switchyard_config_reloads_total",
         "Config reloads, by result"
@@ -353,6 +414,11 @@ pub(crate) fn ramp_halt(name: &str, gate: &'static str) {
 
 pub(crate) fn promotion(kind: &'static str) {
     counter!("switchyard_promotions_total", "kind" => kind).increment(1);
+}
+
+/// 1 while the op log can write, 0 while writes are refused for it.
+pub(crate) fn oplog_writable(writable: bool) {
+    gauge!("switchyard_oplog_writable").set(if writable { 1.0 } else { 0.0 });
 }
 
 /// A write the owner refused as fenced: this router's view of ownership was stale.

@@ -12,6 +12,7 @@ mod grpc;
 mod hygiene;
 mod idle;
 mod limits;
+mod monitoring;
 mod oplog_nats;
 mod ops;
 mod reconcile;

@@ -222,12 +222,17 @@ impl Drop for InflightGuard {
 }
 
 /// Keeps the client-connection metrics current, once a second.
-async fn export_connections(state: Arc<RouterState>) {
+/// Once a second: the gauges read from state rather than set where it
+/// changes (client connections, whether the op log can write).
+async fn export_gauges(state: Arc<RouterState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         if let Some(c) = state.connections.get() {
             crate::metrics::client_connections(c.open(), c.refused());
+        }
+        if let Some(log) = &state.oplog {
+            crate::metrics::oplog_writable(log.unavailable().is_none());
         }
     }
 }
@@ -240,7 +245,7 @@ pub(crate) fn start_loops(state: &Arc<RouterState>, reloader: &reload::Reloader)
         let _enter = state.control.enter();
         health::start_tasks(state, &reloader.resolver);
     }
-    state.control.spawn(export_connections(state.clone()));
+    state.control.spawn(export_gauges(state.clone()));
     state.control.spawn(series::run_sampler(state.clone()));
     state.control.spawn(ramp::run_controller(state.clone()));
     state.control.spawn(outlier::run_detector(state.clone()));

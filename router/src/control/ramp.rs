@@ -355,7 +355,7 @@ pub(crate) fn run_json(
         "reason": run.reason,
         "stepping_down": run.stepping_down,
         "gates": clock.and_then(|c| c.last_judgement.as_ref()).map(Judgement::to_json),
-        "history": run.history.iter().rev().take(10).map(|e| json!({"at_ms": e.at_ms, "what": e.what})).collect::<Vec<_>>(),
+        "history": run.history.iter().rev().take(HISTORY).map(|e| json!({"at_ms": e.at_ms, "what": e.what})).collect::<Vec<_>>(),
     })
 }
 

@@ -65,13 +65,14 @@ function badge(text, kind) { return el("span", { class: "badge " + kind }, text)
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
+// `#token=…` signs in; `&view=ramps` (or alone) opens a view. Both leave the
+// address bar at once, the token out of the history too.
 function takeTokenFromFragment() {
-  const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
-    // Out of the address bar and the history at once.
-    history.replaceState(null, "", location.pathname);
-  }
+  const token = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  const view = /(?:^#|&)view=([a-z]+)/.exec(location.hash);
+  if (view) sessionStorage.setItem(VIEW_KEY, view[1]);
+  if (token) sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(token[1]));
+  if (token || view) history.replaceState(null, "", location.pathname);
 }
 
 // ---------- admin API ----------
@@ -288,7 +289,7 @@ function renderRamps(doc) {
       : ["hold " + ramp.hold_s + " s"];
     const gates = ramp.gates
       ? el("dl", { class: "facts" }, Object.entries(ramp.gates).flatMap(([k, v]) =>
-        [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]))
+        [el("dt", {}, k), el("dd", {}, gateValue(k, v))]))
       : el("p", { class: "muted" }, "No gate reading yet.");
     const timeline = el("ol", { class: "timeline", "aria-label": "history" });
     for (const ev of ramp.history || []) {
@@ -314,6 +315,17 @@ function renderRamps(doc) {
       timeline.children.length ? timeline : el("p", { class: "muted" }, "Nothing yet."),
     ));
   }
+}
+
+// Gate readings as an operator reads them: rates in percent, times in ms,
+// ratios to two places.
+function gateValue(key, v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "object") return JSON.stringify(v);
+  if (typeof v !== "number") return String(v);
+  if (/rate$/.test(key) && key !== "burn_rate") return (v * 100).toFixed(2) + " %";
+  if (/_ms$/.test(key)) return fmtMs(v);
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
 }
 
 function renderOwnership(doc) {
@@ -519,10 +531,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#explain-form").addEventListener("submit", (ev) => { ev.preventDefault(); explain(ev.target); });
   // A `#token=` link opened in a tab that already shows the console.
   window.addEventListener("hashchange", () => {
-    if (!/token=/.test(location.hash)) return;
-    signedOut();
+    const signsIn = /token=/.test(location.hash);
+    if (signsIn) signedOut();
     takeTokenFromFragment();
-    signIn();
+    showView(currentView());
+    if (signsIn) signIn();
   });
   signIn();
 });
