@@ -50,11 +50,16 @@ enum CtlCommand {
     Promote {
         #[arg(long)]
         partition: String,
-        #[arg(long)]
-        to: String,
-        /// Promote past the health, drain and lag rules (logged).
+        /// The region to promote; a dry run without it compares every candidate.
+        #[arg(long, required_unless_present = "dry_run")]
+        to: Option<String>,
+        /// Promote past the health, drain, lag and writes-at-risk rules (logged).
         #[arg(long)]
         force: bool,
+        /// Change nothing: show the acknowledged writes the promotion would
+        /// strand, and whether the rules allow it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show where a request would go, and why.
     Explain {
@@ -139,10 +144,11 @@ fn execute(args: CtlArgs) -> anyhow::Result<ExitCode> {
             partition,
             to,
             force,
+            dry_run,
         } => call(
             Method::POST,
             "/admin/v1/promote",
-            Some(json!({"partition": partition, "to": to, "force": force})),
+            Some(json!({"partition": partition, "to": to, "force": force, "dry_run": dry_run})),
         ),
         CtlCommand::Explain {
             method,

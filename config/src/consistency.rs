@@ -63,16 +63,29 @@ pub fn extra(f: &Fields<'_>, c: &mut Consistency, d: &mut Diags) {
             }
         }
     }
-    if let Some(p) = f
-        .get("promotion")
-        .and_then(|n| Fields::new(n, "consistency.promotion", &["max_lag"], d))
-    {
+    if let Some(p) = f.get("promotion").and_then(|n| {
+        Fields::new(
+            n,
+            "consistency.promotion",
+            &["max_lag", "max_writes_at_risk"],
+            d,
+        )
+    }) {
         if let Some(v) = p
             .get("max_lag")
             .and_then(|n| diag::duration(n, "consistency.promotion.max_lag", d))
         {
             c.promotion.max_lag = v;
         }
+        c.promotion.max_writes_at_risk = p.get("max_writes_at_risk").and_then(|n| {
+            diag::integer(
+                n,
+                "consistency.promotion.max_writes_at_risk",
+                0,
+                u64::MAX,
+                d,
+            )
+        });
     }
     if let Some(a) = f
         .get("auto_promote")

@@ -546,11 +546,15 @@ impl FreshnessClass {
 pub struct Promotion {
     /// A target lagging more than this is refused unless forced.
     pub max_lag: Duration,
+    /// A target that lacks more acknowledged writes than this (the op log's
+    /// writes above its applied position) is refused unless forced.
+    pub max_writes_at_risk: Option<u64>,
 }
 
 impl Default for Promotion {
     fn default() -> Self {
         Promotion {
+            max_writes_at_risk: None,
             max_lag: Duration::from_secs(5),
         }
     }

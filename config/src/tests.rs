@@ -364,3 +364,25 @@ fn trusted_proxies_are_cidr_blocks_or_addresses() {
         "edge.yaml:5:33: `trusted_proxies` entries must be CIDR blocks or addresses such as 10.0.0.0/8, found \"cdn.example\""
     );
 }
+
+#[test]
+fn max_writes_at_risk_is_a_count() {
+    let ok = format!("{MINIMAL}consistency: {{ promotion: {{ max_writes_at_risk: 25 }} }}\n");
+    let cfg = parse_str(&ok, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(cfg.consistency.promotion.max_writes_at_risk, Some(25));
+    assert_eq!(
+        parse_str(MINIMAL, Path::new("edge.yaml"))
+            .expect("valid")
+            .consistency
+            .promotion
+            .max_writes_at_risk,
+        None,
+        "no limit unless set"
+    );
+    let bad = format!("{MINIMAL}consistency: {{ promotion: {{ max_writes_at_risk: -3 }} }}\n");
+    let e = errors(&bad);
+    assert!(
+        e.starts_with("edge.yaml:5:") && e.contains("consistency.promotion.max_writes_at_risk"),
+        "{e}"
+    );
+}

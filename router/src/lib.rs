@@ -42,7 +42,8 @@ pub mod ryw {
     pub use crate::route::ryw::{Mark, Signer, Token};
 }
 
-/// The op log writer, for its bench.
+/// The op log writer and the scan behind a promotion's dry run, for their benches.
 pub mod oplog {
     pub use crate::store::oplog::OpLog;
+    pub use crate::store::oplog_scan::{acked_writes, Acked, AckedScan, Wanted};
 }

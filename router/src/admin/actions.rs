@@ -191,8 +191,18 @@ pub(super) async fn explain(State(s): State<AdminState>, bytes: axum::body::Byte
 pub(super) async fn promote(State(s): State<AdminState>, bytes: axum::body::Bytes) -> Answer {
     let req: crate::control::promote::PromoteRequest = body(
         &bytes,
-        r#"{"partition": "P" | "*", "to": "REGION", "force": false}"#,
+        r#"{"partition": "P" | "*", "to": "REGION", "force": false, "dry_run": false}"#,
     )?;
+    if req.dry_run {
+        return Ok(Json(
+            crate::control::promote::preview(&s.router, &req).await?,
+        ));
+    }
+    if req.to.is_none() {
+        return Err(AdminError::bad_request(
+            "\"to\" names the region to promote; only a dry run may leave it out (to compare every candidate)",
+        ));
+    }
     let records = crate::control::promote::promote(&s.router, &req, "manual").await?;
     Ok(Json(json!({ "promoted": records })))
 }

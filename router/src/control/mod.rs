@@ -4,6 +4,7 @@
 //! that change it: health checks and DNS, brownout ejection, ramps, shadow
 //! reads, promotion, reload, the safety interlocks, and the fleet's sync.
 
+pub(crate) mod at_risk;
 pub(crate) mod dns;
 pub(crate) mod error;
 pub(crate) mod fleet_sync;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use switchyard_config::RegionKind;
 
+use crate::control::at_risk::OwnerWrites;
 use crate::control::error::ControlError;
 use crate::control::RouterState;
 use crate::fleet::FleetError;
-use crate::route::owners::PromotionRecord;
+use crate::route::owners::{PromotionRecord, Terms};
 use crate::route::topology::{RegionIdx, Topology};
 
 /// `POST /admin/v1/promote`.
@@ -23,10 +24,17 @@ use crate::route::topology::{RegionIdx, Topology};
 pub(crate) struct PromoteRequest {
     /// A partition, `default`, or `*` for every partition.
     pub(crate) partition: String,
-    pub(crate) to: String,
-    /// Overrides the health, drain and lag rules (never read-only or residency).
+    /// The target; a dry run without one previews every candidate.
+    #[serde(default)]
+    pub(crate) to: Option<String>,
+    /// Overrides the health, drain, lag and writes-at-risk rules (never
+    /// read-only or residency).
     #[serde(default)]
     pub(crate) force: bool,
+    /// Change nothing; answer what the promotion would strand and whether
+    /// the rules allow it.
+    #[serde(default)]
+    pub(crate) dry_run: bool,
 }
 
 /// Why `to` may not own `partitions` now; `None` when it may.
@@ -121,6 +129,36 @@ fn partitions_of(state: &RouterState, partition: &str) -> Vec<String> {
     }
 }
 
+fn region_index(topo: &Topology, name: &str) -> Result<RegionIdx, ControlError> {
+    topo.index_of(name).ok_or_else(|| {
+        let known: Vec<&str> = topo.regions.iter().map(|r| r.spec.name.as_str()).collect();
+        ControlError::NotFound(format!(
+            "no region {name:?}; configured: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+/// The `writes_at_risk` rule: more stranded writes than
+/// `consistency.promotion.max_writes_at_risk` allows, unless forced.
+fn too_many_at_risk(
+    topo: &Topology,
+    to: RegionIdx,
+    at_risk: u64,
+    force: bool,
+) -> Option<ControlError> {
+    let max = topo.config.consistency.promotion.max_writes_at_risk?;
+    (at_risk > max && !force).then(|| {
+        ControlError::refused(
+            "writes_at_risk",
+            format!(
+                "promoting {} would strand {at_risk} acknowledged writes it has not applied, more than consistency.promotion.max_writes_at_risk ({max}); see them with dry_run (use force to promote anyway)",
+                topo.name(to)
+            ),
+        )
+    })
+}
+
 /// Promotes; returns the records written.
 pub(crate) async fn promote(
     state: &RouterState,
@@ -130,19 +168,103 @@ pub(crate) async fn promote(
     // Promotions and reloads both rebuild the owner index: one at a time.
     let _one_at_a_time = state.reload_lock.lock().await;
     let topo = state.topology.load_full();
-    let to = topo.index_of(&req.to).ok_or_else(|| {
-        let known: Vec<&str> = topo.regions.iter().map(|r| r.spec.name.as_str()).collect();
-        ControlError::NotFound(format!(
-            "no region {:?}; configured: {}",
-            req.to,
-            known.join(", ")
-        ))
-    })?;
+    let Some(to) = req.to.as_deref() else {
+        return Err(ControlError::refused(
+            "no_target",
+            "name the region to promote (\"to\"), or ask for a dry run to compare candidates",
+        ));
+    };
+    let to = region_index(&topo, to)?;
     let partitions = partitions_of(state, &req.partition);
     if let Some(refused) = refusal(&topo, &partitions, to, req.force) {
         return Err(refused);
     }
-    apply(state, &topo, &partitions, to, req.force, reason).await
+    // Counted whenever the log can be read; needed when the rule is set.
+    let at_risk = match OwnerWrites::read(state, &partitions).await {
+        Ok(w) => Some(w.worst(&topo, &partitions, to)),
+        Err(e)
+            if topo
+                .config
+                .consistency
+                .promotion
+                .max_writes_at_risk
+                .is_some()
+                && !req.force =>
+        {
+            return Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "writes at risk not counted for this promotion");
+            None
+        }
+    };
+    if let Some(refused) = at_risk.and_then(|n| too_many_at_risk(&topo, to, n, req.force)) {
+        return Err(refused);
+    }
+    if req.force && at_risk.is_some_and(|n| n > 0) {
+        tracing::warn!(
+            to = topo.name(to),
+            writes_at_risk = at_risk,
+            "FORCED promotion strands acknowledged writes; the reconciler replays what it can"
+        );
+    }
+    apply(state, &topo, &partitions, to, req.force, reason, at_risk).await
+}
+
+/// A dry run: for each partition and the named target (or every full region
+/// that does not own it), what the promotion would strand and whether the
+/// rules allow it. Changes nothing.
+pub(crate) async fn preview(
+    state: &RouterState,
+    req: &PromoteRequest,
+) -> Result<serde_json::Value, ControlError> {
+    let started = Instant::now();
+    let topo = state.topology.load_full();
+    let named = req
+        .to
+        .as_deref()
+        .map(|t| region_index(&topo, t))
+        .transpose()?;
+    let partitions = partitions_of(state, &req.partition);
+    let writes = OwnerWrites::read(state, &partitions).await?;
+    let owners = topo.owners.load();
+    let mut out = Vec::new();
+    for p in &partitions {
+        let owner = owners.get(Some(p)).map(|o| o.0);
+        let targets: Vec<RegionIdx> = match named {
+            Some(t) => vec![t],
+            None => (0..topo.regions.len() as RegionIdx)
+                .filter(|i| Some(*i) != owner)
+                .filter(|i| topo.regions[*i as usize].spec.kind != RegionKind::ReadOnly)
+                .collect(),
+        };
+        for to in targets {
+            let Some(e) = writes.exposure(&topo, p, to) else {
+                continue;
+            };
+            let refused = refusal(&topo, std::slice::from_ref(p), to, req.force)
+                .or_else(|| too_many_at_risk(&topo, to, e.writes_at_risk, req.force));
+            let mut v =
+                serde_json::to_value(&e).map_err(|e| ControlError::Internal(e.to_string()))?;
+            v["allowed"] = refused.is_none().into();
+            v["rule"] = refused.as_ref().and_then(|r| r.rule()).into();
+            v["reason"] = refused.map(|r| r.to_string()).into();
+            v["lag_ms"] = topo.regions[to as usize]
+                .live
+                .lag_ms
+                .load(Ordering::Relaxed)
+                .into();
+            out.push(v);
+        }
+    }
+    Ok(serde_json::json!({
+        "dry_run": true,
+        // Other edges' writes are in their own logs (and the stream).
+        "scope": if state.fleet.is_some() { "this edge's op log" } else { "op log" },
+        "partitions": out,
+        "problems": writes.problems,
+        "took_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+    }))
 }
 
 async fn apply(
@@ -152,14 +274,21 @@ async fn apply(
     to: RegionIdx,
     forced: bool,
     reason: &str,
+    writes_at_risk: Option<u64>,
 ) -> Result<Vec<PromotionRecord>, ControlError> {
     let target = &topo.regions[to as usize];
     let applied = target.live.applied_position.load(Ordering::Relaxed);
     let name = target.spec.name.as_str();
+    let terms = Terms {
+        applied_position: applied,
+        forced,
+        reason,
+        writes_at_risk,
+    };
     let records = match &state.fleet {
         None => state
             .ownership
-            .promote(partitions, name, applied, forced, reason)
+            .promote(partitions, name, &terms)
             .map_err(|e| ControlError::Internal(format!("{e:#}")))?,
         Some(fleet) => {
             let seen = state.ownership.snapshot();
@@ -169,7 +298,7 @@ async fn apply(
                 .as_ref()
                 .map_or(std::time::Duration::ZERO, |e| e.write_grace + e.lease_ttl);
             let records = fleet
-                .promote(&seen, partitions, name, applied, forced, reason, hold)
+                .promote(&seen, partitions, name, &terms, hold)
                 .await
                 .map_err(|e| match e {
                     FleetError::Conflict => ControlError::refused(
@@ -262,12 +391,29 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
                 let r = &topo.regions[i as usize];
                 r.live.lag_within(report_max_age(&r.spec))
             };
-            let candidate = (0..topo.regions.len() as RegionIdx)
+            let eligible: Vec<RegionIdx> = (0..topo.regions.len() as RegionIdx)
                 .filter(|i| topo.name(*i) != owner)
                 .filter(|i| topo.regions[*i as usize].spec.kind == RegionKind::Full)
                 .filter(|i| known_lag(*i).is_some_and(|l| Duration::from_millis(l) <= auto.max_lag))
                 .filter(|i| refusal(&topo, &partitions, *i, false).is_none())
-                .min_by_key(|i| known_lag(*i).unwrap_or(u64::MAX));
+                .collect();
+            // Fewest acknowledged writes stranded first, then least lag; a
+            // log that cannot be read leaves lag alone to choose.
+            let writes = match OwnerWrites::read(&state, &partitions).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "automatic promotion chooses by lag alone");
+                    None
+                }
+            };
+            let at_risk = |i: RegionIdx| writes.as_ref().map(|w| w.worst(&topo, &partitions, i));
+            let candidate = eligible
+                .iter()
+                .copied()
+                .filter(|i| {
+                    at_risk(*i).is_none_or(|n| too_many_at_risk(&topo, *i, n, false).is_none())
+                })
+                .min_by_key(|i| (at_risk(*i).unwrap_or(0), known_lag(*i).unwrap_or(u64::MAX)));
             let Some(to) = candidate else {
                 if since.elapsed() < auto.after + Duration::from_millis(300) {
                     tracing::error!(
@@ -282,7 +428,8 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
                 since.elapsed().as_secs_f64()
             );
             let _one_at_a_time = state.reload_lock.lock().await;
-            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason).await {
+            let stranded = at_risk(to);
+            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason, stranded).await {
                 tracing::error!(?e, "automatic promotion failed");
             }
             down_since.remove(&owner);

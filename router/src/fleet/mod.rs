@@ -15,7 +15,7 @@ use etcd_client::{
 };
 use switchyard_config::Etcd;
 
-use crate::route::owners::{Owner, OwnershipTable, PromotionRecord};
+use crate::route::owners::{Owner, OwnershipTable, PromotionRecord, Terms};
 
 pub(crate) mod presence;
 pub(crate) mod ramps;
@@ -136,9 +136,7 @@ impl Fleet {
         seen: &OwnershipTable,
         partitions: &[String],
         to: &str,
-        applied_position: u64,
-        forced: bool,
-        reason: &str,
+        terms: &Terms<'_>,
         hold: std::time::Duration,
     ) -> Result<Vec<PromotionRecord>, FleetError> {
         let mut compares = Vec::new();
@@ -166,9 +164,10 @@ impl Fleet {
                 to: to.to_string(),
                 from_epoch: owner.epoch,
                 to_epoch: owner.epoch + 1,
-                applied_position,
-                forced,
-                reason: reason.to_string(),
+                applied_position: terms.applied_position,
+                forced: terms.forced,
+                reason: terms.reason.to_string(),
+                writes_at_risk: terms.writes_at_risk,
             };
             let next = Owner {
                 region: to.to_string(),

@@ -50,6 +50,20 @@ pub(crate) struct PromotionRecord {
     pub(crate) forced: bool,
     /// `manual`, or why an automatic promotion happened.
     pub(crate) reason: String,
+    /// Acknowledged writes above the target's applied position when it was
+    /// promoted, from this router's op log (absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) writes_at_risk: Option<u64>,
+}
+
+/// What a promotion is made on: the target's applied position, whether the
+/// rules were overridden, why, and what it strands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms<'a> {
+    pub(crate) applied_position: u64,
+    pub(crate) forced: bool,
+    pub(crate) reason: &'a str,
+    pub(crate) writes_at_risk: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,9 +140,7 @@ impl OwnershipTable {
         &mut self,
         partitions: &[String],
         to: &str,
-        applied_position: u64,
-        forced: bool,
-        reason: &str,
+        terms: &Terms<'_>,
         at_ms: u64,
     ) -> Vec<PromotionRecord> {
         let mut records = Vec::new();
@@ -144,9 +156,10 @@ impl OwnershipTable {
                 to: to.to_string(),
                 from_epoch,
                 to_epoch: from_epoch + 1,
-                applied_position,
-                forced,
-                reason: reason.to_string(),
+                applied_position: terms.applied_position,
+                forced: terms.forced,
+                reason: terms.reason.to_string(),
+                writes_at_risk: terms.writes_at_risk,
             };
             self.partitions.insert(
                 p.clone(),
@@ -239,6 +252,15 @@ impl OwnerIndex {
 mod tests {
     use super::*;
 
+    fn terms(applied_position: u64, forced: bool, reason: &str) -> Terms<'_> {
+        Terms {
+            applied_position,
+            forced,
+            reason,
+            writes_at_risk: None,
+        }
+    }
+
     fn config(text: &str) -> Config {
         switchyard_config::parse_str(text, std::path::Path::new("t.yaml")).expect("valid")
     }
@@ -278,7 +300,7 @@ routing: { policy: weighted }
     fn a_promotion_raises_the_epoch_by_one_and_is_recorded() {
         let mut t = OwnershipTable::default();
         t.seed(&config(REGIONS));
-        let recs = t.promote(&["t1".into()], "b", 42, false, "manual", 1000);
+        let recs = t.promote(&["t1".into()], "b", &terms(42, false, "manual"), 1000);
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
         // t1 had no entry of its own: it moves off the default's epoch.
@@ -295,7 +317,7 @@ routing: { policy: weighted }
             t.owner(Some("t2")).map(|(e, o)| (e, o.epoch)),
             Some((DEFAULT, 1))
         );
-        t.promote(&["t1".into()], "a", 0, true, "again", 2000);
+        t.promote(&["t1".into()], "a", &terms(0, true, "again"), 2000);
         assert_eq!(t.partitions["t1"].epoch, 3);
         assert_eq!(t.promotions.len(), 2);
     }
@@ -304,7 +326,7 @@ routing: { policy: weighted }
     fn a_held_entry_holds_its_partitions_writes_until_its_time() {
         let mut t = OwnershipTable::default();
         t.seed(&config(REGIONS));
-        t.promote(&["t1".into()], "b", 0, false, "manual", 0);
+        t.promote(&["t1".into()], "b", &terms(0, false, "manual"), 0);
         if let Some(o) = t.partitions.get_mut(DEFAULT) {
             o.writes_from_ms = 5_000;
         }
@@ -328,7 +350,7 @@ routing: { policy: weighted }
     fn the_index_resolves_names_and_falls_back_to_default() {
         let mut t = OwnershipTable::default();
         t.seed(&config(REGIONS));
-        t.promote(&["t1".into()], "b", 0, false, "manual", 0);
+        t.promote(&["t1".into()], "b", &terms(0, false, "manual"), 0);
         t.partitions.insert(
             "gone".into(),
             Owner {

@@ -11,6 +11,7 @@ use anyhow::Context;
 pub(crate) mod access_log;
 pub(crate) mod oplog;
 pub(crate) mod oplog_nats;
+pub(crate) mod oplog_scan;
 pub(crate) mod ownership;
 pub(crate) mod secrets;
 pub(crate) mod traffic;

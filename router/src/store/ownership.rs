@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use switchyard_config::Config;
 
-use crate::route::owners::{OwnershipTable, PromotionRecord, VERSION};
+use crate::route::owners::{OwnershipTable, PromotionRecord, Terms, VERSION};
 use crate::store::write_atomically;
 
 const FILE: &str = "ownership.json";
@@ -95,23 +95,14 @@ impl OwnershipStore {
         &self,
         partitions: &[String],
         to: &str,
-        applied_position: u64,
-        forced: bool,
-        reason: &str,
+        terms: &Terms<'_>,
     ) -> anyhow::Result<Vec<PromotionRecord>> {
         let mut t = self
             .table
             .lock()
             .map_err(|_| anyhow::anyhow!("ownership lock poisoned"))?;
         let mut next = t.clone();
-        let records = next.promote(
-            partitions,
-            to,
-            applied_position,
-            forced,
-            reason,
-            switchyard_oplog::unix_ms(),
-        );
+        let records = next.promote(partitions, to, terms, switchyard_oplog::unix_ms());
         next.version = VERSION;
         self.write(&next)?;
         *t = next;

@@ -1,0 +1,63 @@
+//! Reading this router's op log back: the acknowledged writes an owner took
+//! under its current epoch (what a promotion would strand above the
+//! target's applied position).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use switchyard_oplog::{Body, OpId, OutcomeKind, Record};
+
+/// One acknowledged write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    pub op_id: OpId,
+    pub at_ms: u64,
+    /// The owner's commit position; `None` when it sent none (then nobody
+    /// can tell whether a replica has it).
+    pub position: Option<u64>,
+    /// Kept whole with an idempotency key: the reconciler could replay it.
+    pub replayable: bool,
+}
+
+/// The owner and epoch whose writes are wanted, per ownership entry.
+pub type Wanted = HashMap<String, (String, u64)>;
+
+/// Acknowledged writes by ownership entry, and the problems met reading.
+pub type AckedScan = (HashMap<String, Vec<Acked>>, Vec<String>);
+
+/// Every acknowledged write in `dir` to an entry of `wanted`, under that
+/// entry's owner and epoch, in log order; and the problems met reading.
+pub fn acked_writes(dir: &Path, wanted: &Wanted) -> io::Result<AckedScan> {
+    // Intents waiting for their outcome: only those of the wanted groups.
+    let mut open: HashMap<OpId, (String, u64, bool)> = HashMap::new();
+    let mut out: HashMap<String, Vec<Acked>> = HashMap::new();
+    let problems = switchyard_oplog::read::read_dir(dir, 0, |_, record| match record {
+        Record::Intent(i) => {
+            let wanted_here = wanted
+                .get(&i.owner_entry)
+                .is_some_and(|(owner, epoch)| *owner == i.owner && *epoch == i.epoch);
+            if wanted_here {
+                let kept = matches!(i.body, Body::Inline(_) | Body::InOutcome);
+                let replayable = kept && i.idempotency_key.is_some();
+                open.insert(i.op_id, (i.owner_entry, i.at_ms, replayable));
+            }
+        }
+        Record::Outcome(o) => {
+            if let Some((entry, at_ms, replayable)) = open.remove(&o.op_id) {
+                if o.outcome == OutcomeKind::Acked {
+                    // A streamed body is replayable only if it was kept whole.
+                    let replayable = replayable && !matches!(o.body, Some(Body::Hashed { .. }));
+                    out.entry(entry).or_default().push(Acked {
+                        op_id: o.op_id,
+                        at_ms,
+                        position: o.commit_position,
+                        replayable,
+                    });
+                }
+            }
+        }
+        Record::Promotion(_) | Record::Gap(_) => {}
+    })?;
+    Ok((out, problems.iter().map(ToString::to_string).collect()))
+}
