@@ -379,11 +379,7 @@ async fn the_console_shows_the_router_and_acts_on_it() {
 async fn the_console_page_is_served_without_a_token_and_the_api_still_needs_one() {
     let a = region("a").await;
     let dir = TempDir::new();
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir),
-        region_yaml("a", a.addr, "")
-    );
+    let cfg = one_region(&dir, "", &a);
     let router = Router::start_in(dir, &cfg);
     let admin = router.admin.expect("admin");
     let client = reqwest::Client::new();

@@ -142,11 +142,7 @@ fn the_dashboard_queries_parse_and_name_only_exported_metrics() {
 async fn the_routers_metrics_pass_promtool() {
     let a = region("a").await;
     let dir = TempDir::new();
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir),
-        region_yaml("a", a.addr, "")
-    );
+    let cfg = one_region(&dir, "", &a);
     let router = Router::start_in(dir, &cfg);
     router.wait_healthy("a", true).await;
     for _ in 0..5 {

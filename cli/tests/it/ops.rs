@@ -405,11 +405,7 @@ fn a_short_admin_token_or_a_public_plaintext_admin_refuses_to_start() {
 async fn a_second_router_on_the_same_state_dir_is_refused() {
     let a = region("a").await;
     let dir = TempDir::new();
-    let cfg = format!(
-        "{}regions:\n{}routing:\n  policy: weighted\n",
-        header(&dir),
-        region_yaml("a", a.addr, "")
-    );
+    let cfg = one_region(&dir, "", &a);
     let router = Router::start_in(dir, &cfg);
     let config = router.config.clone();
     let (code, stderr) = tokio::task::block_in_place(|| {
