@@ -355,6 +355,8 @@ async fn apply(
 /// partitions.
 pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
     let mut down_since: HashMap<String, Instant> = HashMap::new();
+    // When each down owner's writes were last read from the op log.
+    let mut last_scan: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
@@ -380,6 +382,7 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
             let healthy = topo.region(&owner).is_some_and(|r| r.live.is_healthy());
             if healthy {
                 down_since.remove(&owner);
+                last_scan.remove(&owner);
                 continue;
             }
             let since = *down_since.entry(owner.clone()).or_insert_with(Instant::now);
@@ -398,7 +401,24 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
                 .filter(|i| refusal(&topo, &partitions, *i, false).is_none())
                 .collect();
             // Fewest acknowledged writes stranded first, then least lag; a
-            // log that cannot be read leaves lag alone to choose.
+            // log that cannot be read leaves lag alone to choose. The log is
+            // read only when there is a candidate, and at most once a second
+            // while none passes the writes-at-risk rule.
+            if eligible.is_empty()
+                || last_scan
+                    .get(&owner)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                if eligible.is_empty() && since.elapsed() < auto.after + Duration::from_millis(300)
+                {
+                    tracing::error!(
+                        owner,
+                        "owner unhealthy, and no region is eligible for automatic promotion"
+                    );
+                }
+                continue;
+            }
+            last_scan.insert(owner.clone(), Instant::now());
             let writes = match OwnerWrites::read(&state, &partitions).await {
                 Ok(w) => Some(w),
                 Err(e) => {
@@ -415,12 +435,10 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
                 })
                 .min_by_key(|i| (at_risk(*i).unwrap_or(0), known_lag(*i).unwrap_or(u64::MAX)));
             let Some(to) = candidate else {
-                if since.elapsed() < auto.after + Duration::from_millis(300) {
-                    tracing::error!(
-                        owner,
-                        "owner unhealthy, and no region is eligible for automatic promotion"
-                    );
-                }
+                tracing::error!(
+                    owner,
+                    "owner unhealthy, and every eligible region would strand more acknowledged writes than max_writes_at_risk"
+                );
                 continue;
             };
             let reason = format!(
@@ -433,6 +451,7 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
                 tracing::error!(?e, "automatic promotion failed");
             }
             down_since.remove(&owner);
+            last_scan.remove(&owner);
         }
     }
 }
