@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use crate::codec::{self, Frame};
+use crate::writer::FLUSH_AT;
 use crate::*;
 
 struct Dir(PathBuf);
@@ -574,4 +575,43 @@ fn a_backlog_past_its_bound_loses_its_oldest_segments_and_says_which_records() {
     }
     assert_eq!(covered, segs[0].0);
     assert_eq!(seen.first(), Some(&segs[0].0));
+}
+
+/// A failed write while buffering (the buffer passed its flush size) drops
+/// every record whose sender waits on it, not only the one being appended:
+/// the writer names them all, so none is acknowledged by a later sync that
+/// succeeds.
+#[test]
+fn records_dropped_by_a_failed_write_while_buffering_are_named() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"durable".to_vec())).expect("append");
+    w.sync().expect("sync");
+    let waiting = w
+        .append_or_forget(&intent(1, b"waits for durability".to_vec()))
+        .expect("append");
+    let forwarded = w
+        .append(&intent(2, b"already forwarded".to_vec()))
+        .expect("append");
+    assert_eq!((waiting, forwarded), (1, 2));
+    // The next record fills the buffer past its flush size, and that write fails.
+    w.faults.short_write = Some(100);
+    let big = w.append_or_forget(&intent(3, vec![b'x'; FLUSH_AT]));
+    assert!(big.is_err());
+    assert_eq!(
+        w.take_forgotten(),
+        [1, 3],
+        "both waiting records, by the numbers given"
+    );
+    assert!(w.take_forgotten().is_empty(), "told once");
+    // The disk heals and the next sync succeeds: the dropped record is not in
+    // the log; the forwarded one is, numbered after the last durable one.
+    w.sync().expect("sync");
+    drop(w);
+    let (records, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        records,
+        [(0, "/kv/k0?x=1".to_string()), (1, "/kv/k2?x=1".to_string())]
+    );
 }

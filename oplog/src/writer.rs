@@ -79,6 +79,10 @@ pub struct Writer {
     pending: Vec<u8>,
     /// The records in `pending`, in order.
     pending_records: Vec<Pending>,
+    /// Sequence numbers `append_or_forget` answered with whose records a
+    /// failed write has since dropped: their senders must hear so, even
+    /// when a later write and sync succeed (see [`Writer::take_forgotten`]).
+    forgotten: Vec<u64>,
     /// Bytes of the segment written by whole writes (durable or not).
     written_len: u64,
     /// Bytes of the segment the last good sync made durable.
@@ -112,7 +116,7 @@ pub struct GapSpan {
 }
 
 /// Flushes the buffer once it is this large, even between syncs.
-const FLUSH_AT: usize = 1 << 20;
+pub(crate) const FLUSH_AT: usize = 1 << 20;
 
 /// Failures a test makes the writer meet, one at a time.
 #[cfg(test)]
@@ -132,6 +136,8 @@ pub(crate) struct Faults {
 struct Pending {
     end: usize,
     forget_on_failure: bool,
+    /// The sequence number `append` answered with.
+    seq: u64,
 }
 
 impl Writer {
@@ -200,6 +206,7 @@ impl Writer {
                 salt,
                 pending: Vec::with_capacity(FLUSH_AT + 4096),
                 pending_records: Vec::new(),
+                forgotten: Vec::new(),
                 written_len: segment_len,
                 synced_len: segment_len,
                 synced_seq: next_seq,
@@ -240,11 +247,12 @@ impl Writer {
             self.pending.truncate(before);
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
+        let seq = self.next_seq;
         self.pending_records.push(Pending {
             end: self.pending.len(),
             forget_on_failure,
+            seq,
         });
-        let seq = self.next_seq;
         self.next_seq += 1;
         if self.pending.len() >= FLUSH_AT {
             self.flush()?;
@@ -300,12 +308,16 @@ impl Writer {
         let mut kept = Vec::with_capacity(self.pending.len());
         let mut records = Vec::with_capacity(self.pending_records.len());
         let mut start = 0;
+        let first_seq = self.next_seq - self.pending_records.len() as u64;
         for r in &self.pending_records {
-            if !r.forget_on_failure {
+            if r.forget_on_failure {
+                self.forgotten.push(r.seq);
+            } else {
                 kept.extend_from_slice(&self.pending[start..r.end]);
                 records.push(Pending {
                     end: kept.len(),
                     forget_on_failure: false,
+                    seq: first_seq + records.len() as u64,
                 });
             }
             start = r.end;
@@ -417,6 +429,17 @@ impl Writer {
             tracing::warn!(error = %e, dir = %self.dir.display(), "op log retention failed");
         }
         Ok(())
+    }
+
+    /// The sequence numbers, as `append_or_forget` answered them, of records
+    /// a failed write dropped since the last call. A failure while
+    /// buffering one record (the buffer was full and its write failed) drops
+    /// every such record still buffered, not only that one: whoever waits
+    /// on them must be told they failed, even if the next sync succeeds.
+    /// Take them right after the failing call: the numbers are given out
+    /// again to the next records.
+    pub fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Records deleted before the sink forwarded them: the caller logs a

@@ -355,9 +355,13 @@ fn run_writer(
                                 tracing::error!(error = %e, "op log append failed");
                                 failing.store(true, Ordering::Relaxed);
                                 metrics::counter!("switchyard_oplog_errors_total").increment(1);
+                                let why = format!("op log append failed: {e}");
                                 if let Some(ack) = ack {
-                                    let _ = ack.send(Err(format!("op log append failed: {e}")));
+                                    let _ = ack.send(Err(why.clone()));
                                 }
+                                // Nor are the waiting records buffered before
+                                // it, which the failed write dropped too.
+                                fail_forgotten(&mut writer, &mut acks, &why);
                             }
                         }
                     }
@@ -416,6 +420,26 @@ fn log_gap(writer: &mut Writer, edge_id: &str, gap: switchyard_oplog::GapSpan) {
 }
 
 /// Writes what is buffered (and syncs when asked), then answers the waiters.
+/// Tells the senders of records a failed write dropped that they failed,
+/// and forgets their acks: a later sync that succeeds is not theirs.
+fn fail_forgotten(
+    writer: &mut Writer,
+    acks: &mut Vec<(oneshot::Sender<Result<u64, String>>, u64)>,
+    why: &str,
+) {
+    let forgotten = writer.take_forgotten();
+    if forgotten.is_empty() {
+        return;
+    }
+    let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(acks)
+        .into_iter()
+        .partition(|(_, seq)| forgotten.contains(seq));
+    *acks = kept;
+    for (ack, _) in dropped {
+        let _ = ack.send(Err(why.to_string()));
+    }
+}
+
 fn commit(
     writer: &mut Writer,
     sync: bool,
@@ -441,6 +465,9 @@ fn commit(
             failing.store(true, Ordering::Relaxed);
         }
     }
+    // Records a failed write dropped on the way (this one, or one while
+    // buffering) are not made durable by a sync that then succeeds.
+    fail_forgotten(writer, acks, "op log write failed: the record was dropped");
     for (ack, seq) in acks.drain(..) {
         let _ = ack.send(
             result
