@@ -32,7 +32,8 @@ pub(crate) struct Exposure {
     /// Acknowledged writes above the target's applied position (and those
     /// whose position the owner never said).
     pub(crate) writes_at_risk: u64,
-    /// Of them, writes without a commit position.
+    /// Of them, writes without a commit position: the owner sent none, or has
+    /// not answered yet.
     pub(crate) position_unknown: u64,
     pub(crate) replayable: u64,
     pub(crate) not_replayable: u64,

@@ -8,13 +8,13 @@ use std::path::Path;
 
 use switchyard_oplog::{Body, OpId, OutcomeKind, Record};
 
-/// One acknowledged write.
+/// One acknowledged write, or one sent whose outcome is not logged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Acked {
     pub op_id: OpId,
     pub at_ms: u64,
-    /// The owner's commit position; `None` when it sent none (then nobody
-    /// can tell whether a replica has it).
+    /// The owner's commit position; `None` when it sent none or has not
+    /// answered yet (then nobody can tell whether a replica has it).
     pub position: Option<u64>,
     /// Kept whole with an idempotency key: the reconciler could replay it.
     pub replayable: bool,
@@ -27,7 +27,8 @@ pub type Wanted = HashMap<String, (String, u64)>;
 pub type AckedScan = (HashMap<String, Vec<Acked>>, Vec<String>);
 
 /// Every acknowledged write in `dir` to an entry of `wanted`, under that
-/// entry's owner and epoch, in log order; and the problems met reading.
+/// entry's owner and epoch, in log order, then those sent and not yet
+/// answered; and the problems met reading.
 pub fn acked_writes(dir: &Path, wanted: &Wanted) -> io::Result<AckedScan> {
     // Intents waiting for their outcome: only those of the wanted groups.
     let mut open: HashMap<OpId, (String, u64, bool)> = HashMap::new();
@@ -59,5 +60,18 @@ pub fn acked_writes(dir: &Path, wanted: &Wanted) -> io::Result<AckedScan> {
         }
         Record::Promotion(_) | Record::Gap(_) => {}
     })?;
+    // Sent with no outcome logged yet (in flight, or the router stopped
+    // before it knew): the owner may have taken them, so they count, with
+    // no position, after the answered ones.
+    let mut unanswered: Vec<_> = open.into_iter().collect();
+    unanswered.sort_by_key(|(_, (_, at_ms, _))| *at_ms);
+    for (op_id, (entry, at_ms, replayable)) in unanswered {
+        out.entry(entry).or_default().push(Acked {
+            op_id,
+            at_ms,
+            position: None,
+            replayable,
+        });
+    }
     Ok((out, problems.iter().map(ToString::to_string).collect()))
 }
