@@ -4,40 +4,19 @@
 //!
 //! `cargo bench -p switchyard-oplog` prints records per second for each.
 
+mod records;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_oplog::{
-    read_dir, Body, Intent, OpId, Options, Outcome, OutcomeKind, Record, Writer,
-};
+use switchyard_oplog::{read_dir, OpId, Options, Outcome, OutcomeKind, Record, Writer};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("sy-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).expect("temp dir");
     p
-}
-
-/// A typical write: a 200-byte JSON body, two kept headers.
-fn intent(n: u64) -> Record {
-    Record::Intent(Intent {
-        op_id: OpId::new(),
-        edge_id: "edge-eu-1".into(),
-        at_ms: 1_700_000_000_000 + n,
-        partition: format!("tenant-{}", n % 1000),
-        owner_entry: "default".into(),
-        method: "PUT".into(),
-        path: format!("/v1/orders/{n}"),
-        idempotency_key: Some(format!("0190e2c4-7d1a-7c3e-9a55-{n:012}")),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("accept".into(), "application/json".into()),
-        ],
-        body: Body::Inline(vec![b'x'; 200]),
-        owner: "us-east-1".into(),
-        epoch: 7,
-    })
 }
 
 fn outcome(op_id: OpId, n: u64) -> Record {
@@ -57,7 +36,9 @@ const BATCH: u64 = 256;
 fn append_batch(c: &mut Criterion) {
     let dir = temp_dir("append");
     let (mut w, _) = Writer::open(&dir, Options::default()).expect("open");
-    let records: Vec<Record> = (0..BATCH).map(intent).collect();
+    let records: Vec<Record> = (0..BATCH)
+        .map(|n| records::intent(OpId::new(), n))
+        .collect();
     let mut g = c.benchmark_group("oplog");
     g.throughput(Throughput::Elements(BATCH));
     g.bench_function("append_256_then_fsync", |b| {
@@ -79,7 +60,7 @@ fn scan_million(c: &mut Criterion) {
     let (mut w, _) = Writer::open(&dir, Options::default()).expect("open");
     let started = Instant::now();
     for n in 0..500_000u64 {
-        let i = intent(n);
+        let i = records::intent(OpId::new(), n);
         let id = i.op_id().expect("intent has an id");
         w.append(&i).expect("append");
         w.append(&outcome(id, n)).expect("append");

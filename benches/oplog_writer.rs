@@ -5,29 +5,14 @@
 //!
 //! `cargo bench -p switchyard-router --bench oplog_writer`
 
+mod records;
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchyard_config::Fsync;
-use switchyard_oplog::{Body, Intent, OpId, Record};
+use switchyard_oplog::OpId;
 use switchyard_router::oplog::OpLog;
-
-fn intent(n: u64) -> Record {
-    Record::Intent(Intent {
-        op_id: OpId::new(),
-        edge_id: "edge-bench".into(),
-        at_ms: n,
-        partition: format!("tenant-{}", n % 100),
-        owner_entry: "default".into(),
-        method: "PUT".into(),
-        path: format!("/v1/orders/{n}"),
-        idempotency_key: Some(format!("key-{n}")),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Body::Inline(vec![b'x'; 200]),
-        owner: "us-east-1".into(),
-        epoch: 3,
-    })
-}
 
 /// Senders running at once, like requests in flight.
 const SENDERS: u64 = 64;
@@ -58,7 +43,7 @@ fn through_the_queue(c: &mut Criterion) {
                         let log = log.clone();
                         tasks.push(tokio::spawn(async move {
                             for i in 0..PER_SENDER {
-                                log.intent(intent(s * PER_SENDER + i))
+                                log.intent(records::intent(OpId::new(), s * PER_SENDER + i))
                                     .await
                                     .expect("logged");
                             }

@@ -5,8 +5,10 @@
 //!
 //! `cargo bench -p switchyard-router --bench writes_at_risk`
 
+mod records;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_oplog::{Body, Intent, OpId, Options, Outcome, OutcomeKind, Record, Writer};
+use switchyard_oplog::{OpId, Options, Outcome, OutcomeKind, Record, Writer};
 use switchyard_router::oplog::{acked_writes, Wanted};
 
 const WRITES: u64 = 500_000;
@@ -15,20 +17,7 @@ fn log_of(dir: &std::path::Path) {
     let (mut w, _) = Writer::open(dir, Options::default()).expect("open");
     for n in 1..=WRITES {
         let op_id = OpId::new();
-        let intent = Record::Intent(Intent {
-            op_id,
-            edge_id: "edge-bench".into(),
-            at_ms: 1_700_000_000_000 + n,
-            partition: format!("tenant-{}", n % 100),
-            owner_entry: "default".into(),
-            method: "PUT".into(),
-            path: format!("/v1/orders/{n}"),
-            idempotency_key: Some(format!("key-{n}")),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Body::Inline(vec![b'x'; 200]),
-            owner: "us-east-1".into(),
-            epoch: 3,
-        });
+        let intent = records::intent(op_id, n);
         let outcome = Record::Outcome(Outcome {
             op_id,
             at_ms: 1_700_000_000_001 + n,
@@ -58,7 +47,7 @@ fn dry_run_scan(c: &mut Criterion) {
         WRITES * 2,
         bytes as f64 / (1 << 20) as f64
     );
-    let wanted: Wanted = [("default".to_string(), ("us-east-1".to_string(), 3))].into();
+    let wanted: Wanted = [("default".to_string(), ("us-east-1".to_string(), 7))].into();
     let mut g = c.benchmark_group("writes_at_risk");
     g.sample_size(10);
     g.throughput(Throughput::Elements(WRITES * 2));

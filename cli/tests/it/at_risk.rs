@@ -141,27 +141,12 @@ async fn a_dry_run_names_the_writes_above_the_targets_position_and_the_gate_hold
     assert_eq!(c_view["ops"], json!(expected));
 
     // The same from the command line; nothing changed.
-    let admin = router.admin.expect("admin").to_string();
-    let ctl = tokio::task::block_in_place(|| {
-        std::process::Command::new(binary())
-            .args([
-                "ctl",
-                "--admin",
-                &admin,
-                "promote",
-                "--partition",
-                "default",
-                "--dry-run",
-            ])
-            .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
-            .output()
-            .expect("ctl runs")
-    });
-    let out = String::from_utf8_lossy(&ctl.stdout);
+    let run = ctl(&router, &["promote", "--partition", "default", "--dry-run"]);
+    let out = String::from_utf8_lossy(&run.stdout);
     assert!(
-        ctl.status.success(),
+        run.status.success(),
         "{out}{}",
-        String::from_utf8_lossy(&ctl.stderr)
+        String::from_utf8_lossy(&run.stderr)
     );
     assert!(
         out.contains("\"writes_at_risk\": 20") && out.contains("\"writes_at_risk\": 5"),

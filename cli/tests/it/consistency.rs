@@ -93,23 +93,10 @@ async fn writes_carry_the_owners_epoch_and_a_promotion_survives_a_restart() {
     );
 
     // A partition of its own, through `ctl promote`: promoted from the default's epoch.
-    let admin = router.admin.expect("admin").to_string();
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(binary())
-            .args([
-                "ctl",
-                "--admin",
-                &admin,
-                "promote",
-                "--partition",
-                "tenant-7",
-                "--to",
-                "a",
-            ])
-            .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
-            .output()
-            .expect("ctl runs")
-    });
+    let out = ctl(
+        &router,
+        &["promote", "--partition", "tenant-7", "--to", "a"],
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -93,6 +93,20 @@ async fn spawn_region(
     TestRegion { addr, region }
 }
 
+/// Runs `switchyard ctl --admin ADDR ARGS…` against `router` with the test
+/// token (from a multi-threaded test: it blocks in place); its output.
+pub fn ctl(router: &Router, args: &[&str]) -> std::process::Output {
+    let admin = router.admin.expect("admin configured").to_string();
+    tokio::task::block_in_place(|| {
+        Command::new(binary())
+            .args(["ctl", "--admin", &admin])
+            .args(args)
+            .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("ctl runs")
+    })
+}
+
 /// A config with `top` (top-level keys) and one region `a`, weighted.
 pub fn one_region(dir: &TempDir, top: &str, a: &TestRegion) -> String {
     format!(
