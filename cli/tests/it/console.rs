@@ -337,9 +337,21 @@ async fn the_console_shows_the_router_and_acts_on_it() {
         );
         screenshot(&tab, "06-traffic");
 
-        // Promotion from the page: the history and the new epoch appear.
+        // The promotion's preview from the page: what it would strand.
         click(&tab, "button[data-view=ownership]");
         tab.wait_for_element("#promote-form").expect("form");
+        eval(
+            &tab,
+            "(() => { const f = document.querySelector('#promote-form'); f.partition.value = 'eu-tenant'; \
+             f.to.value = 'a'; document.querySelector('#promote-preview').click(); return true; })()",
+        );
+        page_shows(
+            &tab,
+            "!!document.querySelector('#preview-table') && \
+             document.querySelector('#preview-table tbody').innerText.includes('eu-tenant')",
+            Duration::from_secs(5),
+        );
+        // Promotion from the page: the history and the new epoch appear.
         eval(
             &tab,
             "(() => { const f = document.querySelector('#promote-form'); f.partition.value = 'eu-tenant'; \

@@ -464,6 +464,32 @@ function showResult(title, body, refused) {
   $("#result-details").open = refused;
 }
 
+// A promotion's dry run: what each candidate would strand. Changes nothing,
+// so it asks no confirmation.
+async function preview(form) {
+  const out = $("#preview-out");
+  const r = await api("POST", "/admin/v1/promote",
+    { partition: form.partition.value, to: form.to.value, dry_run: true, force: form.force.checked });
+  out.replaceChildren();
+  if (r.status !== 200 || !r.json) {
+    out.append(el("p", { class: "error" }, r.status + ": " + (r.json && r.json.error ? r.json.error : r.text)));
+    return;
+  }
+  out.append(el("div", { class: "scroll" }, el("table", { id: "preview-table" },
+    el("thead", {}, el("tr", {}, ["Partition", "From", "To", "Applied position", "Writes at risk",
+      "Replayable", "Not replayable", "Oldest", "First ops", "Allowed"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, r.json.partitions.map((c) => el("tr", {},
+      el("th", { scope: "row" }, c.partition), el("td", {}, c.from + " (epoch " + c.from_epoch + ")"),
+      el("td", {}, c.to), el("td", {}, String(c.target_applied_position)),
+      el("td", { class: c.writes_at_risk ? "dropped" : "kept" }, String(c.writes_at_risk) +
+        (c.position_unknown ? " (" + c.position_unknown + " without a position)" : "")),
+      el("td", {}, String(c.replayable)), el("td", {}, String(c.not_replayable)),
+      el("td", {}, c.oldest_ms ? fmtTime(c.oldest_ms) : "–"),
+      el("td", { class: "wrap" }, c.ops.join(" ")),
+      el("td", { class: "wrap" }, c.allowed ? "yes" : ["no: ", el("strong", {}, c.rule), " ", c.reason])))))),
+  el("p", { class: "muted" }, "From " + r.json.scope + " in " + r.json.took_ms + " ms; nothing changed."));
+}
+
 async function explain(form) {
   const headers = {};
   for (const line of form.headers.value.split("\n")) {
@@ -528,6 +554,7 @@ document.addEventListener("DOMContentLoaded", () => {
       " to " + body.to + (body.force ? ", overriding the interlocks" : "") + "? The epoch rises and the old owner is fenced.",
     () => act("POST", "/admin/v1/promote", body));
   });
+  $("#promote-preview").addEventListener("click", () => preview($("#promote-form")));
   $("#explain-form").addEventListener("submit", (ev) => { ev.preventDefault(); explain(ev.target); });
   // A `#token=` link opened in a tab that already shows the console.
   window.addEventListener("hashchange", () => {
