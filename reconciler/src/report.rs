@@ -191,11 +191,7 @@ pub fn markdown(run: &Run, logs: &Logs, plan: &Plan, s: &Summary) -> String {
             );
         }
     }
-    let open: Vec<&Candidate> = plan
-        .candidates
-        .iter()
-        .filter(|c| c.verdict.unresolved() && c.verdict != Verdict::Conflict)
-        .collect();
+    let open = left_unresolved(plan);
     if !open.is_empty() {
         let _ = writeln!(m, "\n## Left unresolved\n");
         let _ = writeln!(m, "| op | write | verdict | reason |");
@@ -226,6 +222,15 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Writes still needing a human or another run, conflicts aside (they
+/// have their own section).
+fn left_unresolved(plan: &Plan) -> Vec<&Candidate> {
+    plan.candidates
+        .iter()
+        .filter(|c| c.verdict.unresolved() && c.verdict != Verdict::Conflict)
+        .collect()
 }
 
 /// One row per write: when, what, its outcome and position, the verdict and why.
@@ -432,11 +437,7 @@ addEventListener("beforeprint", () => document.querySelectorAll("details").forEa
         }
         out.push_str("</table>");
     }
-    let open: Vec<&Candidate> = plan
-        .candidates
-        .iter()
-        .filter(|c| c.verdict.unresolved() && c.verdict != Verdict::Conflict)
-        .collect();
+    let open = left_unresolved(plan);
     if !open.is_empty() {
         out.push_str("<h2>Left unresolved</h2><p>Failed replays, writes that cannot be replayed, and replays a dry run leaves pending.</p>");
         candidate_table(&mut out, &open);
