@@ -38,8 +38,23 @@ pub fn freshness_class(n: &Node, path: &str, d: &mut Diags) -> Option<FreshnessC
     Some(class)
 }
 
-/// `idempotency_window`, `partition_residency`, `promotion`, `auto_promote`, `ryw`.
+/// `idempotency_window`, `partition_residency`, `promotion`, `auto_promote`,
+/// `ryw`, `repair_on_read`.
 pub fn extra(f: &Fields<'_>, c: &mut Consistency, d: &mut Diags) {
+    if let Some(v) = f.get("repair_on_read").and_then(|n| {
+        diag::one_of(
+            n,
+            "consistency.repair_on_read",
+            &[
+                ("off", RepairOnRead::Off),
+                ("flag", RepairOnRead::Flag),
+                ("replay", RepairOnRead::Replay),
+            ],
+            d,
+        )
+    }) {
+        c.repair_on_read = v;
+    }
     if let Some(v) = f
         .get("idempotency_window")
         .and_then(|n| positive(n, "consistency.idempotency_window", d))

@@ -495,6 +495,32 @@ pub struct Consistency {
     pub auto_promote: Option<AutoPromote>,
     /// The environment variable holding the read-your-writes signing key.
     pub ryw_key_env: String,
+    /// What a read does when its token proves its own write may be missing
+    /// on a partition's new owner.
+    pub repair_on_read: RepairOnRead,
+}
+
+/// `consistency.repair_on_read`: a read whose read-your-writes token names an
+/// older epoch and a position the new owner had not applied when promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RepairOnRead {
+    /// Served as it is.
+    #[default]
+    Off,
+    /// Served, marked `X-Switchyard-Write-Pending: <op id>`.
+    Flag,
+    /// The client's write is replayed to the new owner from the op log first.
+    Replay,
+}
+
+impl RepairOnRead {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairOnRead::Off => "off",
+            RepairOnRead::Flag => "flag",
+            RepairOnRead::Replay => "replay",
+        }
+    }
 }
 
 /// What happens to a read when no replica is fresh enough.

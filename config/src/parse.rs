@@ -802,6 +802,7 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
         promotion: Promotion::default(),
         auto_promote: None,
         ryw_key_env: "SWITCHYARD_RYW_KEY".into(),
+        repair_on_read: RepairOnRead::Off,
     };
     let Some(f) = n.and_then(|n| {
         Fields::new(
@@ -818,6 +819,7 @@ fn consistency(n: Option<&Node>, d: &mut Diags) -> Consistency {
                 "promotion",
                 "auto_promote",
                 "ryw",
+                "repair_on_read",
             ],
             d,
         )

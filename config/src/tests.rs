@@ -386,3 +386,24 @@ fn max_writes_at_risk_is_a_count() {
         "{e}"
     );
 }
+
+#[test]
+fn repair_on_read_is_off_flag_or_replay() {
+    assert_eq!(
+        parse_str(MINIMAL, Path::new("edge.yaml"))
+            .expect("valid")
+            .consistency
+            .repair_on_read,
+        RepairOnRead::Off
+    );
+    let ok = format!("{MINIMAL}consistency: {{ repair_on_read: replay }}\n");
+    let cfg = parse_str(&ok, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(cfg.consistency.repair_on_read, RepairOnRead::Replay);
+    let e = errors(&format!("{MINIMAL}consistency: {{ repair_on_read: always }}\n"));
+    assert!(
+        e.starts_with("edge.yaml:5:")
+            && e.contains("consistency.repair_on_read")
+            && e.contains("replay"),
+        "{e}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod writer;
 
 pub use read::{bytes_from, read_dir, Tail};
 pub use record::{
+    REPLAY_OF,
     normalize_path, unix_ms, Body, Gap, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
 };
 pub use segment::Problem;

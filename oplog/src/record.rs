@@ -112,7 +112,20 @@ impl Intent {
     pub fn normalized_resource(&self) -> String {
         normalize_path(self.resource())
     }
+
+    /// For a write the router replayed on a read after a failover: the op it
+    /// replayed (named by the kept header [`REPLAY_OF`]).
+    pub fn replay_of(&self) -> Option<OpId> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(REPLAY_OF))
+            .and_then(|(_, v)| OpId::parse(v))
+    }
 }
+
+/// The header a replayed write carries (to the region, and kept in its
+/// intent): the op id of the write it replays.
+pub const REPLAY_OF: &str = "x-switchyard-replay";
 
 /// See [`Intent::normalized_resource`].
 pub fn normalize_path(path: &str) -> String {

@@ -144,13 +144,14 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{}: {} ops scanned, {} failover(s), {} in window: {} already present, {} replayed, {} to replay, {} conflicts, {} failed, {} not replayable; {} unresolved",
+        "{}: {} ops scanned, {} failover(s), {} in window: {} already present, {} replayed, {} replayed on read, {} to replay, {} conflicts, {} failed, {} not replayable; {} unresolved",
         run.mode.replace('_', " "),
         summary.ops_scanned,
         plan.failovers.len(),
         summary.in_window,
         summary.already_present,
         summary.replayed,
+        summary.replayed_on_read,
         summary.to_replay,
         summary.conflicts,
         summary.failed,

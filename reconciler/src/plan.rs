@@ -8,13 +8,16 @@
 //!   both are reported, neither is replayed;
 //! - `not_replayable`: no idempotency key (a replay could apply it twice) or
 //!   only the body's hash was logged;
+//! - `replayed_on_read`: a router already replayed it to the new owner when
+//!   the client that wrote it read after the failover (repair on read); the
+//!   replay is in the logs, marked with the op it replays;
 //! - `replay`: safe to send to the partition's current owner with its
 //!   original key and the current fencing token.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use switchyard_oplog::{Body, OutcomeKind, Promotion};
+use switchyard_oplog::{Body, OpId, OutcomeKind, Promotion};
 
 use crate::source::{by_resource, Logs, Op};
 
@@ -25,6 +28,8 @@ pub enum Verdict {
     /// To be replayed (a dry run leaves it here).
     Replay,
     Replayed,
+    /// A router replayed it to the new owner on the client's read.
+    ReplayedOnRead,
     Conflict,
     /// A replay was tried and did not take.
     Failed,
@@ -40,6 +45,7 @@ impl Verdict {
             Verdict::AlreadyPresent => "already_present",
             Verdict::Replay => "replay",
             Verdict::Replayed => "replayed",
+            Verdict::ReplayedOnRead => "replayed_on_read",
             Verdict::Conflict => "conflict",
             Verdict::Failed => "failed",
             Verdict::NotReplayable => "not_replayable",
@@ -49,7 +55,10 @@ impl Verdict {
 
     /// Whether the op still needs a human (or another run).
     pub fn unresolved(self) -> bool {
-        !matches!(self, Verdict::AlreadyPresent | Verdict::Replayed)
+        !matches!(
+            self,
+            Verdict::AlreadyPresent | Verdict::Replayed | Verdict::ReplayedOnRead
+        )
     }
 }
 
@@ -111,6 +120,13 @@ pub fn replay_body(op: &Op) -> Option<&[u8]> {
 pub fn plan(logs: &Logs) -> Plan {
     let mut out = Plan::default();
     let resources = by_resource(logs);
+    // Replays routers made on reads, by the op they replay: the taken ones.
+    let replayed_on_read: BTreeMap<OpId, &Op> = logs
+        .ops
+        .values()
+        .filter(|o| outcome_of(o) == OutcomeKind::Acked)
+        .filter_map(|o| Some((o.intent.replay_of()?, o)))
+        .collect();
     let mut promotions: Vec<&Promotion> = logs.promotions.values().collect();
     promotions.sort_by_key(|p| (p.at_ms, p.to_epoch));
     for p in &promotions {
@@ -135,7 +151,21 @@ pub fn plan(logs: &Logs) -> Plan {
             {
                 continue;
             }
-            let (verdict, reason, conflict_with) = judge(op, p, &resources);
+            let (verdict, reason, conflict_with) = match replayed_on_read.get(&op.intent.op_id) {
+                Some(replay) => (
+                    Verdict::ReplayedOnRead,
+                    format!(
+                        "replayed to {} (epoch {}) by edge {} when its client read after the failover (op {}, status {}); not sent again",
+                        replay.intent.owner,
+                        replay.intent.epoch,
+                        replay.intent.edge_id,
+                        replay.intent.op_id,
+                        replay.outcome.as_ref().map_or(0, |o| o.status)
+                    ),
+                    None,
+                ),
+                None => judge(op, p, &resources),
+            };
             out.candidates.push(Candidate {
                 op: op.clone(),
                 failover: index,
@@ -236,6 +266,8 @@ fn judge<'a>(
                 .filter(|o| {
                     o.intent.epoch >= p.to_epoch
                         && o.intent.owner_entry == p.partition
+                        // A replay of a lost write is that write, not a newer one.
+                        && o.intent.replay_of().is_none()
                         && matches!(outcome_of(o), OutcomeKind::Acked | OutcomeKind::Unknown)
                 })
                 .min_by_key(|o| o.intent.at_ms)
@@ -288,6 +320,8 @@ pub struct Summary {
     pub in_window: u64,
     pub already_present: u64,
     pub replayed: u64,
+    /// Replayed by a router on the client's read (repair on read).
+    pub replayed_on_read: u64,
     pub conflicts: u64,
     pub failed: u64,
     pub unresolved: u64,
@@ -315,6 +349,7 @@ pub fn summarize(logs: &Logs, plan: &Plan) -> Summary {
             Verdict::AlreadyPresent => s.already_present += 1,
             Verdict::Replay => s.to_replay += 1,
             Verdict::Replayed => s.replayed += 1,
+            Verdict::ReplayedOnRead => s.replayed_on_read += 1,
             Verdict::Conflict => s.conflicts += 1,
             Verdict::Failed => s.failed += 1,
             Verdict::NotReplayable => s.not_replayable += 1,
@@ -418,6 +453,46 @@ mod tests {
             conflict.conflict_with.as_ref().map(|o| o.intent.epoch),
             Some(2)
         );
+    }
+
+    #[test]
+    fn a_write_replayed_on_read_is_not_replayed_again_nor_a_conflict() {
+        let mut r = Vec::new();
+        for n in 1..=10 {
+            r.extend(write(n, "a", 1, Some(n), OutcomeKind::Acked));
+        }
+        r.push(promotion());
+        // A router replayed k9 to b on its client's read; k10's replay was refused.
+        for (n, kind) in [(9, OutcomeKind::Acked), (10, OutcomeKind::Rejected)] {
+            let original = r
+                .iter()
+                .find_map(|rec| match rec {
+                    Record::Intent(i) if i.path == format!("/kv/k{n}") => Some(i.op_id),
+                    _ => None,
+                })
+                .expect("written");
+            let mut replay = write(n, "b", 2, Some(20 + n), kind);
+            if let Record::Intent(i) = &mut replay[0] {
+                i.headers
+                    .push((switchyard_oplog::REPLAY_OF.into(), original.to_string()));
+            }
+            r.extend(replay);
+        }
+        let l = logs(r);
+        let p = plan(&l);
+        let s = summarize(&l, &p);
+        assert_eq!(
+            (s.replayed_on_read, s.to_replay, s.conflicts),
+            (1, 1, 0),
+            "{s:?}"
+        );
+        let on_read = p
+            .with_verdict(Verdict::ReplayedOnRead)
+            .next()
+            .expect("k9");
+        assert_eq!(on_read.op.intent.path, "/kv/k9");
+        assert!(on_read.reason.contains("not sent again"), "{}", on_read.reason);
+        assert_eq!(s.unresolved, 1, "only k10 is left");
     }
 
     #[test]

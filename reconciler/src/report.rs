@@ -127,15 +127,16 @@ pub fn markdown(run: &Run, logs: &Logs, plan: &Plan, s: &Summary) -> String {
         iso(run.generated_at_ms),
         run.sources.join(", ")
     );
-    let _ = writeln!(m, "| ops scanned | in window | already present | replayed | to replay | conflicts | failed | not replayable | stale target | unreadable | lost | **unresolved** |");
-    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(m, "| ops scanned | in window | already present | replayed | replayed on read | to replay | conflicts | failed | not replayable | stale target | unreadable | lost | **unresolved** |");
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         m,
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
         s.ops_scanned,
         s.in_window,
         s.already_present,
         s.replayed,
+        s.replayed_on_read,
         s.to_replay,
         s.conflicts,
         s.failed,
@@ -364,7 +365,7 @@ fn timeline(logs: &Logs, plan: &Plan, index: usize) -> String {
     for c in &window {
         let (colour, what) = match c.verdict {
             Verdict::AlreadyPresent => continue,
-            Verdict::Replayed => ("#27ae60", "replayed"),
+            Verdict::Replayed | Verdict::ReplayedOnRead => ("#27ae60", "replayed"),
             Verdict::Conflict => ("#e67e22", "conflict"),
             _ => ("#c0392b", "lost"),
         };
@@ -421,8 +422,8 @@ addEventListener("beforeprint", () => document.querySelectorAll("details").forEa
         r#"<p class="{verdict_class}">{} unresolved</p>"#,
         s.unresolved
     );
-    let _ = write!(out, "<table class=\"num\"><thead><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>lost</th><th>unresolved</th></tr></thead><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-        s.ops_scanned, s.in_window, s.already_present, s.replayed, s.to_replay, s.conflicts, s.failed, s.not_replayable, s.stale_target, s.unreadable_records, s.lost_records, s.unresolved);
+    let _ = write!(out, "<table class=\"num\"><thead><tr><th>ops scanned</th><th>in window</th><th>already present</th><th>replayed</th><th>replayed on read</th><th>to replay</th><th>conflicts</th><th>failed</th><th>not replayable</th><th>stale target</th><th>unreadable</th><th>lost</th><th>unresolved</th></tr></thead><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        s.ops_scanned, s.in_window, s.already_present, s.replayed, s.replayed_on_read, s.to_replay, s.conflicts, s.failed, s.not_replayable, s.stale_target, s.unreadable_records, s.lost_records, s.unresolved);
     // What needs a decision comes first, then what was done, then the
     // failovers' pictures; what was already in place is only counted
     // unless opened.
@@ -446,6 +447,11 @@ addEventListener("beforeprint", () => document.querySelectorAll("details").forEa
     if !replayed.is_empty() {
         out.push_str("<h2>Replayed</h2>");
         candidate_table(&mut out, &replayed);
+    }
+    let on_read: Vec<&Candidate> = plan.with_verdict(Verdict::ReplayedOnRead).collect();
+    if !on_read.is_empty() {
+        out.push_str("<h2>Replayed on read</h2><p>A router replayed these to the new owner when the client that wrote them read after the failover; not sent again.</p>");
+        candidate_table(&mut out, &on_read);
     }
     for (i, f) in plan.failovers.iter().enumerate() {
         let p = &f.promotion;

@@ -39,6 +39,10 @@ fn describe() {
         "Requests retried on another region, by the region that failed"
     );
     metrics::describe_counter!(
+        "switchyard_repair_on_read_total",
+        "Reads whose own write was missing on the partition's new owner, by what was done"
+    );
+    metrics::describe_counter!(
         "switchyard_retries_denied_total",
         "Retries the retry budget refused"
     );
@@ -422,6 +426,13 @@ pub(crate) fn oplog_writable(writable: bool) {
 }
 
 /// A write the owner refused as fenced: this router's view of ownership was stale.
+/// A read whose own write was missing on its partition's new owner, by what
+/// was done: `replayed`, `flagged` (served marked), `failed` (a replay that
+/// did not take; served marked).
+pub(crate) fn repair_on_read(result: &'static str) {
+    counter!("switchyard_repair_on_read_total", "result" => result).increment(1);
+}
+
 pub(crate) fn fenced() {
     counter!("switchyard_fenced_writes_total").increment(1);
 }

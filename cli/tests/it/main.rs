@@ -17,6 +17,7 @@ mod monitoring;
 mod oplog_nats;
 mod ops;
 mod reconcile;
+mod repair;
 mod routing;
 mod spans;
 mod support;

@@ -26,7 +26,7 @@ pub fn reconcile_binary() -> PathBuf {
 }
 
 /// Runs the reconciler; its exit code and the JSON report it wrote.
-fn reconcile(router: &Router, extra: &[&str]) -> (i32, Value) {
+pub fn reconcile(router: &Router, extra: &[&str]) -> (i32, Value) {
     reconcile_with(router, &router.config, extra)
 }
 

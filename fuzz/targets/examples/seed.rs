@@ -75,6 +75,7 @@ fn main() {
             partition: format!("tenant-{n}"),
             epoch: 3,
             mark,
+            op: Some(switchyard_oplog::OpId([7; 16])),
         });
         // Mode byte 0: the token as a client would send it; mode 1: its body,
         // which the target seals.

@@ -106,6 +106,7 @@ fn status_json(state: &RouterState) -> Value {
         "policy": topo.config.routing.policy.as_str(),
         "inflight": state.inflight(),
         "idempotency_keys": state.idempotency.len(),
+        "repair_on_read": state.repairs.status_json(topo.config.consistency.repair_on_read),
         "connections": state.connections.get().map(|c| json!({
             "open": c.open(),
             "max": c.max(),

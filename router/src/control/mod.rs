@@ -15,6 +15,7 @@ pub(crate) mod promote;
 pub(crate) mod ramp;
 pub(crate) mod region_client;
 pub(crate) mod reload;
+pub(crate) mod repair;
 pub(crate) mod safety;
 pub(crate) mod series;
 pub(crate) mod shadow;
@@ -78,6 +79,8 @@ pub(crate) struct RouterState {
     pub(crate) spans: Option<spans::SpanExport>,
     /// The last minutes of traffic per region, for the console.
     pub(crate) series: series::Series,
+    /// Repair on read: each failover's window, and the replays made.
+    pub(crate) repairs: repair::Repairs,
 }
 
 /// What a router shares with others or with disk beyond its own state.
@@ -132,6 +135,7 @@ impl RouterState {
             access_log,
             spans,
             series: series::Series::default(),
+            repairs: repair::Repairs::default(),
         })
     }
 

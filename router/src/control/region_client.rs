@@ -25,7 +25,17 @@ pub(crate) fn connector() -> &'static Connector {
 pub(crate) async fn send(
     peer: &HttpPeer,
     endpoint: &Endpoint,
+    req: RequestHeader,
+) -> Result<HttpSession> {
+    send_with_body(peer, endpoint, req, bytes::Bytes::new()).await
+}
+
+/// [`send`] with a body (its `Content-Length` set by the caller).
+pub(crate) async fn send_with_body(
+    peer: &HttpPeer,
+    endpoint: &Endpoint,
     mut req: RequestHeader,
+    body: bytes::Bytes,
 ) -> Result<HttpSession> {
     let (mut session, _reused) = connector().get_http_session(peer).await?;
     let authority = endpoint.to_string();
@@ -46,6 +56,9 @@ pub(crate) async fn send(
         req.set_uri(uri);
     }
     session.write_request_header(Box::new(req)).await?;
+    if !body.is_empty() {
+        session.write_request_body(body, false).await?;
+    }
     session.finish_request_body().await?;
     session.read_response_header().await?;
     Ok(session)

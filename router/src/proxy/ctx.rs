@@ -52,6 +52,10 @@ pub(crate) struct Ctx {
     pub(super) shadow_ok: smallvec::SmallVec<[RegionIdx; 2]>,
     /// A write's record in the op log, until its outcome is written.
     pub(super) op: Option<Box<OpInFlight>>,
+    /// A read whose token is from an older epoch: repair on read judges it.
+    pub(super) suspect: Option<Box<crate::control::repair::Suspect>>,
+    /// What repair on read did, for the response's headers.
+    pub(super) repair: Option<Box<crate::control::repair::Repair>>,
     /// What the access log and the trace say about the request.
     pub(super) seen: Seen,
     _inflight: InflightGuard,
@@ -108,6 +112,8 @@ impl Ctx {
             shadow: None,
             shadow_ok: smallvec::SmallVec::new(),
             op: None,
+            suspect: None,
+            repair: None,
             seen: Seen::default(),
             _inflight: InflightGuard::new(state),
         }

@@ -17,6 +17,7 @@ use pingora::ErrorType;
 use switchyard_config::RequestClass;
 use tower::retry::budget::Budget;
 
+use crate::control::repair;
 use crate::control::RouterState;
 use crate::metrics;
 use crate::route::classify::classify;
@@ -147,6 +148,10 @@ impl Edge {
         if ctx.class == RequestClass::Read {
             ctx.seen.freshness_ms = Some(classified.freshness.bound.as_millis() as u64);
             ctx.seen.ryw_used = classified.ryw.is_some();
+            if let (Some(origin), Some(mark)) = (classified.ryw_origin, classified.ryw) {
+                ctx.suspect =
+                    repair::suspect(&ctx.topo, classified.partition, origin, mark).map(Box::new);
+            }
         }
         if ctx.class == RequestClass::Write {
             if let Some(why) = self.state.ownership_unconfirmed() {
@@ -220,6 +225,28 @@ impl Edge {
                 Err(r) => return Some(r),
             }
         }
+    }
+
+    /// Repair on read: a read whose own write the new owner may lack is
+    /// repaired (then served by the owner, which has it now) or marked.
+    async fn repair_on_read(&self, ctx: &mut Ctx, suspect: repair::Suspect) {
+        let partition = suspect.partition.clone();
+        let done = repair::repair(&self.state, &ctx.topo, suspect).await;
+        let mode = ctx.topo.config.consistency.repair_on_read;
+        self.state.repairs.count(&done, mode);
+        match &done {
+            repair::Repair::NotNeeded => return,
+            repair::Repair::Replayed { .. } => {
+                // The owner has the write now; a replica may not yet.
+                if let Some((owner, _)) = ctx.topo.owner_and_epoch(Some(&partition)) {
+                    ctx.order = crate::route::decide::Order::from_slice(&[owner]);
+                    ctx.stale_ms = None;
+                }
+                ctx.partition = Some(partition);
+            }
+            repair::Repair::Pending { .. } => {}
+        }
+        ctx.repair = Some(Box::new(done));
     }
 
     /// Strips reserved headers, appends the peer to `X-Forwarded-For`, sets
@@ -336,6 +363,9 @@ impl ProxyHttp for Edge {
         }
         if ctx.reject.is_none() {
             ctx.reject = self.route(session, ctx, origin.client).await;
+        }
+        if let (None, Some(suspect)) = (&ctx.reject, ctx.suspect.take()) {
+            self.repair_on_read(ctx, *suspect).await;
         }
         if ctx.reject.is_none() && ctx.class == RequestClass::Write {
             let body = write::read_write_body(session).await?;
@@ -543,6 +573,9 @@ impl ProxyHttp for Edge {
         resp.insert_header(REGION, entry.header_value.clone())?;
         if let Some(lag) = ctx.stale_ms {
             resp.insert_header(STALE, format!("{lag}ms"))?;
+        }
+        if let Some(done) = &ctx.repair {
+            write::mark_repair(resp, ctx, done)?;
         }
         if ctx.class == RequestClass::Write && resp.status.is_success() {
             write::issue_ryw(resp, ctx)?;

@@ -13,7 +13,8 @@ use switchyard_oplog::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Record
 use crate::control::idempotency::{self, Admit};
 use crate::control::RouterState;
 use crate::proxy::ctx::Ctx;
-use crate::route::headers::{COMMIT_POSITION, RYW};
+use crate::control::repair::Repair;
+use crate::route::headers::{COMMIT_POSITION, REPLAYED_ON_READ, RYW, WRITE_PENDING};
 use crate::route::reject::Reject;
 use crate::route::ryw::Mark;
 
@@ -271,6 +272,9 @@ pub(super) async fn log_intent(
         owner,
         epoch: ctx.epoch,
     };
+    state
+        .repairs
+        .note_write(&intent.owner_entry, intent.epoch, intent.resource());
     if let Err(why) = log.intent(Record::Intent(intent)).await {
         return Some(Reject::unavailable(format!(
             "this write was not forwarded: {why}"
@@ -313,19 +317,52 @@ pub(super) async fn log_outcome(state: &RouterState, ctx: &mut Ctx) {
 
 /// After a write: the read-your-writes token, as cookie and header.
 pub(super) fn issue_ryw(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    let mark = resp
+    let position = resp
         .headers
         .get(COMMIT_POSITION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .map_or_else(|| Mark::Time(unix_ms()), Mark::Position);
+        .and_then(|v| v.trim().parse().ok());
+    set_ryw(resp, ctx, ctx.epoch, position, ctx.op.as_ref().map(|o| o.id))
+}
+
+/// On a read repair on read judged: the op it replayed, with a token for
+/// the replay (so the next read is not judged again), or the op still
+/// pending.
+pub(super) fn mark_repair(resp: &mut ResponseHeader, ctx: &Ctx, done: &Repair) -> Result<()> {
+    match done {
+        Repair::NotNeeded => Ok(()),
+        Repair::Replayed {
+            op,
+            replay,
+            position,
+            epoch,
+        } => {
+            resp.insert_header(REPLAYED_ON_READ, op.to_string())?;
+            set_ryw(resp, ctx, *epoch, *position, Some(*replay))
+        }
+        Repair::Pending { op, .. } => {
+            let named = op.map_or_else(|| "unknown".to_string(), |o| o.to_string());
+            resp.insert_header(WRITE_PENDING, named)
+        }
+    }
+}
+
+fn set_ryw(
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    epoch: u64,
+    position: Option<u64>,
+    op: Option<OpId>,
+) -> Result<()> {
+    let mark = position.map_or_else(|| Mark::Time(unix_ms()), Mark::Position);
     let token = ctx.topo.ryw.issue(&crate::route::ryw::Token {
         partition: ctx
             .partition
             .clone()
             .unwrap_or_else(|| crate::route::owners::DEFAULT.to_string()),
-        epoch: ctx.epoch,
+        epoch,
         mark,
+        op,
     });
     resp.append_header(
         http::header::SET_COOKIE,

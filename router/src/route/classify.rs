@@ -30,6 +30,8 @@ pub struct Classified<'a> {
     pub(crate) synthetic: bool,
     /// A verified read-your-writes token for this request's partition.
     pub(crate) ryw: Option<crate::route::ryw::Mark>,
+    /// The epoch and op id the token's write was made under, for repair on read.
+    pub(crate) ryw_origin: Option<crate::route::ryw::Origin>,
     /// Wall-clock Unix milliseconds when the request arrived (time marks compare to it).
     pub(crate) now_ms: u64,
 }
@@ -87,17 +89,20 @@ pub fn classify<'a>(
                 ),
                 _ => false,
             });
-    let ryw = if class == RequestClass::Read {
+    let token = if class == RequestClass::Read {
         topo.ryw
             .token_in(headers)
             .filter(|t| t.partition == partition.unwrap_or(crate::route::owners::DEFAULT))
-            .map(|t| t.mark)
     } else {
         None
     };
     Ok(Classified {
         now_ms,
-        ryw,
+        ryw: token.as_ref().map(|t| t.mark),
+        ryw_origin: token.map(|t| crate::route::ryw::Origin {
+            epoch: t.epoch,
+            op: t.op,
+        }),
         synthetic,
         service,
         service_hash: service_hash(service),
@@ -268,10 +273,12 @@ consistency:
             partition: "tenant-7".into(),
             epoch: 1,
             mark: Mark::Position(42),
+            op: None,
         });
         let h = headers(&[("x-partition", "tenant-7"), ("x-switchyard-ryw", &token)]);
         let read = classify(&t, &Method::GET, "/", &h, ip("127.0.0.1"), 5).expect("ok");
         assert_eq!(read.ryw, Some(Mark::Position(42)));
+        assert_eq!(read.ryw_origin.map(|o| o.epoch), Some(1));
         assert_eq!(read.now_ms, 5);
         let write = classify(&t, &Method::PUT, "/", &h, ip("127.0.0.1"), 0).expect("ok");
         assert_eq!(write.ryw, None);

@@ -15,3 +15,9 @@ pub(crate) const FENCED: &str = "x-fenced";
 pub(crate) const STALE: &str = "x-switchyard-stale";
 /// The owner's commit position for a write, when the region sends one.
 pub(crate) const COMMIT_POSITION: &str = "x-commit-position";
+/// On a read whose own write the partition's new owner may lack (repair on
+/// read flagged it, or could not replay it): that write's op id.
+pub(crate) const WRITE_PENDING: &str = "x-switchyard-write-pending";
+/// On a read served after its own write was replayed to the new owner: that
+/// write's op id.
+pub(crate) const REPLAYED_ON_READ: &str = "x-switchyard-replayed-on-read";

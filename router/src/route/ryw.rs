@@ -1,16 +1,21 @@
 //! Read-your-writes tokens. After a write the router hands the client a
 //! token (cookie `sy_ryw`, header `X-Switchyard-Ryw`) naming the partition,
 //! the epoch and the owner's commit position (or the time, when the region
-//! sends no position). A later read carrying it skips replicas that have not
-//! applied that far. Tokens are signed with HMAC-SHA256 so a client cannot
-//! forge one; a token that does not verify is ignored.
+//! sends no position), and the write's op id. A later read carrying it skips
+//! replicas that have not applied that far; after a promotion, the op id is
+//! what repair on read replays. Tokens are signed with HMAC-SHA256 so a
+//! client cannot forge one; a token that does not verify is ignored.
 
 use http::HeaderMap;
 use ring::hmac;
+use switchyard_oplog::OpId;
 
 /// The cookie that carries the token.
 pub(crate) const COOKIE: &str = "sy_ryw";
-const VERSION: &str = "v1";
+/// Tokens carry the write's op id (`-` for none); `v1` tokens, without
+/// one, still verify.
+const VERSION: &str = "v2";
+const VERSION_WITHOUT_OP: &str = "v1";
 /// Bytes of the MAC kept in the token.
 const MAC_BYTES: usize = 16;
 
@@ -28,6 +33,16 @@ pub struct Token {
     pub partition: String,
     pub epoch: u64,
     pub mark: Mark,
+    /// The write's op id in the op log (none when the log is off).
+    pub op: Option<OpId>,
+}
+
+/// Where a reader's own write was made: what repair on read compares with
+/// the partition's current epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub epoch: u64,
+    pub op: Option<OpId>,
 }
 
 /// Signs and verifies tokens.
@@ -47,14 +62,16 @@ impl Signer {
         hex(&tag.as_ref()[..MAC_BYTES])
     }
 
-    /// `v1.<epoch>.<p|t><value>.<partition as hex>.<mac>`: cookie-safe.
+    /// `v2.<epoch>.<p|t><value>.<partition as hex>.<op id as hex, or ->.<mac>`:
+    /// cookie-safe.
     pub fn issue(&self, t: &Token) -> String {
         let mark = match t.mark {
             Mark::Position(p) => format!("p{p}"),
             Mark::Time(ms) => format!("t{ms}"),
         };
+        let op = t.op.map_or_else(|| "-".to_string(), |op| hex(&op.0));
         let body = format!(
-            "{VERSION}.{}.{mark}.{}",
+            "{VERSION}.{}.{mark}.{}.{op}",
             t.epoch,
             hex(t.partition.as_bytes())
         );
@@ -76,9 +93,11 @@ impl Signer {
             return None;
         }
         let mut parts = body.split('.');
-        if parts.next()? != VERSION {
-            return None;
-        }
+        let with_op = match parts.next()? {
+            VERSION => true,
+            VERSION_WITHOUT_OP => false,
+            _ => return None,
+        };
         let epoch = parts.next()?.parse().ok()?;
         let mark = parts.next()?;
         let mark = match mark.split_at_checked(1)? {
@@ -87,6 +106,14 @@ impl Signer {
             _ => return None,
         };
         let partition = String::from_utf8(unhex(parts.next()?)?).ok()?;
+        let op = if with_op {
+            match parts.next()? {
+                "-" => None,
+                op => Some(OpId(unhex(op)?.try_into().ok()?)),
+            }
+        } else {
+            None
+        };
         if parts.next().is_some() {
             return None;
         }
@@ -94,6 +121,7 @@ impl Signer {
             partition,
             epoch,
             mark,
+            op,
         })
     }
 
@@ -159,6 +187,7 @@ mod tests {
             partition: "tenant 7; x".into(),
             epoch: 3,
             mark: Mark::Position(42),
+            op: Some(OpId::new()),
         };
         let text = s.issue(&t);
         assert!(!text.contains(';') && !text.contains(' '), "{text}");
@@ -180,6 +209,27 @@ mod tests {
         assert_eq!(s.token_in(&h).map(|t| t.epoch), Some(3));
     }
 
+    #[test]
+    fn a_v1_token_without_an_op_id_still_verifies() {
+        let s = signer();
+        let v1 = s.seal(&format!("v1.2.p7.{}", hex(b"tenant")));
+        assert_eq!(
+            s.verify(&v1),
+            Some(Token {
+                partition: "tenant".into(),
+                epoch: 2,
+                mark: Mark::Position(7),
+                op: None,
+            })
+        );
+        // A v1 body with an op id appended is not a v1 token.
+        let odd = s.seal(&format!("v1.2.p7.{}.{}", hex(b"tenant"), hex(&[0; 16])));
+        assert_eq!(s.verify(&odd), None);
+        // Nor is a v2 op id of the wrong length.
+        let short = s.seal(&format!("v2.2.p7.{}.abcd", hex(b"tenant")));
+        assert_eq!(s.verify(&short), None);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_verifies_or_panics(s in ".{0,80}") {
@@ -187,8 +237,8 @@ mod tests {
         }
 
         #[test]
-        fn every_token_round_trips(p in ".{0,40}", epoch in any::<u64>(), pos in any::<u64>(), time in any::<bool>()) {
-            let t = Token { partition: p, epoch, mark: if time { Mark::Time(pos) } else { Mark::Position(pos) } };
+        fn every_token_round_trips(p in ".{0,40}", epoch in any::<u64>(), pos in any::<u64>(), time in any::<bool>(), op in proptest::option::of(any::<[u8; 16]>())) {
+            let t = Token { partition: p, epoch, mark: if time { Mark::Time(pos) } else { Mark::Position(pos) }, op: op.map(OpId) };
             let s = signer();
             prop_assert_eq!(s.verify(&s.issue(&t)), Some(t));
         }

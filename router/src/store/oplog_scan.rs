@@ -75,3 +75,93 @@ pub fn acked_writes(dir: &Path, wanted: &Wanted) -> io::Result<AckedScan> {
     }
     Ok((out, problems.iter().map(ToString::to_string).collect()))
 }
+
+/// One failover as repair on read sees it: whose writes under which epoch,
+/// and how far the new owner had applied when it was promoted.
+#[derive(Debug, Clone)]
+pub(crate) struct FailoverWindow {
+    pub entry: String,
+    pub old_owner: String,
+    pub old_epoch: u64,
+    pub applied_position: u64,
+    pub new_epoch: u64,
+}
+
+/// A write the new owner lacked at promotion, whole, as a replay needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Stranded {
+    pub intent: switchyard_oplog::Intent,
+    /// The body to send again; `None` when only its hash was kept.
+    pub body: Option<Vec<u8>>,
+}
+
+/// What the log says about a failover's window.
+#[derive(Debug, Default)]
+pub(crate) struct StrandedScan {
+    /// Acknowledged (or unanswered) writes of the old owner under the old
+    /// epoch above the new owner's applied position, by op id.
+    pub stranded: HashMap<OpId, Stranded>,
+    /// Resources (normalized) the new owner has taken writes to since: a
+    /// replay there could overwrite a newer value.
+    pub written_since: std::collections::HashSet<String>,
+    /// Ops already replayed on a read (by an earlier run of this router).
+    pub replayed: std::collections::HashSet<OpId>,
+    pub problems: Vec<String>,
+}
+
+/// Reads `dir` for `window`: the writes it stranded, and what happened since.
+pub(crate) fn stranded_writes(dir: &Path, window: &FailoverWindow) -> io::Result<StrandedScan> {
+    let mut open: HashMap<OpId, switchyard_oplog::Intent> = HashMap::new();
+    let mut out = StrandedScan::default();
+    let problems = switchyard_oplog::read::read_dir(dir, 0, |_, record| match record {
+        Record::Intent(i) if i.owner_entry == window.entry => {
+            if i.epoch >= window.new_epoch {
+                // Since the promotion: a replay made on a read, or a new write.
+                match i.replay_of() {
+                    Some(of) => {
+                        out.replayed.insert(of);
+                    }
+                    None => {
+                        out.written_since.insert(i.normalized_resource());
+                    }
+                }
+            } else if i.owner == window.old_owner && i.epoch == window.old_epoch {
+                open.insert(i.op_id, i);
+            }
+        }
+        Record::Outcome(o) => {
+            let Some(intent) = open.remove(&o.op_id) else {
+                return;
+            };
+            let above = o
+                .commit_position
+                .is_none_or(|p| p > window.applied_position);
+            if o.outcome == OutcomeKind::Acked && above {
+                let body = match (&intent.body, &o.body) {
+                    (Body::Inline(b), _) | (Body::InOutcome, Some(Body::Inline(b))) => {
+                        Some(b.clone())
+                    }
+                    _ => None,
+                };
+                out.stranded.insert(
+                    o.op_id,
+                    Stranded { intent, body },
+                );
+            }
+        }
+        _ => {}
+    })?;
+    // Sent and never answered in the log: the old owner may have taken them.
+    for (op_id, intent) in open {
+        let body = match &intent.body {
+            Body::Inline(b) => Some(b.clone()),
+            _ => None,
+        };
+        out.stranded.insert(
+            op_id,
+            Stranded { intent, body },
+        );
+    }
+    out.problems = problems.iter().map(ToString::to_string).collect();
+    Ok(out)
+}
