@@ -399,7 +399,9 @@ fn repair_on_read_is_off_flag_or_replay() {
     let ok = format!("{MINIMAL}consistency: {{ repair_on_read: replay }}\n");
     let cfg = parse_str(&ok, Path::new("edge.yaml")).expect("valid");
     assert_eq!(cfg.consistency.repair_on_read, RepairOnRead::Replay);
-    let e = errors(&format!("{MINIMAL}consistency: {{ repair_on_read: always }}\n"));
+    let e = errors(&format!(
+        "{MINIMAL}consistency: {{ repair_on_read: always }}\n"
+    ));
     assert!(
         e.starts_with("edge.yaml:5:")
             && e.contains("consistency.repair_on_read")

@@ -11,8 +11,8 @@ pub mod writer;
 
 pub use read::{bytes_from, read_dir, Tail};
 pub use record::{
-    REPLAY_OF,
     normalize_path, unix_ms, Body, Gap, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,
+    REPLAY_OF,
 };
 pub use segment::Problem;
 pub use writer::{writer_pid, GapSpan, Options, Recovery, Writer};

@@ -486,12 +486,13 @@ mod tests {
             (1, 1, 0),
             "{s:?}"
         );
-        let on_read = p
-            .with_verdict(Verdict::ReplayedOnRead)
-            .next()
-            .expect("k9");
+        let on_read = p.with_verdict(Verdict::ReplayedOnRead).next().expect("k9");
         assert_eq!(on_read.op.intent.path, "/kv/k9");
-        assert!(on_read.reason.contains("not sent again"), "{}", on_read.reason);
+        assert!(
+            on_read.reason.contains("not sent again"),
+            "{}",
+            on_read.reason
+        );
         assert_eq!(s.unresolved, 1, "only k10 is left");
     }
 

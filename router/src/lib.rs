@@ -45,5 +45,5 @@ pub mod ryw {
 /// The op log writer and the scan behind a promotion's dry run, for their benches.
 pub mod oplog {
     pub use crate::store::oplog::OpLog;
-    pub use crate::store::oplog_scan::{acked_writes, Acked, AckedScan, Wanted};
+    pub use crate::store::oplog_scan::{acked_writes, Acked, AckedScan, AckedScanner, Wanted};
 }

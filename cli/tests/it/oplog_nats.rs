@@ -147,6 +147,25 @@ async fn two_routers_publish_and_the_reconciler_reads_the_stream_once() {
     .await;
     eprintln!("forwarded once NATS was up, within {:?}", t.elapsed());
 
+    // Router one's dry run counts every edge's writes from the stream: its
+    // own ten are on b, router two's ten (positions 11 to 20) are not.
+    let (code, preview) = one
+        .admin(
+            reqwest::Method::POST,
+            "/admin/v1/promote",
+            Some(json!({"partition": "default", "to": "b", "dry_run": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{preview}");
+    assert!(
+        preview["scope"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("every edge")),
+        "{preview}"
+    );
+    assert_eq!(preview["partitions"][0]["writes_at_risk"], 10, "{preview}");
+    assert_eq!(preview["problems"], json!([]), "{preview}");
+
     a.set("health", json!(503)).await;
     b.set("role", json!("primary")).await;
     let (code, body) = promote(

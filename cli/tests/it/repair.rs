@@ -119,7 +119,12 @@ async fn a_reader_gets_its_own_lost_write_back_and_the_reconciler_does_not_send_
     assert_eq!(value(r).await.as_deref(), Some("v15"));
 
     // Again with the old token, and with the new one: served, not replayed twice.
-    assert_eq!(value(read(&router, 15, &tokens[&15]).await).await.as_deref(), Some("v15"));
+    assert_eq!(
+        value(read(&router, 15, &tokens[&15]).await)
+            .await
+            .as_deref(),
+        Some("v15")
+    );
     let r = read(&router, 15, &fresh).await;
     assert!(r.headers().get("x-switchyard-replayed-on-read").is_none());
     assert_eq!(value(r).await.as_deref(), Some("v15"));

@@ -5,8 +5,11 @@
 //! it lacks, by id, before anyone presses the button.
 //!
 //! This router's own log is read (flushed first, then scanned on a blocking
-//! thread). In fleet mode other edges' writes are in their own logs and the
-//! JetStream stream, not here: the answer says so (`scope`).
+//! thread). When the log is published to JetStream, the stream is read first:
+//! every edge's writes count, and this edge's records not yet forwarded come
+//! from its own log; a record seen in both counts once. If the stream cannot
+//! be read, the count covers this edge alone and the answer says so
+//! (`scope`, `problems`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +19,10 @@ use serde::Serialize;
 use crate::control::error::ControlError;
 use crate::control::RouterState;
 use crate::route::topology::{RegionIdx, Topology};
-use crate::store::oplog_scan::{self, Acked, Wanted};
+use crate::store::oplog_scan::{Acked, AckedScanner, Wanted};
+
+/// The longest a dry run waits to read the JetStream stream.
+const STREAM_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Op ids a preview names per partition; the count covers the rest.
 const OPS_NAMED: usize = 5;
@@ -50,6 +56,8 @@ pub(crate) struct OwnerWrites {
     owners: Wanted,
     writes: HashMap<String, Vec<Acked>>,
     pub(crate) problems: Vec<String>,
+    /// Whose writes were counted.
+    pub(crate) scope: String,
 }
 
 impl OwnerWrites {
@@ -70,19 +78,59 @@ impl OwnerWrites {
                 owners.insert(entry.to_string(), (owner.region.clone(), owner.epoch));
             }
         }
+        let mut scanner = AckedScanner::new(owners.clone());
+        let mut problems = Vec::new();
+        let mut scope = "this edge's op log".to_string();
+        if let Some(nats) = &state.topology.load().config.oplog.nats {
+            let read = tokio::time::timeout(
+                STREAM_READ_LIMIT,
+                crate::store::oplog_nats::read_stream(nats, |r| scanner.add(r)),
+            )
+            .await;
+            match read {
+                Ok(Ok(unreadable)) => {
+                    scope = format!(
+                        "every edge: JetStream stream {} and this edge's op log",
+                        nats.stream
+                    );
+                    if unreadable > 0 {
+                        problems.push(format!(
+                            "stream {}: {unreadable} messages are not whole records",
+                            nats.stream
+                        ));
+                    }
+                }
+                Ok(Err(e)) => problems.push(format!(
+                    "cannot read stream {} at {} ({e:#}): only this edge's writes are counted",
+                    nats.stream, nats.url
+                )),
+                Err(_) => problems.push(format!(
+                    "stream {} at {} took over {}s to read: only this edge's writes are counted",
+                    nats.stream,
+                    nats.url,
+                    STREAM_READ_LIMIT.as_secs()
+                )),
+            }
+        } else if state.fleet.is_none() {
+            scope = "op log".into();
+        }
         // Everything acknowledged so far is on disk before it is read.
         log.flush().await;
         let dir = log.dir.clone();
-        let wanted = owners.clone();
-        let (writes, problems) =
-            tokio::task::spawn_blocking(move || oplog_scan::acked_writes(&dir, &wanted))
-                .await
-                .map_err(|e| ControlError::Internal(format!("op log scan: {e}")))?
-                .map_err(|e| ControlError::Unavailable(format!("cannot read the op log: {e}")))?;
+        let (scanner, local) = tokio::task::spawn_blocking(move || {
+            let read = scanner.read_dir(&dir);
+            (scanner, read)
+        })
+        .await
+        .map_err(|e| ControlError::Internal(format!("op log scan: {e}")))?;
+        problems.extend(
+            local.map_err(|e| ControlError::Unavailable(format!("cannot read the op log: {e}")))?,
+        );
         Ok(OwnerWrites {
             owners,
-            writes,
+            writes: scanner.finish(),
             problems,
+            scope,
         })
     }
 

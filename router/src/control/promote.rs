@@ -259,8 +259,7 @@ pub(crate) async fn preview(
     }
     Ok(serde_json::json!({
         "dry_run": true,
-        // Other edges' writes are in their own logs (and the stream).
-        "scope": if state.fleet.is_some() { "this edge's op log" } else { "op log" },
+        "scope": writes.scope,
         "partitions": out,
         "problems": writes.problems,
         "took_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,

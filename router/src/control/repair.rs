@@ -453,14 +453,10 @@ async fn send(
         }
     }
     set("content-length", &body.len().to_string())?;
-    let mut session = region_client::send_with_body(
-        peer,
-        endpoint,
-        req,
-        Bytes::copy_from_slice(body),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut session =
+        region_client::send_with_body(peer, endpoint, req, Bytes::copy_from_slice(body))
+            .await
+            .map_err(|e| e.to_string())?;
     let (status, position) = session
         .response_header()
         .map(|r| {

@@ -11,9 +11,9 @@ use switchyard_config::Idempotency;
 use switchyard_oplog::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Record};
 
 use crate::control::idempotency::{self, Admit};
+use crate::control::repair::Repair;
 use crate::control::RouterState;
 use crate::proxy::ctx::Ctx;
-use crate::control::repair::Repair;
 use crate::route::headers::{COMMIT_POSITION, REPLAYED_ON_READ, RYW, WRITE_PENDING};
 use crate::route::reject::Reject;
 use crate::route::ryw::Mark;
@@ -322,7 +322,13 @@ pub(super) fn issue_ryw(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         .get(COMMIT_POSITION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    set_ryw(resp, ctx, ctx.epoch, position, ctx.op.as_ref().map(|o| o.id))
+    set_ryw(
+        resp,
+        ctx,
+        ctx.epoch,
+        position,
+        ctx.op.as_ref().map(|o| o.id),
+    )
 }
 
 /// On a read repair on read judged: the op it replayed, with a token for

@@ -26,54 +26,91 @@ pub type Wanted = HashMap<String, (String, u64)>;
 /// Acknowledged writes by ownership entry, and the problems met reading.
 pub type AckedScan = (HashMap<String, Vec<Acked>>, Vec<String>);
 
+/// Gathers acknowledged writes from records fed in any number of sources
+/// (the stream, then this edge's log): a record seen twice counts once.
+pub struct AckedScanner {
+    wanted: Wanted,
+    /// Intents waiting for their outcome: only those of the wanted groups.
+    open: HashMap<OpId, (String, u64, bool)>,
+    /// Ops whose outcome was seen (an intent seen again is not reopened).
+    closed: std::collections::HashSet<OpId>,
+    out: HashMap<String, Vec<Acked>>,
+}
+
+impl AckedScanner {
+    pub fn new(wanted: Wanted) -> Self {
+        AckedScanner {
+            wanted,
+            open: HashMap::new(),
+            closed: std::collections::HashSet::new(),
+            out: HashMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, record: Record) {
+        match record {
+            Record::Intent(i) => {
+                let wanted_here = self
+                    .wanted
+                    .get(&i.owner_entry)
+                    .is_some_and(|(owner, epoch)| *owner == i.owner && *epoch == i.epoch);
+                if wanted_here && !self.closed.contains(&i.op_id) {
+                    let kept = matches!(i.body, Body::Inline(_) | Body::InOutcome);
+                    let replayable = kept && i.idempotency_key.is_some();
+                    self.open
+                        .insert(i.op_id, (i.owner_entry, i.at_ms, replayable));
+                }
+            }
+            Record::Outcome(o) => {
+                if let Some((entry, at_ms, replayable)) = self.open.remove(&o.op_id) {
+                    self.closed.insert(o.op_id);
+                    if o.outcome == OutcomeKind::Acked {
+                        // A streamed body is replayable only if it was kept whole.
+                        let replayable = replayable && !matches!(o.body, Some(Body::Hashed { .. }));
+                        self.out.entry(entry).or_default().push(Acked {
+                            op_id: o.op_id,
+                            at_ms,
+                            position: o.commit_position,
+                            replayable,
+                        });
+                    }
+                }
+            }
+            Record::Promotion(_) | Record::Gap(_) => {}
+        }
+    }
+
+    /// The acknowledged writes by entry, in the order fed, then those sent
+    /// and not answered: the owner may have taken them, so they count, with
+    /// no position, after the answered ones.
+    pub fn finish(mut self) -> HashMap<String, Vec<Acked>> {
+        let mut unanswered: Vec<_> = self.open.into_iter().collect();
+        unanswered.sort_by_key(|(_, (_, at_ms, _))| *at_ms);
+        for (op_id, (entry, at_ms, replayable)) in unanswered {
+            self.out.entry(entry).or_default().push(Acked {
+                op_id,
+                at_ms,
+                position: None,
+                replayable,
+            });
+        }
+        self.out
+    }
+
+    /// Feeds every record of the log in `dir`; the problems met reading.
+    pub fn read_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
+        let problems = switchyard_oplog::read::read_dir(dir, 0, |_, record| self.add(record))?;
+        Ok(problems.iter().map(ToString::to_string).collect())
+    }
+}
+
 /// Every acknowledged write in `dir` to an entry of `wanted`, under that
 /// entry's owner and epoch, in log order, then those sent and not yet
 /// answered; and the problems met reading.
 pub fn acked_writes(dir: &Path, wanted: &Wanted) -> io::Result<AckedScan> {
-    // Intents waiting for their outcome: only those of the wanted groups.
-    let mut open: HashMap<OpId, (String, u64, bool)> = HashMap::new();
-    let mut out: HashMap<String, Vec<Acked>> = HashMap::new();
-    let problems = switchyard_oplog::read::read_dir(dir, 0, |_, record| match record {
-        Record::Intent(i) => {
-            let wanted_here = wanted
-                .get(&i.owner_entry)
-                .is_some_and(|(owner, epoch)| *owner == i.owner && *epoch == i.epoch);
-            if wanted_here {
-                let kept = matches!(i.body, Body::Inline(_) | Body::InOutcome);
-                let replayable = kept && i.idempotency_key.is_some();
-                open.insert(i.op_id, (i.owner_entry, i.at_ms, replayable));
-            }
-        }
-        Record::Outcome(o) => {
-            if let Some((entry, at_ms, replayable)) = open.remove(&o.op_id) {
-                if o.outcome == OutcomeKind::Acked {
-                    // A streamed body is replayable only if it was kept whole.
-                    let replayable = replayable && !matches!(o.body, Some(Body::Hashed { .. }));
-                    out.entry(entry).or_default().push(Acked {
-                        op_id: o.op_id,
-                        at_ms,
-                        position: o.commit_position,
-                        replayable,
-                    });
-                }
-            }
-        }
-        Record::Promotion(_) | Record::Gap(_) => {}
-    })?;
-    // Sent with no outcome logged yet (in flight, or the router stopped
-    // before it knew): the owner may have taken them, so they count, with
-    // no position, after the answered ones.
-    let mut unanswered: Vec<_> = open.into_iter().collect();
-    unanswered.sort_by_key(|(_, (_, at_ms, _))| *at_ms);
-    for (op_id, (entry, at_ms, replayable)) in unanswered {
-        out.entry(entry).or_default().push(Acked {
-            op_id,
-            at_ms,
-            position: None,
-            replayable,
-        });
-    }
-    Ok((out, problems.iter().map(ToString::to_string).collect()))
+    let mut scanner = AckedScanner::new(wanted.clone());
+    let problems = scanner.read_dir(dir)?;
+    Ok((scanner.finish(), problems))
 }
 
 /// One failover as repair on read sees it: whose writes under which epoch,
@@ -143,10 +180,7 @@ pub(crate) fn stranded_writes(dir: &Path, window: &FailoverWindow) -> io::Result
                     }
                     _ => None,
                 };
-                out.stranded.insert(
-                    o.op_id,
-                    Stranded { intent, body },
-                );
+                out.stranded.insert(o.op_id, Stranded { intent, body });
             }
         }
         _ => {}
@@ -157,11 +191,72 @@ pub(crate) fn stranded_writes(dir: &Path, window: &FailoverWindow) -> io::Result
             Body::Inline(b) => Some(b.clone()),
             _ => None,
         };
-        out.stranded.insert(
-            op_id,
-            Stranded { intent, body },
-        );
+        out.stranded.insert(op_id, Stranded { intent, body });
     }
     out.problems = problems.iter().map(ToString::to_string).collect();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_oplog::{Intent, Outcome};
+
+    fn intent(id: OpId) -> Record {
+        Record::Intent(Intent {
+            op_id: id,
+            edge_id: "e".into(),
+            at_ms: 1,
+            partition: "default".into(),
+            owner_entry: "default".into(),
+            method: "PUT".into(),
+            path: "/kv/a".into(),
+            idempotency_key: Some("k".into()),
+            headers: vec![],
+            body: Body::Inline(b"v".to_vec()),
+            owner: "a".into(),
+            epoch: 1,
+        })
+    }
+
+    fn outcome(id: OpId, position: u64) -> Record {
+        Record::Outcome(Outcome {
+            op_id: id,
+            at_ms: 2,
+            status: 201,
+            outcome: OutcomeKind::Acked,
+            commit_position: Some(position),
+            body: None,
+        })
+    }
+
+    #[test]
+    fn a_write_seen_in_the_stream_and_the_local_log_counts_once() {
+        let wanted: Wanted = [("default".to_string(), ("a".to_string(), 1))].into();
+        let (seen_twice, only_local, unanswered_in_stream) =
+            (OpId::new(), OpId::new(), OpId::new());
+        let mut s = AckedScanner::new(wanted);
+        // The stream: one whole write, and one whose outcome was not forwarded yet.
+        for r in [
+            intent(seen_twice),
+            outcome(seen_twice, 5),
+            intent(unanswered_in_stream),
+        ] {
+            s.add(r);
+        }
+        // This edge's log: all three whole.
+        for r in [
+            intent(seen_twice),
+            outcome(seen_twice, 5),
+            intent(unanswered_in_stream),
+            outcome(unanswered_in_stream, 6),
+            intent(only_local),
+            outcome(only_local, 7),
+        ] {
+            s.add(r);
+        }
+        let writes = s.finish();
+        let positions: Vec<Option<u64>> = writes["default"].iter().map(|w| w.position).collect();
+        assert_eq!(positions, vec![Some(5), Some(6), Some(7)]);
+    }
 }
