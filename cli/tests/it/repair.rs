@@ -59,7 +59,7 @@ async fn failover(mode: &str) -> (TestRegion, TestRegion, Router, HashMap<usize,
 
 /// The op id the router logged for the write to `path` under epoch 1.
 fn op_of(router: &Router, path: &str) -> String {
-    oplog_records(&router)
+    oplog_records(router)
         .into_iter()
         .find_map(|r| match r {
             Record::Intent(i) if i.path == path && i.epoch == 1 => Some(i.op_id.to_string()),

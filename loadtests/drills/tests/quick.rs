@@ -65,3 +65,8 @@ fn a_killed_owner_loses_no_acknowledged_write_after_the_reconciler() {
 fn a_router_cut_off_from_etcd_never_writes_beside_the_new_owner() {
     drill("split-brain");
 }
+
+#[test]
+fn dry_runs_count_writes_at_risk_under_lag_and_load() {
+    drill("writes-at-risk");
+}

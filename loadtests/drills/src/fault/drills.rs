@@ -24,6 +24,7 @@ pub const ALL: &[&str] = &[
     "partition",
     "owner-killed",
     "split-brain",
+    "writes-at-risk",
 ];
 
 pub async fn run(name: &str, bin: &Path, scale: Scale) -> anyhow::Result<Report> {
@@ -36,6 +37,7 @@ pub async fn run(name: &str, bin: &Path, scale: Scale) -> anyhow::Result<Report>
         "partition" => partition(bin, scale).await,
         "owner-killed" => owner_killed(bin, scale).await,
         "split-brain" => split_brain(bin, scale).await,
+        "writes-at-risk" => writes_at_risk(bin, scale).await,
         other => anyhow::bail!("no drill named {other:?}; drills: {}", ALL.join(", ")),
     }
 }
@@ -800,5 +802,79 @@ async fn split_brain(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     anyhow::ensure!(first_b.is_some(), "no write reached b after the promotion");
     r.zero("writes taken by a (old owner) after b's first", late_a);
     r.zero("router panics", one.panics() + two.panics());
+    Ok(r)
+}
+
+/// Writes at risk against replication lag: the owner takes writes at a
+/// constant rate while its replica lags by each of a series of delays; at
+/// each, promotion dry runs say how many acknowledged writes the replica
+/// lacks (about rate × lag) and how long counting them took.
+async fn writes_at_risk(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
+    let work = Work::new("writes-at-risk")?;
+    let a = region("a", Role::Primary, None).await?;
+    let b = region("b", Role::Replica, Some(format!("http://{a}"))).await?;
+    let cfg = format!(
+        "{}regions:\n{}{}routing:\n  policy: weighted\n  weights: {{ a: 1, b: 0 }}\nconsistency:\n  owners: {{ default: a }}\noplog: {{ fsync: batch }}\n",
+        procs::header(&work.0.join("state"), procs::free_port(), procs::free_port()),
+        region_yaml("a", a, ""),
+        region_yaml("b", b, ""),
+    );
+    let router = Router::start(bin, &work.0, &cfg)?;
+    both_healthy(&router).await?;
+    // Every request a write: the rate is the write rate.
+    let load = load::start(scale.rate, mixed(router.url(""), 1));
+    let lags: &[u64] = if scale.quick {
+        &[0, 250, 1000]
+    } else {
+        &[0, 100, 250, 500, 1000, 2000]
+    };
+    let client = reqwest::Client::new();
+    let mut r = Report::new("9. writes at risk against replication lag");
+    r.figure("load", format!("{} writes/s to owner a", scale.rate));
+    let mut failed_dry_runs = 0;
+    for &lag in lags {
+        client
+            .put(format!("http://{b}/_control/lag"))
+            .json(&serde_json::json!({ "value": lag }))
+            .send()
+            .await?;
+        // Settle: the replica's backlog reaches its new depth.
+        tokio::time::sleep(Duration::from_millis(lag) + scale.phase / 2).await;
+        let (mut counts, mut took, mut reported) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let (code, v) = router
+                .admin(
+                    reqwest::Method::POST,
+                    "/admin/v1/promote",
+                    serde_json::json!({"partition": "default", "to": "b", "dry_run": true}),
+                )
+                .await;
+            let p = &v["partitions"][0];
+            match (code, p["writes_at_risk"].as_u64()) {
+                (200, Some(n)) => {
+                    counts.push(n as f64);
+                    took.push(v["took_ms"].as_f64().unwrap_or(0.0));
+                    reported.push(p["lag_ms"].as_f64().unwrap_or(0.0));
+                }
+                _ => failed_dry_runs += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        r.figure(
+            format!("replica lag {lag} ms"),
+            format!(
+                "{:.0} writes at risk (rate × lag = {:.0}); replica reports {:.0} ms; dry run {:.1} ms",
+                mean(&counts),
+                f64::from(scale.rate) * lag as f64 / 1000.0,
+                mean(&reported),
+                mean(&took)
+            ),
+        );
+    }
+    let samples = load.finish().await;
+    r.figure("writes", load::stats(&samples));
+    r.zero("dry runs that failed", failed_dry_runs);
+    r.zero("router panics", router.panics());
     Ok(r)
 }
