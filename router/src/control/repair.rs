@@ -77,6 +77,8 @@ struct Window {
     /// Resources written on the new owner since (from the log, then as
     /// writes arrive): a replay there is left to the reconciler.
     written_since: Mutex<HashSet<String>>,
+    /// Ops an earlier run of this router replayed on a read.
+    replayed: HashSet<OpId>,
 }
 
 type WindowCell = Arc<OnceCell<Result<Arc<Window>, String>>>;
@@ -227,7 +229,15 @@ pub(crate) async fn repair(state: &RouterState, topo: &Topology, s: Suspect) -> 
         Err(why) => return Repair::Pending { op: Some(op), why },
     };
     let Some(stranded) = window.stranded.get(&op) else {
-        return Repair::NotNeeded;
+        // A position past the promotion's proves it missing; a write this
+        // log does not hold was taken through another edge (fleet mode).
+        return match s.mark {
+            Mark::Position(_) if !window.replayed.contains(&op) => Repair::Pending {
+                op: Some(op),
+                why: "not in this router's op log (taken through another edge): left to the reconciler".into(),
+            },
+            _ => Repair::NotNeeded,
+        };
     };
     if mode == RepairOnRead::Flag {
         return Repair::Pending {
@@ -288,6 +298,7 @@ async fn window(
                     let mut stranded = scan.stranded;
                     // Replayed by an earlier run of this router: not again.
                     stranded.retain(|op, _| !scan.replayed.contains(op));
+                    let replayed = scan.replayed;
                     tracing::info!(
                         entry = %failover.entry,
                         old_epoch = failover.old_epoch,
@@ -298,6 +309,7 @@ async fn window(
                         failover,
                         stranded,
                         written_since: Mutex::new(scan.written_since),
+                        replayed,
                     }))
                 }
                 Ok(Err(e)) => Err(format!("cannot read the op log: {e}")),
@@ -327,10 +339,12 @@ async fn replay(
     let original = &stranded.intent;
     let op = original.op_id;
     let pending = |why: String| Repair::Pending { op: Some(op), why };
-    let (Some(key), Some(body)) = (&original.idempotency_key, &stranded.body) else {
-        return pending(
-            "not replayable (no idempotency key, or only its body's hash was logged)".into(),
-        );
+    let Some(key) = &original.idempotency_key else {
+        return pending("no idempotency key: a replay could apply it twice".into());
+    };
+    let body = match &stranded.body {
+        Ok(b) => b,
+        Err(why) => return pending(format!("not replayable here: {why}")),
     };
     let resource = original.normalized_resource();
     if window

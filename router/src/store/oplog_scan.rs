@@ -124,12 +124,45 @@ pub(crate) struct FailoverWindow {
     pub new_epoch: u64,
 }
 
-/// A write the new owner lacked at promotion, whole, as a replay needs it.
+/// The most body bytes a failover's window holds in memory for replays;
+/// writes past it are left to the reconciler.
+pub(crate) const WINDOW_BODY_BUDGET: usize = 64 << 20;
+
+/// A write the new owner lacked at promotion, as a replay needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Stranded {
     pub intent: switchyard_oplog::Intent,
-    /// The body to send again; `None` when only its hash was kept.
-    pub body: Option<Vec<u8>>,
+    /// The body to send again; `Err` says why there is none.
+    pub body: Result<Vec<u8>, &'static str>,
+}
+
+impl Stranded {
+    /// Takes the body from the intent (or, for one that streamed, its
+    /// outcome), within what `budget` has left.
+    fn new(
+        mut intent: switchyard_oplog::Intent,
+        outcome_body: Option<Body>,
+        budget: &mut usize,
+    ) -> Stranded {
+        let whole = match (
+            std::mem::replace(&mut intent.body, Body::InOutcome),
+            outcome_body,
+        ) {
+            (Body::Inline(b), _) | (Body::InOutcome, Some(Body::Inline(b))) => Some(b),
+            _ => None,
+        };
+        let body = match whole {
+            None => Err("only the body's hash was logged"),
+            Some(b) if b.len() > *budget => {
+                Err("past the bodies a failover's window holds in memory (64 MiB)")
+            }
+            Some(b) => {
+                *budget -= b.len();
+                Ok(b)
+            }
+        };
+        Stranded { intent, body }
+    }
 }
 
 /// What the log says about a failover's window.
@@ -150,6 +183,7 @@ pub(crate) struct StrandedScan {
 pub(crate) fn stranded_writes(dir: &Path, window: &FailoverWindow) -> io::Result<StrandedScan> {
     let mut open: HashMap<OpId, switchyard_oplog::Intent> = HashMap::new();
     let mut out = StrandedScan::default();
+    let mut budget = WINDOW_BODY_BUDGET;
     let problems = switchyard_oplog::read::read_dir(dir, 0, |_, record| match record {
         Record::Intent(i) if i.owner_entry == window.entry => {
             if i.epoch >= window.new_epoch {
@@ -174,24 +208,16 @@ pub(crate) fn stranded_writes(dir: &Path, window: &FailoverWindow) -> io::Result
                 .commit_position
                 .is_none_or(|p| p > window.applied_position);
             if o.outcome == OutcomeKind::Acked && above {
-                let body = match (&intent.body, &o.body) {
-                    (Body::Inline(b), _) | (Body::InOutcome, Some(Body::Inline(b))) => {
-                        Some(b.clone())
-                    }
-                    _ => None,
-                };
-                out.stranded.insert(o.op_id, Stranded { intent, body });
+                let stranded = Stranded::new(intent, o.body, &mut budget);
+                out.stranded.insert(o.op_id, stranded);
             }
         }
         _ => {}
     })?;
     // Sent and never answered in the log: the old owner may have taken them.
     for (op_id, intent) in open {
-        let body = match &intent.body {
-            Body::Inline(b) => Some(b.clone()),
-            _ => None,
-        };
-        out.stranded.insert(op_id, Stranded { intent, body });
+        out.stranded
+            .insert(op_id, Stranded::new(intent, None, &mut budget));
     }
     out.problems = problems.iter().map(ToString::to_string).collect();
     Ok(out)
