@@ -5,6 +5,7 @@
 mod consistency;
 pub mod diag;
 pub mod model;
+mod overload;
 mod parse;
 mod traffic;
 mod transport;

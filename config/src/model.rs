@@ -355,6 +355,8 @@ pub struct Region {
     /// `https://` endpoints, plain HTTP for the others).
     pub tls: Option<UpstreamTls>,
     pub protocol: Protocol,
+    /// How many requests it may have in flight from this router.
+    pub concurrency: Concurrency,
 }
 
 /// `regions.X.tls`: verification is on unless `verify: false` says otherwise.
@@ -436,6 +438,59 @@ pub struct Routing {
     /// Retries allowed as a share of requests (0.2 = 20%).
     pub retry_budget: f64,
     pub outlier: Outlier,
+    /// Hedged reads: a second try when the first has not answered in time.
+    pub hedge: Option<Hedge>,
+    /// The longest one upstream try may take (connect to whole response header).
+    pub try_timeout: Option<Duration>,
+    /// Below this share of healthy regions serving a service, its reads
+    /// ignore health (panic mode).
+    pub panic_threshold: Percent,
+}
+
+/// `routing.hedge`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hedge {
+    pub after: HedgeAfter,
+    /// Hedges per read (the tries beyond the first).
+    pub max: u32,
+}
+
+/// When a read is hedged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// The first region's recent 95th percentile.
+    P95,
+}
+
+/// `regions.X.max_inflight` or `regions.X.adaptive_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Concurrency {
+    #[default]
+    Unlimited,
+    Fixed(usize),
+    Adaptive(Adaptive),
+}
+
+/// A gradient concurrency limit, moved by the region's measured latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adaptive {
+    pub min: usize,
+    pub max: usize,
+    pub initial: usize,
+    /// Latency above the best seen by more than this factor cuts the limit.
+    pub tolerance: f64,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            min: 4,
+            max: 1000,
+            initial: 20,
+            tolerance: 1.5,
+        }
+    }
 }
 
 impl Routing {

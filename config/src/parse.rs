@@ -344,6 +344,8 @@ const REGION_KEYS: &[&str] = &[
     "dial",
     "tls",
     "protocol",
+    "max_inflight",
+    "adaptive_concurrency",
 ];
 
 fn regions(n: &Node, base: &Path, d: &mut Diags) -> Vec<Region> {
@@ -428,6 +430,7 @@ fn region(name: &str, pos: Pos, n: &Node, base: &Path, d: &mut Diags) -> Option<
         .get("protocol")
         .and_then(|n| crate::transport::protocol(n, &f.child("protocol"), d))
         .unwrap_or_default();
+    let concurrency = crate::overload::concurrency(&f, d);
     let mut endpoints = endpoints;
     if tls.is_some() {
         if let (Some(n), true) = (f.get("endpoints"), endpoints.iter().any(|e| e.plain_scheme)) {
@@ -455,6 +458,7 @@ fn region(name: &str, pos: Pos, n: &Node, base: &Path, d: &mut Diags) -> Option<
         dial,
         tls,
         protocol,
+        concurrency,
     })
 }
 
@@ -658,6 +662,9 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
             "latency",
             "retry_budget",
             "outlier",
+            "hedge",
+            "try_timeout",
+            "panic_threshold",
         ],
         d,
     )?;
@@ -715,6 +722,7 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
     let outlier = f
         .get("outlier")
         .map_or_else(Outlier::default, |n| traffic::outlier(n, d));
+    let overload = crate::overload::routing(&f, d);
     Some(Routing {
         policy: policy?,
         weights,
@@ -723,6 +731,9 @@ fn routing(n: &Node, base: &Path, d: &mut Diags) -> Option<Routing> {
         latency,
         retry_budget,
         outlier,
+        hedge: overload.hedge,
+        try_timeout: overload.try_timeout,
+        panic_threshold: overload.panic_threshold,
     })
 }
 

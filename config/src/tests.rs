@@ -409,3 +409,51 @@ fn repair_on_read_is_off_flag_or_replay() {
         "{e}"
     );
 }
+
+#[test]
+fn overload_keys_parse_and_bad_ones_are_named_with_their_line() {
+    let base = "listen: { http: 127.0.0.1:8080 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:1\"], services: [api], ";
+    let ok = format!("{base}max_inflight: 4 }}\n  b: {{ type: full, endpoints: [\"127.0.0.1:2\"], services: [api], adaptive_concurrency: {{ min: 2, max: 50 }} }}\nrouting: {{ policy: weighted, hedge: {{ after: p95, max: 2 }}, try_timeout: 250ms, panic_threshold: 30% }}\n");
+    let cfg = parse_str(&ok, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(cfg.regions[0].concurrency, Concurrency::Fixed(4));
+    match cfg.regions[1].concurrency {
+        Concurrency::Adaptive(a) => assert_eq!((a.min, a.max, a.initial), (2, 50, 20)),
+        other => panic!("{other:?}"),
+    }
+    let r = &cfg.routing;
+    assert_eq!(
+        r.hedge,
+        Some(Hedge {
+            after: HedgeAfter::P95,
+            max: 2
+        })
+    );
+    assert_eq!(r.try_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(r.panic_threshold.tenths(), 300);
+    let defaults = parse_str(MINIMAL, Path::new("edge.yaml")).expect("valid");
+    assert_eq!(defaults.routing.panic_threshold.tenths(), 500);
+    assert_eq!(defaults.routing.hedge, None);
+    assert_eq!(defaults.regions[0].concurrency, Concurrency::Unlimited);
+
+    let both = format!(
+        "{base}max_inflight: 4, adaptive_concurrency: true }}\nrouting: {{ policy: weighted }}\n"
+    );
+    let e = errors(&both);
+    assert!(
+        e.starts_with("edge.yaml:3:") && e.contains("cannot both be set"),
+        "{e}"
+    );
+    let bad_hedge = format!("{MINIMAL}").replace(
+        "routing: { policy: weighted }",
+        "routing: { policy: weighted, hedge: { after: soon } }",
+    );
+    let e = errors(&bad_hedge);
+    assert!(
+        e.starts_with("edge.yaml:4:") && e.contains("routing.hedge.after"),
+        "{e}"
+    );
+    let bad_bounds = format!(
+        "{base}adaptive_concurrency: {{ min: 10, max: 5 }} }}\nrouting: {{ policy: weighted }}\n"
+    );
+    assert!(errors(&bad_bounds).contains("min ≤ initial ≤ max"));
+}

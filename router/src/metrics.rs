@@ -43,6 +43,22 @@ fn describe() {
         "Reads whose own write was missing on the partition's new owner, by what was done"
     );
     metrics::describe_counter!(
+        "switchyard_concurrency_spilled_total",
+        "Reads passed on to the next region because this one was at its concurrency limit"
+    );
+    metrics::describe_gauge!(
+        "switchyard_panic_mode",
+        "1 while too few of a service's regions are healthy and its reads ignore health"
+    );
+    metrics::describe_counter!(
+        "switchyard_panic_reads_total",
+        "Reads routed while their service was in panic mode (health ignored)"
+    );
+    metrics::describe_counter!(
+        "switchyard_hedges_total",
+        "Hedged reads by outcome: sent, denied_by_budget, first_won, hedge_won"
+    );
+    metrics::describe_counter!(
         "switchyard_retries_denied_total",
         "Retries the retry budget refused"
     );
@@ -431,6 +447,26 @@ pub(crate) fn oplog_writable(writable: bool) {
 /// did not take; served marked).
 pub(crate) fn repair_on_read(result: &'static str) {
     counter!("switchyard_repair_on_read_total", "result" => result).increment(1);
+}
+
+/// A read passed on from a region at its concurrency limit.
+pub(crate) fn concurrency_spill(region: &RegionName) {
+    counter!("switchyard_concurrency_spilled_total", "region" => metrics::SharedString::from(region.0.clone())).increment(1);
+}
+
+/// A service entering (1) or leaving (0) panic mode.
+pub(crate) fn panic_mode(service: &str, on: bool) {
+    gauge!("switchyard_panic_mode", "service" => service.to_string()).set(f64::from(u8::from(on)));
+}
+
+/// A read served while its service was in panic mode.
+pub(crate) fn panic_read() {
+    counter!("switchyard_panic_reads_total").increment(1);
+}
+
+/// A hedged read, by outcome: `sent`, `denied_by_budget`, `first_won`, `hedge_won`.
+pub(crate) fn hedge(outcome: &'static str) {
+    counter!("switchyard_hedges_total", "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn fenced() {

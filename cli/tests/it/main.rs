@@ -16,6 +16,7 @@ mod limits;
 mod monitoring;
 mod oplog_nats;
 mod ops;
+mod overload;
 mod reconcile;
 mod repair;
 mod routing;

@@ -56,6 +56,13 @@ impl TestRegion {
             .requests
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// The most API requests the region has answered at once.
+    pub fn concurrent_max(&self) -> u64 {
+        self.region
+            .concurrent_max
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub async fn region(name: &str) -> TestRegion {

@@ -76,6 +76,9 @@ pub struct Region {
     health_status: AtomicU16,
     fail_status: AtomicU16,
     pub requests: AtomicU64,
+    /// API requests being answered now, and the most there have been at once.
+    pub concurrent: AtomicU64,
+    pub concurrent_max: AtomicU64,
     /// Health answers a plain `OK` instead of its JSON report (no lag, no role).
     plain_health: std::sync::atomic::AtomicBool,
     /// The headers of the last request to `/_echo`, for tests to look at.
@@ -103,6 +106,8 @@ impl Region {
             health_status: AtomicU16::new(200),
             fail_status: AtomicU16::new(0),
             requests: AtomicU64::new(0),
+            concurrent: AtomicU64::new(0),
+            concurrent_max: AtomicU64::new(0),
             plain_health: std::sync::atomic::AtomicBool::new(false),
             last_echo_headers: Mutex::new(Vec::new()),
             ws_open: AtomicU64::new(0),
@@ -261,6 +266,9 @@ async fn kv(
 ) -> Response {
     r.requests.fetch_add(1, Ordering::Relaxed);
     r.remember_headers(&headers);
+    let now = r.concurrent.fetch_add(1, Ordering::AcqRel) + 1;
+    r.concurrent_max.fetch_max(now, Ordering::AcqRel);
+    let _done = Concurrent(&r);
     r.delay().await;
     if let Some(resp) = injected_failure(&r) {
         return resp;
@@ -277,6 +285,16 @@ async fn kv(
             .into_response(),
     };
     with_region(&r, resp)
+}
+
+/// Counts an API request as answered however its handler ends (a client
+/// that hangs up drops it mid-delay).
+struct Concurrent<'a>(&'a Region);
+
+impl Drop for Concurrent<'_> {
+    fn drop(&mut self) {
+        self.0.concurrent.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn read_key(r: &Region, key: &str) -> Response {

@@ -80,6 +80,7 @@ fn status_json(state: &RouterState) -> Value {
                 "ejections": live.ejections.load(Ordering::Relaxed),
                 "draining": live.is_draining(),
                 "inflight": live.inflight.load(Ordering::Relaxed),
+                "concurrency": concurrency_json(&r.spec, live),
                 "websockets": live.websockets.load(Ordering::Relaxed),
                 "rate": r.rate.as_ref().map(|b| json!({
                     "rps": b.limit.rps,
@@ -107,6 +108,7 @@ fn status_json(state: &RouterState) -> Value {
         "inflight": state.inflight(),
         "idempotency_keys": state.idempotency.len(),
         "repair_on_read": state.repairs.status_json(topo.config.consistency.repair_on_read),
+        "panic": topo.panic.iter().map(|p| (p.name.clone(), json!(p.on.load(Ordering::Relaxed)))).collect::<serde_json::Map<_, _>>(),
         "connections": state.connections.get().map(|c| json!({
             "open": c.open(),
             "max": c.max(),
@@ -121,4 +123,24 @@ fn status_json(state: &RouterState) -> Value {
         doc["oplog"] = log.status_json(&topo.config.oplog);
     }
     doc
+}
+
+/// A region's concurrency limit: its kind, the limit now, and what it turned away.
+fn concurrency_json(
+    spec: &switchyard_config::Region,
+    live: &crate::route::live::RegionLive,
+) -> serde_json::Value {
+    use switchyard_config::Concurrency;
+    let kind = match spec.concurrency {
+        Concurrency::Unlimited => return serde_json::Value::Null,
+        Concurrency::Fixed(_) => "fixed",
+        Concurrency::Adaptive(_) => "adaptive",
+    };
+    json!({
+        "kind": kind,
+        "limit": live.limit.load(Ordering::Relaxed),
+        "queued_writes": live.queued.load(Ordering::Relaxed),
+        "spilled": live.spilled.load(Ordering::Relaxed),
+        "refused": live.limited.load(Ordering::Relaxed),
+    })
 }

@@ -201,7 +201,9 @@ pub(crate) async fn check_endpoint(
             topo.refresh_latency_order();
         }
         let healthy = entry.endpoints.any_up();
-        entry.live.healthy.store(healthy, Ordering::Relaxed);
+        if entry.live.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            topo.refresh_panic();
+        }
         entry.live.publish_gauges(&entry.spec.name);
         tokio::time::sleep(h.interval.saturating_sub(started.elapsed())).await;
     }

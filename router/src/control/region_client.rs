@@ -30,16 +30,48 @@ pub(crate) async fn send(
     send_with_body(peer, endpoint, req, bytes::Bytes::new()).await
 }
 
+/// Sends a client's request as the proxy would (its `Host` kept) and reads
+/// the answer's header.
+pub(crate) async fn send_proxied(
+    peer: &HttpPeer,
+    endpoint: &Endpoint,
+    req: RequestHeader,
+) -> Result<HttpSession> {
+    exchange(peer, endpoint, req, bytes::Bytes::new(), true).await
+}
+
 /// [`send`] with a body (its `Content-Length` set by the caller).
 pub(crate) async fn send_with_body(
     peer: &HttpPeer,
     endpoint: &Endpoint,
-    mut req: RequestHeader,
+    req: RequestHeader,
     body: bytes::Bytes,
 ) -> Result<HttpSession> {
+    exchange(peer, endpoint, req, body, false).await
+}
+
+async fn exchange(
+    peer: &HttpPeer,
+    endpoint: &Endpoint,
+    mut req: RequestHeader,
+    body: bytes::Bytes,
+    keep_host: bool,
+) -> Result<HttpSession> {
     let (mut session, _reused) = connector().get_http_session(peer).await?;
-    let authority = endpoint.to_string();
-    req.insert_header(http::header::HOST, &authority)?;
+    // A proxied request (a hedge) keeps the client's `Host`; the router's
+    // own requests name the endpoint.
+    let authority = match req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(host) if keep_host => host.to_string(),
+        _ => {
+            let authority = endpoint.to_string();
+            req.insert_header(http::header::HOST, &authority)?;
+            authority
+        }
+    };
     if session.as_http2().is_some() {
         let scheme = if endpoint.tls { "https" } else { "http" };
         let path = req

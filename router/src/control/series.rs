@@ -107,6 +107,11 @@ fn sample(state: &RouterState, last: &mut HashMap<Arc<str>, Last>, secs: f64) ->
         };
         let (reads, writes) = (delta(0), delta(1));
         let answered = before.map(|b| now.stats.since(&b.stats));
+        if let Some(p95) = answered.as_ref().and_then(|a| a.quantile_secs(0.95)) {
+            r.live
+                .recent_p95_us
+                .store((p95 * 1e6) as u64, Ordering::Relaxed);
+        }
         regions.push((
             name.to_string(),
             RegionSample {

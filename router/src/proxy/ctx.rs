@@ -46,6 +46,12 @@ pub(crate) struct Ctx {
     pub(super) idempotency: Option<KeyGuard>,
     /// Counts this request on the region serving it.
     pub(super) region_inflight: Option<RegionCount>,
+    /// A region was passed over for being at its concurrency limit.
+    pub(super) at_limit: bool,
+    /// Counts this request on the endpoint serving it.
+    pub(super) endpoint_inflight: Option<crate::route::live::EndpointCount>,
+    /// The read's service is in panic mode: health is ignored.
+    pub(super) panic: bool,
     /// Set when this read is mirrored to a ramping region once answered.
     pub(super) shadow: Option<Box<ShadowPlan>>,
     /// Shadow targets this read's own candidate rules let it use.
@@ -113,6 +119,9 @@ impl Ctx {
             shadow_ok: smallvec::SmallVec::new(),
             op: None,
             suspect: None,
+            at_limit: false,
+            endpoint_inflight: None,
+            panic: false,
             repair: None,
             seen: Seen::default(),
             _inflight: InflightGuard::new(state),

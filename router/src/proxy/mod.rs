@@ -4,6 +4,7 @@
 //! router's own answers in `respond`.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::control::repair;
 use crate::control::RouterState;
 use crate::metrics;
 use crate::route::classify::classify;
+use crate::route::concurrency;
 use crate::route::decide::{
     decide_with_fallback, take_rate_tokens, verdict, Verdict, WAIT_EXPIRED,
 };
@@ -28,7 +30,7 @@ use crate::route::headers::{
     COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
 };
 use crate::route::hygiene;
-use crate::route::live::RegionCount;
+use crate::route::live::{EndpointCount, RegionCount};
 use crate::route::ratelimit;
 use crate::route::reject::Reject;
 use crate::route::shadow;
@@ -36,6 +38,7 @@ use crate::route::shadow;
 mod access;
 mod ctx;
 mod grpc;
+mod hedge;
 mod respond;
 mod write;
 
@@ -145,6 +148,10 @@ impl Edge {
         )?;
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
+        if ctx.class == RequestClass::Read && ctx.topo.in_panic(classified.service_hash) {
+            ctx.panic = true;
+            metrics::panic_read();
+        }
         if ctx.class == RequestClass::Read {
             ctx.seen.freshness_ms = Some(classified.freshness.bound.as_millis() as u64);
             ctx.seen.ryw_used = classified.ryw.is_some();
@@ -356,6 +363,21 @@ impl ProxyHttp for Edge {
                 .and_then(grpc::parse_timeout)
                 .map(|t| ctx.started + t);
         }
+        if let Some(v) = headers.get(REQUEST_TIMEOUT) {
+            match v.to_str().ok().and_then(parse_request_timeout) {
+                Some(t) => {
+                    let d = ctx.started + t;
+                    ctx.seen.deadline = Some(ctx.seen.deadline.map_or(d, |g| g.min(d)));
+                }
+                None => {
+                    ctx.reject.get_or_insert_with(|| {
+                        Reject::bad_request(
+                            "X-Request-Timeout must be a duration above 0 such as 250ms or 2s, or whole milliseconds",
+                        )
+                    });
+                }
+            }
+        }
         if let (None, Some(limit)) = (&ctx.reject, &ctx.topo.per_client) {
             let now = ratelimit::nanos(ctx.started);
             let headers = &session.req_header().headers;
@@ -395,6 +417,10 @@ impl ProxyHttp for Edge {
                     shadow::sample(&targets, first, may_serve, &req.method, pq, &req.headers);
             }
         }
+        if let Some(h) = hedge::applies(session, ctx) {
+            hedge::serve(&self.state, session, ctx, h).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -412,9 +438,21 @@ impl ProxyHttp for Edge {
                     }
                 }
             }
-            if let Some((addr, endpoint)) = entry.endpoints.pick_endpoint(failed_addr) {
+            if let Some((addr, endpoint)) =
+                entry.endpoints.pick_least_loaded(failed_addr, ctx.panic)
+            {
+                ctx.endpoint_inflight = Some(EndpointCount::new(endpoint));
                 if ctx.region != Some(idx) {
-                    ctx.region_inflight = Some(RegionCount::inflight(&entry.live));
+                    ctx.region_inflight = None;
+                    match concurrency::admit(&entry.live, ctx.class).await {
+                        Some(count) => ctx.region_inflight = Some(count),
+                        None => {
+                            entry.live.spilled.fetch_add(1, Ordering::Relaxed);
+                            metrics::concurrency_spill(&entry.spec.name);
+                            ctx.at_limit = true;
+                            continue;
+                        }
+                    }
                 }
                 ctx.region = Some(idx);
                 ctx.addr = Some(addr);
@@ -426,10 +464,17 @@ impl ProxyHttp for Edge {
                     if left.is_zero() {
                         return Error::e_explain(
                             ErrorType::ReadTimedout,
-                            "the call's grpc-timeout passed before it could be sent",
+                            "the request's deadline (grpc-timeout or X-Request-Timeout) passed before it could be sent",
                         );
                     }
                     read_timeout = Some(read_timeout.map_or(left, |t| t.min(left)));
+                }
+                // One try waits at most `try_timeout` for each read, its
+                // answer's header first; a read then goes on to the next region.
+                let mut connect_timeout = CONNECT_TIMEOUT;
+                if let Some(t) = ctx.topo.config.routing.try_timeout {
+                    read_timeout = Some(read_timeout.map_or(t, |r| r.min(t)));
+                    connect_timeout = connect_timeout.min(t);
                 }
                 if ctx.seen.websocket {
                     // A conversation may idle for long; it ends when a side closes.
@@ -438,7 +483,7 @@ impl ProxyHttp for Edge {
                 let mut peer = entry.transport.peer(
                     addr,
                     &endpoint.spec,
-                    CONNECT_TIMEOUT,
+                    connect_timeout,
                     read_timeout,
                     UPSTREAM_IDLE,
                 );
@@ -448,6 +493,13 @@ impl ProxyHttp for Edge {
                 }
                 return Ok(Box::new(peer));
             }
+        }
+        if ctx.at_limit {
+            if let Some(&idx) = ctx.order.first() {
+                let live = &ctx.topo.regions[idx as usize].live;
+                live.limited.fetch_add(1, Ordering::Relaxed);
+            }
+            ctx.reject = Some(concurrency::refusal(ctx.class));
         }
         Error::e_explain(
             ErrorType::HTTPStatus(503),
@@ -671,8 +723,14 @@ impl ProxyHttp for Edge {
         // connection was a reused one (a pooled connection the region had
         // closed); asking before deciding panics.
         e.retry.decide_reuse(client_reused);
-        // A broken connection before any answer: a read may go elsewhere once.
-        let retry = e.retry() && self.take_retry(ctx);
+        // A broken connection before any answer, or a try that ran out its
+        // `try_timeout` waiting for one: a read may go elsewhere once, while
+        // the request's deadline allows.
+        let try_timed_out = ctx.topo.config.routing.try_timeout.is_some()
+            && !ctx.answered
+            && e.etype() == &ErrorType::ReadTimedout
+            && ctx.seen.deadline.is_none_or(|d| Instant::now() < d);
+        let retry = (e.retry() || try_timed_out) && self.take_retry(ctx);
         if let Some(idx) = ctx.region {
             let entry = &ctx.topo.regions[idx as usize];
             metrics::upstream_error(&entry.spec.name, "proxy");
@@ -702,7 +760,10 @@ impl ProxyHttp for Edge {
         if ctx.seen.deadline.is_some_and(|d| Instant::now() >= d) {
             // `respond` answers a gRPC call with the matching grpc-status:
             // a 504 is DEADLINE_EXCEEDED.
-            reject = Some(Reject::with_status(504, "the call's grpc-timeout passed"));
+            reject = Some(Reject::with_status(
+                504,
+                "the request's deadline (grpc-timeout or X-Request-Timeout) passed",
+            ));
         }
         ctx.seen.refused = reject.as_ref().map(|r| r.reason.clone());
         let mut status = reject.as_ref().map_or(0, |r| r.status);
@@ -792,4 +853,18 @@ impl ProxyHttp for Edge {
                 .request(ctx.class, status, ctx.started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// The client's deadline for the whole request.
+const REQUEST_TIMEOUT: &str = "x-request-timeout";
+
+/// `X-Request-Timeout`: a duration (`250ms`, `2s`) or whole milliseconds, above 0.
+fn parse_request_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let t = v
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .or_else(|| switchyard_config::parse_duration(v))?;
+    (!t.is_zero()).then_some(t)
 }

@@ -70,13 +70,16 @@ pub(crate) fn verdict(
             return Verdict::Residency;
         }
     }
-    if !r.live.is_healthy() {
+    // Panic mode: with too few of its regions healthy, a service's reads
+    // ignore health and ejection rather than all fail.
+    let panic = || req.class == RequestClass::Read && topo.in_panic(req.service_hash);
+    if !r.live.is_healthy() && !panic() {
         return Verdict::Unhealthy;
     }
     if r.live.is_draining() {
         return Verdict::Drained;
     }
-    if req.class == RequestClass::Read && r.live.is_ejected() {
+    if req.class == RequestClass::Read && r.live.is_ejected() && !panic() {
         return Verdict::Ejected;
     }
     let is_owner = owner == Some(idx);

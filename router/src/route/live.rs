@@ -81,6 +81,20 @@ pub(crate) struct RegionLive {
     pub(crate) draining: AtomicBool,
     /// Requests being served by the region now.
     pub(crate) inflight: AtomicUsize,
+    /// The most requests it may have in flight (`usize::MAX`: no limit);
+    /// fixed, or moved by adaptive concurrency.
+    pub(crate) limit: AtomicUsize,
+    /// The 95th percentile of its answers in the last second with any,
+    /// microseconds (0 before any): when `hedge.after: p95` hedges.
+    pub(crate) recent_p95_us: AtomicU64,
+    /// Reads sent on to the next region because this one was at its limit.
+    pub(crate) spilled: AtomicU64,
+    /// Requests refused (503) because every region they could use was at its limit.
+    pub(crate) limited: AtomicU64,
+    /// Writes waiting for a slot at this region (their owner).
+    pub(crate) queued: AtomicUsize,
+    /// Woken when a request in flight ends, for writes waiting for a slot.
+    pub(crate) slot_freed: tokio::sync::Notify,
     /// WebSocket connections open through the router to the region.
     pub(crate) websockets: AtomicUsize,
     /// Answers, errors and latency, for ramps and outlier detection.
@@ -115,6 +129,12 @@ impl RegionLive {
             ejections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+            recent_p95_us: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            slot_freed: tokio::sync::Notify::new(),
             websockets: AtomicUsize::new(0),
             stats: crate::route::stats::RegionStats::default(),
             served: crate::route::stats::ClassCounts::default(),
@@ -239,9 +259,18 @@ impl RegionCount {
         }
     }
 
-    /// A request in flight (`inflight`).
-    pub(crate) fn inflight(live: &Arc<RegionLive>) -> Self {
-        Self::new(live, |l| &l.inflight)
+    /// A request in flight (`inflight`), if the region's limit has room.
+    pub(crate) fn inflight(live: &Arc<RegionLive>) -> Option<Self> {
+        let limit = live.limit.load(Ordering::Relaxed);
+        live.inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(RegionCount {
+            live: live.clone(),
+            counter: |l| &l.inflight,
+        })
     }
 
     /// A WebSocket the region took (`websockets`).
@@ -252,7 +281,10 @@ impl RegionCount {
 
 impl Drop for RegionCount {
     fn drop(&mut self) {
-        (self.counter)(&self.live).fetch_sub(1, Ordering::Relaxed);
+        (self.counter)(&self.live).fetch_sub(1, Ordering::AcqRel);
+        if self.live.queued.load(Ordering::Relaxed) > 0 {
+            self.live.slot_freed.notify_one();
+        }
     }
 }
 
@@ -273,6 +305,24 @@ pub(crate) struct EndpointLive {
     /// Why its last probe failed (a refused connection, a certificate that
     /// did not verify, a status); cleared by a probe that succeeds.
     pub(crate) last_failure: arc_swap::ArcSwapOption<String>,
+    /// Proxied requests it is answering now (least outstanding picks).
+    pub(crate) inflight: AtomicUsize,
+}
+
+/// Counts a proxied request on the endpoint answering it.
+pub(crate) struct EndpointCount(Arc<EndpointLive>);
+
+impl EndpointCount {
+    pub(crate) fn new(e: &Arc<EndpointLive>) -> Self {
+        e.inflight.fetch_add(1, Ordering::Relaxed);
+        EndpointCount(e.clone())
+    }
+}
+
+impl Drop for EndpointCount {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl EndpointLive {
@@ -290,6 +340,7 @@ impl EndpointLive {
             retired: AtomicBool::new(false),
             tasks_started: AtomicBool::new(false),
             last_failure: arc_swap::ArcSwapOption::empty(),
+            inflight: AtomicUsize::new(0),
         }
     }
 
@@ -346,6 +397,51 @@ impl EndpointSet {
             return Some((addr, e));
         }
         fallback
+    }
+
+    /// For a proxied request: of the endpoints that are up, the one with
+    /// the fewest requests in flight (round robin among equals); `skip` is
+    /// an address that just failed, avoided when another is up. With
+    /// `any` (panic mode), an endpoint that is down when none is up.
+    pub(crate) fn pick_least_loaded(
+        &self,
+        skip: Option<SocketAddr>,
+        any: bool,
+    ) -> Option<(SocketAddr, &Arc<EndpointLive>)> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, SocketAddr, &Arc<EndpointLive>)> = None;
+        let mut skipped = None;
+        for i in 0..n {
+            let e = &self.endpoints[(start + i) % n];
+            if !e.is_up() {
+                continue;
+            }
+            let addrs = e.usable.load();
+            let addr = addrs[start % addrs.len()];
+            if Some(addr) == skip {
+                skipped.get_or_insert((addr, e));
+                continue;
+            }
+            let load = e.inflight.load(Ordering::Relaxed);
+            if best.as_ref().is_none_or(|(b, _, _)| load < *b) {
+                best = Some((load, addr, e));
+            }
+        }
+        if let Some((_, addr, e)) = best {
+            return Some((addr, e));
+        }
+        if skipped.is_some() || !any {
+            return skipped;
+        }
+        (0..n).find_map(|i| {
+            let e = &self.endpoints[(start + i) % n];
+            let addrs = e.addrs.load();
+            (!addrs.is_empty()).then(|| (addrs[start % addrs.len()], e))
+        })
     }
 
     pub(crate) fn any_up(&self) -> bool {

@@ -7,6 +7,7 @@
 //! the clock is passed in. `explain` runs the same code and changes nothing.
 
 pub(crate) mod classify;
+pub(crate) mod concurrency;
 pub(crate) mod decide;
 pub(crate) mod explain;
 pub(crate) mod geo;

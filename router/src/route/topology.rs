@@ -4,6 +4,7 @@
 //! requests in flight keep the one they started with.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -71,6 +72,16 @@ pub struct Topology {
     pub(crate) ryw: crate::route::ryw::Signer,
     /// `limits.per_client`; kept across reloads while unchanged.
     pub(crate) per_client: Option<Arc<crate::route::ratelimit::PerClientLimit>>,
+    /// Per service: whether too few of its regions are healthy, so that its
+    /// reads ignore health (panic mode); refreshed after each probe.
+    pub(crate) panic: Vec<ServicePanic>,
+}
+
+/// One service's panic state.
+pub(crate) struct ServicePanic {
+    pub(crate) hash: u64,
+    pub(crate) name: String,
+    pub(crate) on: std::sync::atomic::AtomicBool,
 }
 
 /// The secrets a topology needs, read once by the app (from the environment
@@ -126,6 +137,7 @@ impl Topology {
                 }
                 None => Arc::new(RegionLive::new(spec.dial)),
             };
+            crate::route::concurrency::configure(&live, spec.concurrency);
             let endpoints = spec
                 .endpoints
                 .iter()
@@ -202,7 +214,7 @@ impl Topology {
                     .iter()
                     .any(|r| r.endpoints.endpoints.iter().any(|x| Arc::ptr_eq(x, e)));
                 if !kept {
-                    e.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+                    e.retired.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -246,7 +258,23 @@ impl Topology {
                 .filter(|l| l.spec == *spec)
                 .unwrap_or_else(|| Arc::new(crate::route::ratelimit::PerClientLimit::new(spec)))
         });
+        let mut services: Vec<&str> = config
+            .regions
+            .iter()
+            .flat_map(|r| r.services.iter().map(String::as_str))
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        let panic = services
+            .into_iter()
+            .map(|name| ServicePanic {
+                hash: service_hash(name),
+                name: name.to_string(),
+                on: std::sync::atomic::AtomicBool::new(false),
+            })
+            .collect();
         let topo = Topology {
+            panic,
             per_client,
             ryw: crate::route::ryw::Signer::new(&secrets.ryw_key),
             synthetic,
@@ -266,7 +294,38 @@ impl Topology {
         let mut seeded = OwnershipTable::default();
         seeded.seed(&topo.config);
         topo.set_owners(&seeded);
+        topo.refresh_panic();
         Ok(topo)
+    }
+
+    /// Whether `service`'s reads ignore health now.
+    #[inline]
+    pub(crate) fn in_panic(&self, service_hash: u64) -> bool {
+        self.panic
+            .iter()
+            .any(|p| p.hash == service_hash && p.on.load(Ordering::Relaxed))
+    }
+
+    /// Re-judges each service: fewer than `routing.panic_threshold` of the
+    /// regions serving it healthy puts it in panic mode.
+    pub(crate) fn refresh_panic(&self) {
+        let threshold = u64::from(self.config.routing.panic_threshold.tenths());
+        for p in &self.panic {
+            let (mut serving, mut healthy) = (0u64, 0u64);
+            for r in self.regions.iter().filter(|r| r.serves_service(p.hash)) {
+                serving += 1;
+                healthy += u64::from(r.live.is_healthy());
+            }
+            let on = serving > 0 && healthy * 1000 < serving * threshold;
+            if p.on.swap(on, Ordering::Relaxed) != on {
+                if on {
+                    tracing::warn!(service = %p.name, healthy, serving, "panic mode: too few healthy regions; reads ignore health");
+                } else {
+                    tracing::info!(service = %p.name, healthy, serving, "panic mode over");
+                }
+                crate::metrics::panic_mode(&p.name, on);
+            }
+        }
     }
 
     /// As if every region had just been probed: region `i` scores

@@ -3,7 +3,8 @@
 //! requests; when a region gets no traffic its response average goes stale and
 //! the probe alone speaks for it, so a region that recovers is seen to recover.
 //! The score is computed off the hot path, after each probe. Regions within
-//! `tolerance` of the best count as tied and share the load by sticky hash.
+//! `tolerance` of the best count as tied: the one with fewer requests in
+//! flight goes first, equally loaded ones share by sticky hash.
 
 use smallvec::SmallVec;
 
@@ -64,7 +65,11 @@ pub(crate) fn pick(topo: &Topology, sticky: u64, admits: &dyn Fn(RegionIdx) -> b
         }
         let b = *best.get_or_insert(score);
         if score <= b * tolerance {
-            tied.push((tie_key(&topo.regions[i as usize], sticky), i));
+            // Among the tied, fewer requests in flight first; the sticky
+            // hash (in (0, 1)) orders the equally loaded.
+            let r = &topo.regions[i as usize];
+            let load = r.live.inflight.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            tied.push((load + tie_key(r, sticky), i));
         } else {
             rest.push(i);
             if rest.len() >= MAX_TRIES {

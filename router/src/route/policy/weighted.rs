@@ -74,15 +74,30 @@ pub(crate) fn key(region: &RegionEntry, sticky: u64) -> f64 {
 /// regions beyond the list, every admitted region scored.
 pub(crate) fn pick(topo: &Topology, sticky: u64, admits: &dyn Fn(RegionIdx) -> bool) -> Order {
     let listed = &topo.weighted_slots[slot(sticky)];
-    let order: Order = listed
+    let mut order: Order = listed
         .iter()
         .copied()
         .filter(|i| *i != NONE && admits(*i))
         .collect();
     if order.len() < 2 && topo.regions.len() > listed.len() {
-        return by_scoring_all(topo, sticky, admits);
+        order = by_scoring_all(topo, sticky, admits);
     }
+    fewer_outstanding_first(topo, &mut order);
     order
+}
+
+/// Least outstanding between equals: when the first two regions weigh the
+/// same, the one with fewer requests in flight goes first (two random
+/// choices, the pair being the request's sticky pick and runner-up).
+fn fewer_outstanding_first(topo: &Topology, order: &mut Order) {
+    let [a, b, ..] = order[..] else {
+        return;
+    };
+    let (ra, rb) = (&topo.regions[a as usize], &topo.regions[b as usize]);
+    let load = |r: &RegionEntry| r.live.inflight.load(std::sync::atomic::Ordering::Relaxed);
+    if ra.weight == rb.weight && load(rb) < load(ra) {
+        order.swap(0, 1);
+    }
 }
 
 /// The slow path: score every admitted region and keep the best.
