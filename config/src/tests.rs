@@ -443,7 +443,7 @@ fn overload_keys_parse_and_bad_ones_are_named_with_their_line() {
         e.starts_with("edge.yaml:3:") && e.contains("cannot both be set"),
         "{e}"
     );
-    let bad_hedge = format!("{MINIMAL}").replace(
+    let bad_hedge = MINIMAL.replace(
         "routing: { policy: weighted }",
         "routing: { policy: weighted, hedge: { after: soon } }",
     );
