@@ -58,6 +58,10 @@ fn describe() {
         "switchyard_hedges_total",
         "Hedged reads by outcome: sent, denied_by_budget, first_won, hedge_won"
     );
+    metrics::describe_gauge!(
+        "switchyard_region_concurrency_limit",
+        "A region's adaptive concurrency limit now"
+    );
     metrics::describe_counter!(
         "switchyard_retries_denied_total",
         "Retries the retry budget refused"
@@ -467,6 +471,11 @@ pub(crate) fn panic_read() {
 /// A hedged read, by outcome: `sent`, `denied_by_budget`, `first_won`, `hedge_won`.
 pub(crate) fn hedge(outcome: &'static str) {
     counter!("switchyard_hedges_total", "outcome" => outcome).increment(1);
+}
+
+/// A region's adaptive concurrency limit.
+pub(crate) fn concurrency_limit(region: &RegionName, limit: usize) {
+    gauge!("switchyard_region_concurrency_limit", "region" => metrics::SharedString::from(region.0.clone())).set(limit as f64);
 }
 
 pub(crate) fn fenced() {

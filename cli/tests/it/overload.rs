@@ -307,3 +307,69 @@ async fn the_endpoint_with_fewer_requests_in_flight_goes_first() {
         "least outstanding favours the fast endpoint: {f} vs {s}"
     );
 }
+
+/// `clients` tasks reading `/kv/k` through the router until `stop` is set.
+fn load(
+    router: &Router,
+    clients: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (client, url, stop) = (reqwest::Client::new(), router.url("/kv/k"), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = client.get(&url).send().await;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_after() {
+    let (a, b, router) = pair(
+        "",
+        "    adaptive_concurrency: { min: 2, max: 64, initial: 32 }\n",
+    )
+    .await;
+    seed(&router, &b).await;
+    // a's answers take 10 ms more for every other request it is answering.
+    a.set("load", json!(10)).await;
+    let limit = |s: &Value| s["regions"]["a"]["concurrency"]["limit"].as_u64().unwrap_or(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Light load first: the region's best latency is learned.
+    let light = load(&router, 2, &stop);
+    eventually(Duration::from_secs(10), || async {
+        router.status().await["regions"]["a"]["concurrency"]["min_rtt_ms"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0 && m < 30.0)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    futures_util::future::join_all(light).await;
+
+    // Heavy load: latency climbs with concurrency, and the limit comes down.
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let heavy = load(&router, 24, &stop);
+    let t = Instant::now();
+    eventually(Duration::from_secs(10), || async { limit(&router.status().await) <= 8 }).await;
+    let cut_after = t.elapsed();
+    let s = router.status().await;
+    eprintln!("limit cut to {} after {cut_after:?}: {}", limit(&s), s["regions"]["a"]["concurrency"]);
+    assert!(s["regions"]["a"]["concurrency"]["spilled"].as_u64() > Some(0), "{s}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    futures_util::future::join_all(heavy).await;
+    assert!(a.concurrent_max() <= 64);
+
+    // Light load again: latency is back near its best, and the limit grows.
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let light = load(&router, 2, &stop);
+    let t = Instant::now();
+    eventually(Duration::from_secs(10), || async { limit(&router.status().await) >= 32 }).await;
+    eprintln!("limit back to {} after {:?}", limit(&router.status().await), t.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    futures_util::future::join_all(light).await;
+    let metrics = router.metrics_text().await;
+    assert!(metrics.contains("switchyard_region_concurrency_limit{region=\"a\"}"), "{metrics}");
+}

@@ -73,6 +73,9 @@ pub struct Region {
     delay_ms: AtomicU64,
     /// Extra delay for API requests only: slow, yet passing health checks.
     slow_ms: AtomicU64,
+    /// Extra delay per other API request being answered at the same time: a
+    /// region whose latency grows with its load.
+    load_ms: AtomicU64,
     health_status: AtomicU16,
     fail_status: AtomicU16,
     pub requests: AtomicU64,
@@ -103,6 +106,7 @@ impl Region {
             lag_ms: AtomicU64::new(o.lag.as_millis() as u64),
             delay_ms: AtomicU64::new(o.delay.as_millis() as u64),
             slow_ms: AtomicU64::new(0),
+            load_ms: AtomicU64::new(0),
             health_status: AtomicU16::new(200),
             fail_status: AtomicU16::new(0),
             requests: AtomicU64::new(0),
@@ -160,7 +164,10 @@ impl Region {
 
     /// An API request waits for the distance plus any slowness.
     async fn delay(&self) {
-        let ms = self.delay_ms.load(Ordering::Relaxed) + self.slow_ms.load(Ordering::Relaxed);
+        let others = self.concurrent.load(Ordering::Relaxed).saturating_sub(1);
+        let ms = self.delay_ms.load(Ordering::Relaxed)
+            + self.slow_ms.load(Ordering::Relaxed)
+            + self.load_ms.load(Ordering::Relaxed) * others;
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -479,7 +486,7 @@ async fn replication_log(State(r): State<Arc<Region>>, Query(q): Query<LogQuery>
     Json(r.store().commits_after(q.after, q.limit.min(10_000))).into_response()
 }
 
-/// `PUT /_control/{lag|delay|slow|health|fail|role|services|epoch}` with `{"value": …}`.
+/// `PUT /_control/{lag|delay|slow|load|health|fail|role|services|epoch}` with `{"value": …}`.
 async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: Bytes) -> Response {
     #[derive(Deserialize)]
     struct Set {
@@ -493,6 +500,7 @@ async fn control(State(r): State<Arc<Region>>, Path(knob): Path<String>, body: B
         ("lag", Some(v)) => r.lag_ms.store(v, Ordering::Relaxed),
         ("delay", Some(v)) => r.delay_ms.store(v, Ordering::Relaxed),
         ("slow", Some(v)) => r.slow_ms.store(v, Ordering::Relaxed),
+        ("load", Some(v)) => r.load_ms.store(v, Ordering::Relaxed),
         ("health", Some(v)) => r.health_status.store(v as u16, Ordering::Relaxed),
         ("fail", Some(v)) => r.fail_status.store(v as u16, Ordering::Relaxed),
         ("epoch", Some(v)) => r.epoch.store(v, Ordering::Relaxed),

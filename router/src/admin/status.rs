@@ -142,5 +142,7 @@ fn concurrency_json(
         "queued_writes": live.queued.load(Ordering::Relaxed),
         "spilled": live.spilled.load(Ordering::Relaxed),
         "refused": live.limited.load(Ordering::Relaxed),
+        "min_rtt_ms": (kind == "adaptive").then(|| live.adaptive_min_rtt_us.load(Ordering::Relaxed) as f64 / 1e3),
+        "sample_ms": (kind == "adaptive").then(|| live.adaptive_sample_us.load(Ordering::Relaxed) as f64 / 1e3),
     })
 }

@@ -4,6 +4,7 @@
 //! that change it: health checks and DNS, brownout ejection, ramps, shadow
 //! reads, promotion, reload, the safety interlocks, and the fleet's sync.
 
+pub(crate) mod adaptive;
 pub(crate) mod at_risk;
 pub(crate) mod dns;
 pub(crate) mod error;
@@ -254,6 +255,7 @@ pub(crate) fn start_loops(state: &Arc<RouterState>, reloader: &reload::Reloader)
     state.control.spawn(series::run_sampler(state.clone()));
     state.control.spawn(ramp::run_controller(state.clone()));
     state.control.spawn(outlier::run_detector(state.clone()));
+    state.control.spawn(adaptive::run(state.clone()));
     state
         .control
         .spawn(promote::run_auto_promoter(state.clone()));

@@ -87,6 +87,10 @@ pub(crate) struct RegionLive {
     /// The 95th percentile of its answers in the last second with any,
     /// microseconds (0 before any): when `hedge.after: p95` hedges.
     pub(crate) recent_p95_us: AtomicU64,
+    /// Adaptive concurrency's readings: the best mean latency seen and the
+    /// last interval's, microseconds.
+    pub(crate) adaptive_min_rtt_us: AtomicU64,
+    pub(crate) adaptive_sample_us: AtomicU64,
     /// Reads sent on to the next region because this one was at its limit.
     pub(crate) spilled: AtomicU64,
     /// Requests refused (503) because every region they could use was at its limit.
@@ -131,6 +135,8 @@ impl RegionLive {
             inflight: AtomicUsize::new(0),
             limit: AtomicUsize::new(usize::MAX),
             recent_p95_us: AtomicU64::new(0),
+            adaptive_min_rtt_us: AtomicU64::new(0),
+            adaptive_sample_us: AtomicU64::new(0),
             spilled: AtomicU64::new(0),
             limited: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
