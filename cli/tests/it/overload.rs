@@ -336,7 +336,11 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
     seed(&router, &b).await;
     // a's answers take 10 ms more for every other request it is answering.
     a.set("load", json!(10)).await;
-    let limit = |s: &Value| s["regions"]["a"]["concurrency"]["limit"].as_u64().unwrap_or(0);
+    let limit = |s: &Value| {
+        s["regions"]["a"]["concurrency"]["limit"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Light load first: the region's best latency is learned.
     let light = load(&router, 2, &stop);
@@ -353,11 +357,21 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
     stop.store(false, std::sync::atomic::Ordering::Relaxed);
     let heavy = load(&router, 24, &stop);
     let t = Instant::now();
-    eventually(Duration::from_secs(10), || async { limit(&router.status().await) <= 8 }).await;
+    eventually(Duration::from_secs(10), || async {
+        limit(&router.status().await) <= 8
+    })
+    .await;
     let cut_after = t.elapsed();
     let s = router.status().await;
-    eprintln!("limit cut to {} after {cut_after:?}: {}", limit(&s), s["regions"]["a"]["concurrency"]);
-    assert!(s["regions"]["a"]["concurrency"]["spilled"].as_u64() > Some(0), "{s}");
+    eprintln!(
+        "limit cut to {} after {cut_after:?}: {}",
+        limit(&s),
+        s["regions"]["a"]["concurrency"]
+    );
+    assert!(
+        s["regions"]["a"]["concurrency"]["spilled"].as_u64() > Some(0),
+        "{s}"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     futures_util::future::join_all(heavy).await;
     assert!(a.concurrent_max() <= 64);
@@ -366,10 +380,20 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
     stop.store(false, std::sync::atomic::Ordering::Relaxed);
     let light = load(&router, 2, &stop);
     let t = Instant::now();
-    eventually(Duration::from_secs(10), || async { limit(&router.status().await) >= 32 }).await;
-    eprintln!("limit back to {} after {:?}", limit(&router.status().await), t.elapsed());
+    eventually(Duration::from_secs(10), || async {
+        limit(&router.status().await) >= 32
+    })
+    .await;
+    eprintln!(
+        "limit back to {} after {:?}",
+        limit(&router.status().await),
+        t.elapsed()
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     futures_util::future::join_all(light).await;
     let metrics = router.metrics_text().await;
-    assert!(metrics.contains("switchyard_region_concurrency_limit{region=\"a\"}"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_region_concurrency_limit{region=\"a\"}"),
+        "{metrics}"
+    );
 }

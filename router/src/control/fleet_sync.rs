@@ -36,6 +36,11 @@ pub(crate) fn start(
                 .await
         });
     }
+    control.spawn(crate::fleet::demand::run(
+        state.clone(),
+        fleet.clone(),
+        presence.clone(),
+    ));
     let shares = state.clone();
     control.spawn(crate::fleet::presence::keep_presence(
         fleet.clone(),

@@ -17,6 +17,7 @@ use switchyard_config::Etcd;
 
 use crate::route::owners::{Owner, OwnershipTable, PromotionRecord, Terms};
 
+pub(crate) mod demand;
 pub(crate) mod presence;
 pub(crate) mod ramps;
 

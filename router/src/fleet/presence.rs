@@ -52,6 +52,11 @@ impl Presence {
         }
     }
 
+    /// The live members' edge ids (empty until the first listing).
+    pub(crate) fn members(&self) -> Vec<String> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// Live members, this router included (1 until the first listing).
     pub(crate) fn member_count(&self) -> u32 {
         self.members.lock().map_or(1, |m| (m.len() as u32).max(1))

@@ -6,8 +6,10 @@
 //! status page; the whole algorithm is the compare-and-swap loop below.
 //!
 //! In fleet mode a region's limit is the fleet's budget: each router takes
-//! its share, `1/N` of the rate and of the burst (at least one token) for `N`
-//! live members, and the share follows the membership.
+//! a fraction of the rate and of the burst (at least one token): `1/N` for
+//! `N` live members, then, each second, in proportion to the routers'
+//! recent demand for the region (`fleet::demand`), so that an edge with all
+//! the traffic is not held to a sliver.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -36,6 +38,11 @@ pub struct TokenBucket {
     tolerance: AtomicU64,
     /// How many routers share the limit.
     share: AtomicU32,
+    /// This router's fraction of the limit, parts per million: `1/N` until
+    /// the fleet's demand says otherwise.
+    fraction_ppm: AtomicU32,
+    /// Requests that wanted a token (taken or not): this router's demand.
+    demand: AtomicU64,
     /// Theoretical arrival time of the next request, nanos since the epoch.
     tat: AtomicU64,
 }
@@ -58,23 +65,38 @@ impl TokenBucket {
             interval: AtomicU64::new(0),
             tolerance: AtomicU64::new(0),
             share: AtomicU32::new(0),
+            fraction_ppm: AtomicU32::new(0),
+            demand: AtomicU64::new(0),
             tat: AtomicU64::new(0),
         };
         b.set_share(1);
         b
     }
 
-    /// Enforces `1/routers` of the limit from now on.
+    /// Enforces `1/routers` of the limit from now on, when the number of
+    /// routers changed (the fleet's demand then moves the fraction).
     pub(crate) fn set_share(&self, routers: u32) {
         let routers = routers.max(1);
         if self.share.swap(routers, Ordering::Relaxed) == routers {
             return;
         }
-        let interval = (1e9 * f64::from(routers) / self.limit.rps).max(1.0) as u64;
-        let burst = self.limit.burst.div_ceil(routers).max(1);
+        self.set_fraction(1.0 / f64::from(routers));
+    }
+
+    /// Enforces `fraction` (0 to 1) of the limit's rate and burst (at least
+    /// one token) from now on.
+    pub(crate) fn set_fraction(&self, fraction: f64) {
+        let fraction = fraction.clamp(1e-6, 1.0);
+        let ppm = (fraction * 1e6).round() as u32;
+        if self.fraction_ppm.swap(ppm, Ordering::Relaxed) == ppm {
+            return;
+        }
+        let fraction = f64::from(ppm) / 1e6;
+        let interval = (1e9 / (self.limit.rps * fraction)).max(1.0) as u64;
+        let burst = ((f64::from(self.limit.burst) * fraction).ceil() as u64).max(1);
         self.interval.store(interval, Ordering::Relaxed);
         self.tolerance
-            .store(interval.saturating_mul(u64::from(burst)), Ordering::Relaxed);
+            .store(interval.saturating_mul(burst), Ordering::Relaxed);
     }
 
     /// How many routers share the limit.
@@ -82,14 +104,25 @@ impl TokenBucket {
         self.share.load(Ordering::Relaxed)
     }
 
+    /// This router's fraction of the limit.
+    pub(crate) fn fraction(&self) -> f64 {
+        f64::from(self.fraction_ppm.load(Ordering::Relaxed)) / 1e6
+    }
+
     /// This router's rate, tokens per second.
     pub(crate) fn share_rps(&self) -> f64 {
-        self.limit.rps / f64::from(self.share())
+        self.limit.rps * self.fraction()
+    }
+
+    /// Requests that have wanted a token so far (taken or refused).
+    pub(crate) fn demand(&self) -> u64 {
+        self.demand.load(Ordering::Relaxed)
     }
 
     /// Takes a token at `now` (see [`nanos`]), or says when one will be there.
     #[inline]
     pub fn try_take(&self, now: u64) -> Result<(), RetryIn> {
+        self.demand.fetch_add(1, Ordering::Relaxed);
         let interval = self.interval.load(Ordering::Relaxed);
         let tolerance = self.tolerance.load(Ordering::Relaxed);
         let mut tat = self.tat.load(Ordering::Relaxed);
