@@ -70,3 +70,8 @@ fn a_router_cut_off_from_etcd_never_writes_beside_the_new_owner() {
 fn dry_runs_count_writes_at_risk_under_lag_and_load() {
     drill("writes-at-risk");
 }
+
+#[test]
+fn hedging_limits_and_panic_mode_hold_under_load() {
+    drill("overload");
+}

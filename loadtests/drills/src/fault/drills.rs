@@ -25,6 +25,7 @@ pub const ALL: &[&str] = &[
     "owner-killed",
     "split-brain",
     "writes-at-risk",
+    "overload",
 ];
 
 pub async fn run(name: &str, bin: &Path, scale: Scale) -> anyhow::Result<Report> {
@@ -38,6 +39,7 @@ pub async fn run(name: &str, bin: &Path, scale: Scale) -> anyhow::Result<Report>
         "owner-killed" => owner_killed(bin, scale).await,
         "split-brain" => split_brain(bin, scale).await,
         "writes-at-risk" => writes_at_risk(bin, scale).await,
+        "overload" => super::overload::run(bin, scale).await,
         other => anyhow::bail!("no drill named {other:?}; drills: {}", ALL.join(", ")),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod drills;
 pub mod load;
+pub mod overload;
 pub mod peers;
 pub mod procs;
 pub mod proxy;
