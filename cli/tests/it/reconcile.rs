@@ -134,7 +134,7 @@ async fn lost_writes_are_replayed_once_and_conflicts_reported() {
         .expect("reconciler runs");
     assert_eq!(out.status.code(), Some(1));
     let md = std::fs::read_to_string(&md).expect("markdown");
-    assert!(md.contains("| 101 | 100 | 80 | 0 | 19 | 1 |"), "{md}");
+    assert!(md.contains("| 101 | 100 | 80 | 0 | 0 | 19 | 1 |"), "{md}");
     assert!(
         md.contains("## Conflicts") && md.contains("`v95`") && md.contains("`newer`"),
         "{md}"

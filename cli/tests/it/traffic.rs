@@ -406,7 +406,10 @@ async fn a_slow_region_is_ejected_and_readmitted_after_recovery() {
     let cfg = two_regions(
         &a,
         &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n  outlier: { base_ejection: 2s }\n",
+        // Unequal weights: between equals, least outstanding would already
+        // steer reads away from b while its slow ones are in flight, leaving
+        // the detector too few of b's answers to judge.
+        "  policy: weighted\n  weights: { a: 40, b: 60 }\n  outlier: { base_ejection: 2s }\n",
         "",
         &dir,
     );

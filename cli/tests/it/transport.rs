@@ -184,9 +184,11 @@ async fn a_certificate_that_fails_verification_takes_the_endpoint_down_until_a_r
     let router = Router::start_in(dir, &cfg);
     let reason = wait_down_because(&router, "UnknownIssuer").await;
     assert!(reason.contains("127.0.0.1"), "{reason}");
-    // Never a plaintext fallback: nothing reached the region.
+    // Never a plaintext fallback: nothing reached the region. (Its only
+    // region down, the service is in panic mode and the read is tried
+    // anyway: the handshake refuses the certificate again.)
     let resp = reqwest::get(router.url("/_echo/x")).await.expect("request");
-    assert_eq!(resp.status(), 503);
+    assert!(resp.status().is_server_error(), "{}", resp.status());
     assert_eq!(a.requests(), 0);
 
     // The right CA in the same file: a reload picks it up.

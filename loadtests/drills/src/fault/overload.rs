@@ -17,7 +17,11 @@ use super::load::{self, MakeRequest};
 use super::procs::{self, region_yaml, until, Router, Work};
 use super::{Report, Scale};
 
-async fn spawn(name: &str, role: Role, from: Option<String>) -> anyhow::Result<(String, Arc<Region>)> {
+async fn spawn(
+    name: &str,
+    role: Role,
+    from: Option<String>,
+) -> anyhow::Result<(String, Arc<Region>)> {
     let opts = RegionOpts {
         name: name.into(),
         role,
@@ -95,7 +99,10 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     let direct = load::start(rate, reads(format!("http://{b}")));
     tokio::time::sleep(scale.phase).await;
     let fast = load::stats(&direct.finish().await);
-    r.figure("load", format!("{rate} reads/s, constant rate; region a answers 300 ms late"));
+    r.figure(
+        "load",
+        format!("{rate} reads/s, constant rate; region a answers 300 ms late"),
+    );
     r.figure("b alone (the fast region)", fast);
     for (label, hedge) in [
         ("without hedging", ""),
@@ -144,7 +151,14 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     let router = Router::start(
         bin,
         &work.0,
-        &config(&work, metrics, &a, &b, "  weights: { a: 1, b: 0 }\n", "    max_inflight: 4\n"),
+        &config(
+            &work,
+            metrics,
+            &a,
+            &b,
+            "  weights: { a: 1, b: 0 }\n",
+            "    max_inflight: 4\n",
+        ),
     )?;
     healthy(&router).await?;
     let running = load::start(rate, reads(router.url("")));
@@ -160,7 +174,10 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
             load::stats(&samples)
         ),
     );
-    r.zero("requests a held beyond max_inflight", held.saturating_sub(4));
+    r.zero(
+        "requests a held beyond max_inflight",
+        held.saturating_sub(4),
+    );
     panics += router.panics();
     drop(router);
 
@@ -187,7 +204,11 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     healthy(&router).await?;
     let mut plot = Vec::new();
     let started = Instant::now();
-    for (phase, phase_rate) in [("light", rate / 10), ("heavy", rate * 2), ("light", rate / 10)] {
+    for (phase, phase_rate) in [
+        ("light", rate / 10),
+        ("heavy", rate * 2),
+        ("light", rate / 10),
+    ] {
         let running = load::start(phase_rate.max(10), reads(router.url("")));
         let end = Instant::now() + scale.phase;
         while Instant::now() < end {
@@ -205,7 +226,10 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
         let s = load::stats(&running.finish().await);
         r.figure(format!("adaptive, {phase} load ({phase_rate} reads/s)"), s);
     }
-    r.figure("adaptive limit over time", format!("\n    {}", plot.join("\n    ")));
+    r.figure(
+        "adaptive limit over time",
+        format!("\n    {}", plot.join("\n    ")),
+    );
     panics += router.panics();
     drop(router);
 
@@ -225,7 +249,10 @@ pub async fn run(bin: &Path, scale: Scale) -> anyhow::Result<Report> {
     let running = load::start(rate, reads(router.url("")));
     tokio::time::sleep(scale.phase).await;
     let samples = running.finish().await;
-    r.figure("panic mode entered after", format!("{} ms", detected.as_millis()));
+    r.figure(
+        "panic mode entered after",
+        format!("{} ms", detected.as_millis()),
+    );
     r.figure("reads, every health check failing", load::stats(&samples));
     r.zero(
         "failed reads in panic mode",
