@@ -7,6 +7,8 @@ pub mod codec;
 pub mod read;
 pub mod record;
 pub mod segment;
+#[cfg(feature = "nats")]
+pub mod stream;
 pub mod writer;
 
 pub use read::{bytes_from, read_dir, Tail};

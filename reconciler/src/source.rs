@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use switchyard_oplog::{codec, read_dir, Gap, Intent, OpId, Outcome, Problem, Promotion, Record};
@@ -139,56 +138,25 @@ pub fn read_dirs(dirs: &[PathBuf]) -> anyhow::Result<Logs> {
 /// Reads every record in a JetStream stream, from its first message to the
 /// last one there when reading began.
 pub async fn read_stream(url: &str, stream: &str) -> anyhow::Result<Logs> {
-    use async_nats::jetstream::{self, consumer};
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(3))
-        .connect(url)
-        .await
-        .with_context(|| format!("--nats {url}: cannot connect"))?;
-    let js = jetstream::new(client);
-    let mut s = js
-        .get_stream(stream)
-        .await
-        .with_context(|| format!("--stream {stream}: not found on {url}"))?;
-    let last = s.info().await?.state.last_sequence;
     let mut logs = Logs::default();
-    if last == 0 {
-        return Ok(logs);
-    }
-    let consumer = s
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    use futures_util::StreamExt;
-    while let Some(msg) = messages.next().await {
-        let msg = msg?;
-        let seq = msg
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
-        match codec::decode(&msg.payload, codec::NO_SALT) {
-            codec::Frame::Record { record, .. } => logs.add(record),
-            codec::Frame::Newer { version, .. } => {
-                logs.unreadable += 1;
-                logs.problems.push(format!(
-                    "stream {stream} message {seq}: a record in format {version}, newer than this build reads ({}); upgrade to read it",
-                    codec::VERSION
-                ));
-            }
-            codec::Frame::Partial | codec::Frame::Damaged(_) => {
-                logs.unreadable += 1;
-                logs.problems.push(format!(
-                    "stream {stream} message {seq}: not a whole op log record"
-                ));
-            }
+    switchyard_oplog::stream::read(url, stream, |seq, frame| match frame {
+        codec::Frame::Record { record, .. } => logs.add(record),
+        codec::Frame::Newer { version, .. } => {
+            logs.unreadable += 1;
+            logs.problems.push(format!(
+                "stream {stream} message {seq}: a record in format {version}, newer than this build reads ({}); upgrade to read it",
+                codec::VERSION
+            ));
         }
-        if seq >= last {
-            break;
+        codec::Frame::Partial | codec::Frame::Damaged(_) => {
+            logs.unreadable += 1;
+            logs.problems.push(format!(
+                "stream {stream} message {seq}: not a whole op log record"
+            ));
         }
-    }
+    })
+    .await
+    .with_context(|| format!("--nats {url} --stream {stream}"))?;
     logs.settle();
     Ok(logs)
 }

@@ -386,23 +386,8 @@ impl EndpointSet {
         &self,
         skip: Option<SocketAddr>,
     ) -> Option<(SocketAddr, &EndpointLive)> {
-        let n = self.endpoints.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let mut fallback = None;
-        for i in 0..n {
-            let e = &self.endpoints[(start + i) % n];
-            if !e.is_up() {
-                continue;
-            }
-            let addrs = e.usable.load();
-            let addr = addrs[start % addrs.len()];
-            if Some(addr) == skip {
-                fallback.get_or_insert((addr, &**e));
-                continue;
-            }
-            return Some((addr, e));
-        }
-        fallback
+        self.pick_least_loaded(skip, false)
+            .map(|(addr, e)| (addr, &**e))
     }
 
     /// For a proxied request: of the endpoints that are up, the one with

@@ -137,39 +137,11 @@ pub(crate) async fn watch_backlog(log: Arc<crate::store::oplog::OpLog>) {
 /// what a promotion would strand. Messages that are not whole records are
 /// counted and skipped (the reconciler names them).
 pub(crate) async fn read_stream(nats: &Nats, mut each: impl FnMut(Record)) -> anyhow::Result<u64> {
-    use futures_util::StreamExt;
-    use jetstream::consumer;
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(3))
-        .connect(nats.url.as_str())
-        .await?;
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream(&nats.stream).await?;
-    let last = stream.info().await?.state.last_sequence;
     let mut unreadable = 0;
-    if last == 0 {
-        return Ok(0);
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg?;
-        let seq = msg
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
-        match codec::decode(&msg.payload, codec::NO_SALT) {
-            codec::Frame::Record { record, .. } => each(record),
-            _ => unreadable += 1,
-        }
-        if seq >= last {
-            break;
-        }
-    }
+    switchyard_oplog::stream::read(&nats.url, &nats.stream, |_, frame| match frame {
+        codec::Frame::Record { record, .. } => each(record),
+        _ => unreadable += 1,
+    })
+    .await?;
     Ok(unreadable)
 }
