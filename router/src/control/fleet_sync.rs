@@ -36,7 +36,7 @@ pub(crate) fn start(
                 .await
         });
     }
-    control.spawn(crate::fleet::demand::run(
+    control.spawn(crate::control::fleet_demand::run(
         state.clone(),
         fleet.clone(),
         presence.clone(),

@@ -8,6 +8,7 @@ pub(crate) mod adaptive;
 pub(crate) mod at_risk;
 pub(crate) mod dns;
 pub(crate) mod error;
+pub(crate) mod fleet_demand;
 pub(crate) mod fleet_sync;
 pub(crate) mod health;
 pub(crate) mod idempotency;

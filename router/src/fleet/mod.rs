@@ -17,7 +17,6 @@ use switchyard_config::Etcd;
 
 use crate::route::owners::{Owner, OwnershipTable, PromotionRecord, Terms};
 
-pub(crate) mod demand;
 pub(crate) mod presence;
 pub(crate) mod ramps;
 

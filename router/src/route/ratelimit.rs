@@ -8,7 +8,7 @@
 //! In fleet mode a region's limit is the fleet's budget: each router takes
 //! a fraction of the rate and of the burst (at least one token): `1/N` for
 //! `N` live members, then, each second, in proportion to the routers'
-//! recent demand for the region (`fleet::demand`), so that an edge with all
+//! recent demand for the region (`control::fleet_demand`), so that an edge with all
 //! the traffic is not held to a sliver.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
