@@ -36,7 +36,6 @@ async fn writes_with_replicas_stopping(
     n: usize,
     stops: &[(&TestRegion, &str, u64)],
 ) {
-    let client = reqwest::Client::new();
     for i in 0..n {
         for (region, name, at) in stops {
             if i as u64 == *at {
@@ -47,14 +46,7 @@ async fn writes_with_replicas_stopping(
                 region.set("replicate_from", Value::Null).await;
             }
         }
-        let r = client
-            .put(router.url(&format!("/kv/k{i}")))
-            .header("Idempotency-Key", format!("key-{i}"))
-            .body(format!("v{i}"))
-            .send()
-            .await
-            .expect("write");
-        assert_eq!(r.status(), 201);
+        put_nth(router, i).await;
     }
 }
 

@@ -64,14 +64,7 @@ impl Drop for Nats {
 }
 
 async fn put(router: &Router, i: usize) {
-    let r = reqwest::Client::new()
-        .put(router.url(&format!("/kv/k{i}")))
-        .header("Idempotency-Key", format!("key-{i}"))
-        .body(format!("v{i}"))
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(r.status().as_u16(), 201);
+    put_nth(router, i).await;
 }
 
 fn reconcile_stream(

@@ -28,7 +28,6 @@ async fn failover(mode: &str) -> (TestRegion, TestRegion, Router, HashMap<usize,
         region_yaml("b", b.addr, ""),
     );
     let router = Router::start_in(dir, &cfg);
-    let client = reqwest::Client::new();
     let mut tokens = HashMap::new();
     for i in 0..20 {
         if i == 10 {
@@ -38,14 +37,7 @@ async fn failover(mode: &str) -> (TestRegion, TestRegion, Router, HashMap<usize,
             .await;
             b.set("replicate_from", Value::Null).await;
         }
-        let r = client
-            .put(router.url(&format!("/kv/k{i}")))
-            .header("Idempotency-Key", format!("key-{i}"))
-            .body(format!("v{i}"))
-            .send()
-            .await
-            .expect("write");
-        assert_eq!(r.status(), 201);
+        let r = put_nth(&router, i).await;
         let token = r.headers()[RYW].to_str().expect("token").to_string();
         tokens.insert(i, token);
     }

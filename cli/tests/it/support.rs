@@ -658,3 +658,17 @@ pub fn tls_router_to(name: &str, addr: SocketAddr) -> Router {
     );
     Router::start_in(dir, &cfg)
 }
+
+/// The `i`th keyed write of a test's series: `PUT /kv/k{i}` = `v{i}` with
+/// `Idempotency-Key: key-{i}`, answered 201.
+pub async fn put_nth(router: &Router, i: usize) -> reqwest::Response {
+    let r = reqwest::Client::new()
+        .put(router.url(&format!("/kv/k{i}")))
+        .header("Idempotency-Key", format!("key-{i}"))
+        .body(format!("v{i}"))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status().as_u16(), 201);
+    r
+}
