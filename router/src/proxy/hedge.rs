@@ -50,6 +50,7 @@ pub(super) fn applies(session: &Session, ctx: &Ctx) -> Option<Hedge> {
 /// One try that got an answer's header.
 struct Answered {
     idx: RegionIdx,
+    addr: std::net::SocketAddr,
     session: HttpSession,
     peer: HttpPeer,
     started: Instant,
@@ -206,6 +207,7 @@ fn start(
         match region_client::send_proxied(&peer, &spec, req).await {
             Ok(session) => Ok(Answered {
                 idx,
+                addr,
                 session,
                 peer,
                 started,
@@ -240,6 +242,7 @@ async fn relay(
         .stats
         .answer(!resp.status.is_server_error(), secs);
     ctx.region = Some(a.idx);
+    ctx.addr = Some(a.addr);
     ctx.seen.upstream_ms = Some((secs * 1e6).round() / 1e3);
     for hop in ["connection", "keep-alive"] {
         resp.remove_header(hop);
