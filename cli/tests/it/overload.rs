@@ -138,6 +138,11 @@ async fn a_try_timeout_moves_a_read_on_and_a_client_deadline_bounds_it() {
         .send()
         .await
         .expect("read");
+    // The connection is not reused after a failed proxy, and the answer says so.
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     assert_eq!(r.status(), 504, "{:?}", r.text().await);
     assert!(
         t.elapsed() < Duration::from_millis(500),

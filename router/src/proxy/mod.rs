@@ -743,6 +743,12 @@ impl ProxyHttp for Edge {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // The connection is not reused after a failed proxy (below): the
+        // answer says `Connection: close`, so a client does not send its next
+        // request on a connection about to close.
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+        }
         // A refusal of ours decided while proxying (a fenced write) speaks for itself.
         if let Some(reject) = ctx.reject.take() {
             ctx.seen.refused = Some(reject.reason.clone());
