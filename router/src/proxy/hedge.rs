@@ -186,17 +186,7 @@ fn start(
     };
     let (addr, endpoint) = entry.endpoints.pick_least_loaded(None, ctx.panic)?;
     let counted = EndpointCount::new(endpoint);
-    let limits = &topo.config.limits;
-    let mut read_timeout = (!limits.upstream_timeout.is_zero()).then_some(limits.upstream_timeout);
-    let mut connect_timeout = super::CONNECT_TIMEOUT;
-    if let Some(t) = topo.config.routing.try_timeout {
-        read_timeout = Some(read_timeout.map_or(t, |r| r.min(t)));
-        connect_timeout = connect_timeout.min(t);
-    }
-    if let Some(deadline) = ctx.seen.deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
-        read_timeout = Some(read_timeout.map_or(left, |t| t.min(left)));
-    }
+    let (connect_timeout, read_timeout) = super::try_timeouts(topo, ctx.seen.deadline)?;
     let peer = entry
         .transport
         .peer(addr, &endpoint.spec, connect_timeout, read_timeout, IDLE);

@@ -456,26 +456,14 @@ impl ProxyHttp for Edge {
                 }
                 ctx.region = Some(idx);
                 ctx.addr = Some(addr);
-                let timeout = ctx.topo.config.limits.upstream_timeout;
-                // 0s turns the read timeout off (and its per-read timers).
-                let mut read_timeout = (!timeout.is_zero()).then_some(timeout);
-                if let Some(deadline) = ctx.seen.deadline {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Error::e_explain(
-                            ErrorType::ReadTimedout,
-                            "the request's deadline (grpc-timeout or X-Request-Timeout) passed before it could be sent",
-                        );
-                    }
-                    read_timeout = Some(read_timeout.map_or(left, |t| t.min(left)));
-                }
-                // One try waits at most `try_timeout` for each read, its
-                // answer's header first; a read then goes on to the next region.
-                let mut connect_timeout = CONNECT_TIMEOUT;
-                if let Some(t) = ctx.topo.config.routing.try_timeout {
-                    read_timeout = Some(read_timeout.map_or(t, |r| r.min(t)));
-                    connect_timeout = connect_timeout.min(t);
-                }
+                let Some((connect_timeout, mut read_timeout)) =
+                    try_timeouts(&ctx.topo, ctx.seen.deadline)
+                else {
+                    return Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        "the request's deadline (grpc-timeout or X-Request-Timeout) passed before it could be sent",
+                    );
+                };
                 if ctx.seen.websocket {
                     // A conversation may idle for long; it ends when a side closes.
                     read_timeout = None;
@@ -873,4 +861,30 @@ fn parse_request_timeout(v: &str) -> Option<Duration> {
         .map(Duration::from_millis)
         .or_else(|| switchyard_config::parse_duration(v))?;
     (!t.is_zero()).then_some(t)
+}
+
+/// One try's connect and read timeouts: the configured upstream timeout
+/// (0s: no read timeout, and no per-read timers), cut to `try_timeout` (a
+/// try waits at most that for each read, its answer's header first; a read
+/// then goes on to the next region) and to what the client's deadline has
+/// left. `None` once the deadline has passed.
+pub(super) fn try_timeouts(
+    topo: &crate::route::topology::Topology,
+    deadline: Option<Instant>,
+) -> Option<(Duration, Option<Duration>)> {
+    let timeout = topo.config.limits.upstream_timeout;
+    let mut read = (!timeout.is_zero()).then_some(timeout);
+    let mut connect = CONNECT_TIMEOUT;
+    if let Some(t) = topo.config.routing.try_timeout {
+        read = Some(read.map_or(t, |r| r.min(t)));
+        connect = connect.min(t);
+    }
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        read = Some(read.map_or(left, |t| t.min(left)));
+    }
+    Some((connect, read))
 }
