@@ -67,7 +67,7 @@ fn status_json(state: &RouterState) -> Value {
                 "dial": live.dial().to_json_number(),
                 "lag_ms": live.lag_ms.load(Ordering::Relaxed),
                 "lag_known": live
-                    .lag_within(crate::control::promote::report_max_age(&r.spec))
+                    .lag_within(crate::control::promote::report_max_age(&r.spec), crate::route::live::now_nanos())
                     .is_some(),
                 "applied_position": live.applied_position.load(Ordering::Relaxed),
                 "role": live.role().as_str(),
@@ -75,7 +75,7 @@ fn status_json(state: &RouterState) -> Value {
                 "ejection": live.ejection().map(|e| json!({
                     "reason": e.reason,
                     "for_s": e.duration.as_secs_f64(),
-                    "left_s": (e.until.saturating_sub(live.now_nanos()) as f64 / 1e9 * 10.0).round() / 10.0,
+                    "left_s": (e.until.saturating_sub(crate::route::live::now_nanos()) as f64 / 1e9 * 10.0).round() / 10.0,
                 })),
                 "ejections": live.ejections.load(Ordering::Relaxed),
                 "draining": live.is_draining(),

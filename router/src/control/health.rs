@@ -55,7 +55,7 @@ fn absorb(spec: &Region, live: &RegionLive, report: &HealthReport) {
     if let Some(lag) = report.replica_lag_ms {
         live.lag_ms.store(lag, Ordering::Relaxed);
         live.lag_reported_at
-            .store(live.now_nanos().max(1), Ordering::Relaxed);
+            .store(crate::route::live::now_nanos().max(1), Ordering::Relaxed);
     }
     if let Some(p) = report.applied_position {
         live.applied_position.store(p, Ordering::Relaxed);

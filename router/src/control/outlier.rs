@@ -134,14 +134,14 @@ impl Detector {
 
     fn tick(&mut self, topo: &Topology) {
         let cfg = &topo.config.routing.outlier;
-        let now_ns = |l: &RegionLive| l.now_nanos();
+        let now_ns = crate::route::live::now_nanos();
         // Readmit the regions whose ejection ran out.
         for r in &topo.regions {
             let live = &r.live;
             let Some(e) = live.ejection() else {
                 continue;
             };
-            if now_ns(live) >= e.until {
+            if now_ns >= e.until {
                 live.ejected.store(false, Ordering::Relaxed);
                 if let Ok(mut slot) = live.ejection.lock() {
                     *slot = None;
@@ -201,7 +201,7 @@ impl Detector {
             if let Ok(mut slot) = live.ejection.lock() {
                 *slot = Some(Ejection {
                     reason: finding.reason.clone(),
-                    until: now_ns(live) + duration.as_nanos() as u64,
+                    until: now_ns + duration.as_nanos() as u64,
                     duration,
                 });
             }

@@ -91,7 +91,10 @@ pub(crate) fn refusal(
             format!("{name} is drained (use force to promote anyway)"),
         ));
     }
-    let Some(lag) = r.live.lag_within(report_max_age(&r.spec)) else {
+    let Some(lag) = r
+        .live
+        .lag_within(report_max_age(&r.spec), crate::route::live::now_nanos())
+    else {
         return Some(ControlError::refused(
             "lag_unknown",
             format!(
@@ -391,7 +394,8 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
             // Only regions whose lag is known (and small enough) are candidates.
             let known_lag = |i: RegionIdx| {
                 let r = &topo.regions[i as usize];
-                r.live.lag_within(report_max_age(&r.spec))
+                r.live
+                    .lag_within(report_max_age(&r.spec), crate::route::live::now_nanos())
             };
             let eligible: Vec<RegionIdx> = (0..topo.regions.len() as RegionIdx)
                 .filter(|i| topo.name(*i) != owner)

@@ -34,6 +34,9 @@ pub struct Classified<'a> {
     pub(crate) ryw_origin: Option<crate::route::ryw::Origin>,
     /// Wall-clock Unix milliseconds when the request arrived (time marks compare to it).
     pub(crate) now_ms: u64,
+    /// Monotonic [`now_nanos`](crate::route::live::now_nanos) when it was
+    /// classified: every region's freshness is judged against this one reading.
+    pub(crate) mono_ns: u64,
 }
 
 /// Reads are safe methods unless a route says otherwise.
@@ -98,6 +101,7 @@ pub fn classify<'a>(
     };
     Ok(Classified {
         now_ms,
+        mono_ns: crate::route::live::now_nanos(),
         ryw: token.as_ref().map(|t| t.mark),
         ryw_origin: token.map(|t| crate::route::ryw::Origin {
             epoch: t.epoch,

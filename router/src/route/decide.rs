@@ -95,7 +95,7 @@ pub(crate) fn verdict(
 fn read_verdict(r: &crate::route::topology::RegionEntry, req: &Classified<'_>) -> Verdict {
     let bound = req.freshness.bound;
     if bound != Duration::MAX {
-        match r.live.lag_within(bound) {
+        match r.live.lag_within(bound, req.mono_ns) {
             Some(lag) if u128::from(lag) <= bound.as_millis() => {}
             _ => return Verdict::TooStale,
         }

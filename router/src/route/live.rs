@@ -57,13 +57,19 @@ impl ReportedRole {
     }
 }
 
+/// Monotonic nanoseconds since the process's clock epoch: what the region
+/// state's timestamps count in, so one clock read serves every region.
+pub(crate) fn now_nanos() -> u64 {
+    crate::route::ratelimit::nanos(Instant::now())
+}
+
 /// What the router knows of one region right now.
 #[derive(Debug)]
 pub(crate) struct RegionLive {
     /// At least one endpoint is up.
     pub(crate) healthy: AtomicBool,
     pub(crate) lag_ms: AtomicU64,
-    /// When `lag_ms` was last reported, nanos since `started` (0: never).
+    /// When `lag_ms` was last reported, [`now_nanos`] (0: never).
     pub(crate) lag_reported_at: AtomicU64,
     pub(crate) applied_position: AtomicU64,
     pub(crate) reported_epoch: AtomicU64,
@@ -73,7 +79,7 @@ pub(crate) struct RegionLive {
     pub(crate) dial: AtomicU16,
     /// Taken out of rotation for reads by brownout detection.
     pub(crate) ejected: AtomicBool,
-    /// Why, and until when (nanos since `started`).
+    /// Why, and until when ([`now_nanos`]).
     pub(crate) ejection: Mutex<Option<Ejection>>,
     /// How many times brownout detection ejected it (ejection time grows with it).
     pub(crate) ejections: AtomicU32,
@@ -113,9 +119,8 @@ pub(crate) struct RegionLive {
     pub(crate) response_time: AtomicF64,
     /// The latency policy's score, refreshed after each probe.
     pub(crate) latency_score: AtomicF64,
-    /// When `response_time` last got a sample, as nanos since `started`.
+    /// When `response_time` last got a sample (see [`now_nanos`]).
     pub(crate) response_sampled_at: AtomicU64,
-    pub(crate) started: Instant,
 }
 
 impl RegionLive {
@@ -149,7 +154,6 @@ impl RegionLive {
             response_time: AtomicF64::empty(),
             latency_score: AtomicF64::empty(),
             response_sampled_at: AtomicU64::new(0),
-            started: Instant::now(),
         }
     }
 
@@ -179,18 +183,13 @@ impl RegionLive {
 
     /// The replica lag to judge a read by: the last report, or `None` when
     /// that report is older than `bound` (unknown, hence too stale).
-    pub(crate) fn lag_within(&self, bound: std::time::Duration) -> Option<u64> {
+    pub(crate) fn lag_within(&self, bound: std::time::Duration, now: u64) -> Option<u64> {
         let at = self.lag_reported_at.load(Ordering::Relaxed);
         let bound = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        if at == 0 || self.now_nanos().saturating_sub(at) > bound {
+        if at == 0 || now.saturating_sub(at) > bound {
             return None;
         }
         Some(self.lag_ms.load(Ordering::Relaxed))
-    }
-
-    /// Nanoseconds since `started`.
-    pub(crate) fn now_nanos(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
     }
 
     pub(crate) fn drift(&self) -> Vec<String> {
@@ -229,13 +228,13 @@ impl RegionLive {
     pub(crate) fn record_response_time(&self, secs: f64, alpha: f64) {
         self.response_time.observe(secs, alpha);
         self.response_sampled_at
-            .store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .store(now_nanos(), Ordering::Relaxed);
     }
 
     /// Seconds since the last response-time sample.
     pub(crate) fn response_sample_age(&self) -> f64 {
         let at = self.response_sampled_at.load(Ordering::Relaxed);
-        let now = self.started.elapsed().as_nanos() as u64;
+        let now = now_nanos();
         now.saturating_sub(at) as f64 / 1e9
     }
 }
@@ -244,7 +243,7 @@ impl RegionLive {
 #[derive(Debug, Clone)]
 pub(crate) struct Ejection {
     pub(crate) reason: String,
-    /// Nanos since the region's `started`.
+    /// See [`now_nanos`].
     pub(crate) until: u64,
     pub(crate) duration: std::time::Duration,
 }

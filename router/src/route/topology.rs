@@ -336,7 +336,7 @@ impl Topology {
             r.live.latency_score.set(latency_secs(i));
             r.live.lag_ms.store(0, std::sync::atomic::Ordering::Relaxed);
             r.live.lag_reported_at.store(
-                r.live.now_nanos().max(1),
+                crate::route::live::now_nanos().max(1),
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
