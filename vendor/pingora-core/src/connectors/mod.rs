@@ -278,7 +278,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_reaches_peer(&stream, peer)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -489,6 +489,31 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Whether a pooled stream is connected to `peer`: the address recorded when
+/// the stream was connected against the peer's, without asking the kernel
+/// (`getpeername`, a system call on every reuse). The stream owns its socket,
+/// so the recorded address cannot go stale; what this guards against is a
+/// reuse-hash collision between peers. Through a proxy, or with no address
+/// recorded, the socket itself is asked, as before.
+#[cfg(unix)]
+fn stream_reaches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    if peer.get_proxy().is_some() {
+        return peer.matches_fd(stream.id());
+    }
+    let digest = stream.get_socket_digest();
+    match digest.as_deref().and_then(|d| d.peer_addr.get()) {
+        Some(Some(recorded)) => {
+            if recorded == peer.address() {
+                true
+            } else {
+                error!("Crit: pooled stream to {recorded} found under the key of {peer}");
+                false
+            }
+        }
+        _ => peer.matches_fd(stream.id()),
+    }
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
