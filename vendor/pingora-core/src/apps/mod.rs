@@ -124,6 +124,13 @@ pub struct HttpServerOptions {
     /// `431`). Default: 1 MiB.
     pub max_request_header_bytes: Option<usize>,
 
+    /// If set, HTTP/1.x request headers are kept without their original case:
+    /// one header map instead of two per request, and they are written on in
+    /// canonical case (`Content-Type`, other names lower case). Header names
+    /// are case-insensitive (RFC 9110 section 5.1); keep the case only for
+    /// peers that wrongly depend on it. Default: `false` (case is kept).
+    pub normalize_header_case: bool,
+
     /// If set, how long a new HTTP/1.x connection may wait for its first
     /// request, in whole seconds. Default: 60.
     pub first_request_timeout_secs: Option<u64>,
@@ -442,6 +449,9 @@ where
                     session.set_header_read_timeout(opts.header_read_timeout);
                     if let Some(bytes) = opts.max_request_header_bytes {
                         session.set_max_header_bytes(bytes);
+                    }
+                    if opts.normalize_header_case {
+                        session.set_keep_header_case(false);
                     }
                 }
             };

@@ -380,6 +380,14 @@ impl Session {
         }
     }
 
+    /// Whether the request header keeps its names' original case (the
+    /// default). Only applicable for HTTP/1.x (HTTP/2 names are lower case).
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        if let Self::H1(s) = self {
+            s.set_keep_header_case(keep);
+        }
+    }
+
     /// Sets the most bytes a request header block may take. Only applicable
     /// for HTTP/1.x (HTTP/2 bounds its header list through its settings).
     pub fn set_max_header_bytes(&mut self, bytes: usize) {

@@ -110,6 +110,8 @@ pub struct HttpSession {
     header_read_timeout: Option<Duration>,
     /// The most bytes a request header block may take.
     max_header_bytes: usize,
+    /// Whether the request header records its names' original case.
+    keep_header_case: bool,
     /// Set when `read_request` returned `Ok(None)` because the idle keepalive timeout ran out.
     idle_timed_out: bool,
     write_timeout: Option<Duration>,
@@ -229,6 +231,7 @@ impl HttpSession {
             read_timeout: Some(Duration::from_secs(60)),
             header_read_timeout: None,
             max_header_bytes: MAX_HEADER_SIZE,
+            keep_header_case: true,
             idle_timed_out: false,
             write_timeout: None,
             total_drain_timeout: None,
@@ -434,12 +437,15 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let size_hint = Some(req.headers.len());
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path, size_hint)?
+                        } else {
+                            RequestHeader::build_no_case(method, path, size_hint)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1428,6 +1434,13 @@ impl HttpSession {
     /// so a client trickling a byte at a time can hold the connection indefinitely.
     pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
         self.header_read_timeout = timeout;
+    }
+
+    /// Whether the request header records its names' original case (default:
+    /// yes). Without it the header is one map, not two, and its names are
+    /// written on in canonical case.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     /// Set the most bytes a request header block may take (default 1 MiB). Beyond it,
