@@ -174,6 +174,11 @@ pub struct Listen {
     pub https: Option<Https>,
     /// HTTP/2 by prior knowledge (h2c) on the plain listener, beside HTTP/1.1.
     pub h2c: bool,
+    /// HTTP/1 header names are passed on in the case they arrived in. Off
+    /// (the default), they are passed on in canonical case (`Content-Type`;
+    /// names not in the standard set lower case), which costs one header map
+    /// per message instead of two; names are case-insensitive (RFC 9110).
+    pub preserve_header_case: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -126,7 +126,12 @@ fn cidr(s: &str) -> Option<IpNet> {
 }
 
 fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
-    let f = Fields::new(n, "listen", &["http", "https", "h2c"], d)?;
+    let f = Fields::new(
+        n,
+        "listen",
+        &["http", "https", "h2c", "preserve_header_case"],
+        d,
+    )?;
     let http = f
         .get("http")
         .and_then(|n| diag::socket_addr(n, "listen.http", d));
@@ -162,7 +167,16 @@ fn listen(n: &Node, base: &Path, d: &mut Diags) -> Option<Listen> {
             );
         }
     }
-    Some(Listen { http, https, h2c })
+    let preserve_header_case = f
+        .get("preserve_header_case")
+        .and_then(|n| diag::boolean(n, "listen.preserve_header_case", d))
+        .unwrap_or(false);
+    Some(Listen {
+        http,
+        https,
+        h2c,
+        preserve_header_case,
+    })
 }
 
 fn admin(n: &Node, d: &mut Diags) -> Option<Admin> {

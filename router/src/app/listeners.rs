@@ -357,6 +357,7 @@ impl Proxy {
             });
             // HTTP/2 by prior knowledge beside HTTP/1.1 (TLS listeners negotiate by ALPN).
             options.h2c = config.listen.h2c;
+            options.normalize_header_case = !config.listen.preserve_header_case;
             options.events = Some(Arc::new(CutoffCounter));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();

@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 /// The header.
-pub(crate) const HEADER: &str = "idempotency-key";
+pub(crate) const HEADER: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 /// Longest key accepted.
 pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Finished keys expired per call of [`IdempotencyTable::expire`].

@@ -457,9 +457,9 @@ async fn send(
     for (name, value) in &intent.headers {
         set(name, value)?;
     }
-    set(FENCING_TOKEN, &intent.epoch.to_string())?;
+    set(FENCING_TOKEN.as_str(), &intent.epoch.to_string())?;
     if let Some(key) = &intent.idempotency_key {
-        set(crate::control::idempotency::HEADER, key)?;
+        set(crate::control::idempotency::HEADER.as_str(), key)?;
     }
     if let Some(h) = &topo.config.consistency.partition.header {
         if intent.partition != crate::route::owners::DEFAULT {

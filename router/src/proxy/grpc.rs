@@ -11,9 +11,9 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-pub(super) const GRPC_STATUS: &str = "grpc-status";
-pub(super) const GRPC_TIMEOUT: &str = "grpc-timeout";
-const GRPC_MESSAGE: &str = "grpc-message";
+pub(super) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+pub(super) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
 /// gRPC status codes the router answers with itself.
 pub(super) const DEADLINE_EXCEEDED: u16 = 4;

@@ -128,7 +128,7 @@ const PROTECTED: &[&str] = &[
     "forwarded",
     "x-real-ip",
     "x-request-id",
-    FENCING_TOKEN,
+    "x-fencing-token",
     "idempotency-key",
     "traceparent",
     "tracestate",
@@ -422,6 +422,13 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_headers_the_router_adds_are_protected() {
+        for name in [&FENCING_TOKEN, &FORWARDED_FOR, &REQUEST_ID] {
+            assert!(PROTECTED.contains(&name.as_str()), "{name}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -165,7 +165,8 @@ impl Topology {
                         .filter(|b| b.limit == limit)
                         .unwrap_or_else(|| Arc::new(TokenBucket::new(limit)))
                 }),
-                transport: crate::route::upstream::Transport::load(spec)?,
+                transport: crate::route::upstream::Transport::load(spec)?
+                    .keeping_header_case(config.listen.preserve_header_case),
             });
         }
         let index = |name: &str| {

@@ -3,7 +3,7 @@
 //! a region is a child span whose id the region sees as its parent.
 
 /// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 const SAMPLED: u8 = 0x01;
 

@@ -41,6 +41,8 @@ pub(crate) struct Transport {
     /// CA, the client certificate or the name opens new connections rather
     /// than reusing ones made with the old material.
     group: u64,
+    /// Responses keep their header names' case (`listen.preserve_header_case`).
+    keep_header_case: bool,
 }
 
 impl Transport {
@@ -101,7 +103,15 @@ impl Transport {
             tls,
             protocol: spec.protocol,
             group: group.digest(),
+            keep_header_case: false,
         })
+    }
+
+    /// Whether responses read through this transport keep their header
+    /// names' case; without it a response header is one map, not two.
+    pub(crate) fn keeping_header_case(mut self, keep: bool) -> Transport {
+        self.keep_header_case = keep;
+        self
     }
 
     /// The peer for one attempt (or probe) to `addr`, an address of `endpoint`.
@@ -126,6 +136,7 @@ impl Transport {
         o.total_connection_timeout = Some(connect_timeout);
         o.read_timeout = read_timeout;
         o.idle_timeout = Some(idle_timeout);
+        o.normalize_header_case = !self.keep_header_case;
         o.alpn = match (self.protocol, endpoint.tls) {
             (Protocol::H1, _) | (Protocol::Auto, false) => ALPN::H1,
             (Protocol::H2, _) => ALPN::H2,
