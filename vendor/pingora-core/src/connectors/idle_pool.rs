@@ -1,0 +1,301 @@
+// Copyright 2026 Cloudflare, Inc.
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+// http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Idle upstream connections kept for reuse, without a task per connection.
+//!
+//! A released connection is put on its peer's stack with the time it
+//! expires; taking one pops the most recently released (the warmest) and
+//! checks it on the spot: expired, closed by the server or holding
+//! unexpected data, it is dropped and the next one is tried. Nothing watches
+//! a connection while it waits: the socket stays registered with the
+//! runtime, which records a close or data as readiness, and the check reads
+//! that without a system call when nothing happened. One sweeper per pool
+//! closes, once a second, the connections that expired or were closed while
+//! nobody asked for them, so no socket outlives its idle timeout by more
+//! than a second.
+
+use super::test_reusable_stream;
+use crate::protocols::Stream;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the sweeper looks for expired and closed idle connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Idle {
+    stream: Stream,
+    /// When it was released (for the pool callback: how long it idled).
+    since: Instant,
+    /// `None`: kept until reused, evicted or closed by the server.
+    expires: Option<Instant>,
+    /// Release order across the whole pool, for evicting the oldest.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Groups {
+    /// Per reuse key, oldest first.
+    by_key: HashMap<u64, Vec<Idle>>,
+    count: usize,
+    next_seq: u64,
+}
+
+pub(crate) struct IdlePool {
+    groups: Mutex<Groups>,
+    capacity: usize,
+    sweeper: AtomicBool,
+    unexpected_data: Arc<AtomicU64>,
+}
+
+/// A connection that left the pool without being reused, and how long it idled.
+pub(crate) type Dropped = Vec<Duration>;
+
+impl IdlePool {
+    pub(crate) fn new(capacity: usize, unexpected_data: Arc<AtomicU64>) -> Self {
+        IdlePool {
+            groups: Mutex::new(Groups::default()),
+            capacity,
+            sweeper: AtomicBool::new(false),
+            unexpected_data,
+        }
+    }
+
+    /// Keeps `stream` for reuse under `key`. With the pool full, the
+    /// connection released longest ago anywhere in it is closed to make room.
+    /// Returns how long each evicted connection had idled.
+    pub(crate) fn put(
+        self: &Arc<Self>,
+        key: u64,
+        stream: Stream,
+        idle_timeout: Option<Duration>,
+    ) -> Dropped {
+        if self.capacity == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut evicted = Vec::new();
+        {
+            let mut g = self.groups.lock();
+            while g.count >= self.capacity {
+                match g.pop_oldest() {
+                    Some(idle) => evicted.push(idle),
+                    None => break,
+                }
+            }
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            g.count += 1;
+            g.by_key.entry(key).or_default().push(Idle {
+                stream,
+                since: now,
+                expires: idle_timeout.map(|t| now + t),
+                seq,
+            });
+        }
+        self.start_sweeper();
+        // Closed outside the lock.
+        evicted.into_iter().map(|i| i.since.elapsed()).collect()
+    }
+
+    /// The most recently released connection under `key` that is still
+    /// usable; the unusable ones met on the way are closed.
+    pub(crate) fn take(&self, key: u64) -> Option<Stream> {
+        loop {
+            let mut idle = {
+                let mut g = self.groups.lock();
+                let stack = g.by_key.get_mut(&key)?;
+                let idle = stack.pop();
+                if stack.is_empty() {
+                    g.by_key.remove(&key);
+                }
+                let idle = idle?;
+                g.count -= 1;
+                idle
+            };
+            if idle.expires.is_some_and(|e| Instant::now() >= e) {
+                continue;
+            }
+            if test_reusable_stream(&mut idle.stream, &self.unexpected_data) {
+                return Some(idle.stream);
+            }
+        }
+    }
+
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime to sweep from: expiry is still checked when taken.
+            self.sweeper.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool: Weak<IdlePool> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.sweep();
+            }
+        });
+    }
+
+    /// Closes the connections that expired or that the server closed (or
+    /// sent something on) while they waited.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        {
+            let mut g = self.groups.lock();
+            let mut removed = 0;
+            g.by_key.retain(|_, stack| {
+                let before = stack.len();
+                let mut i = 0;
+                while i < stack.len() {
+                    let expired = stack[i].expires.is_some_and(|e| now >= e);
+                    if expired || !test_reusable_stream(&mut stack[i].stream, &self.unexpected_data)
+                    {
+                        closed.push(stack.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                removed += before - stack.len();
+                !stack.is_empty()
+            });
+            g.count -= removed;
+        }
+        drop(closed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.groups.lock().count
+    }
+}
+
+impl Groups {
+    fn pop_oldest(&mut self) -> Option<Idle> {
+        let key = self
+            .by_key
+            .iter()
+            .filter_map(|(k, stack)| stack.first().map(|i| (i.seq, *k)))
+            .min()?
+            .1;
+        let stack = self.by_key.get_mut(&key)?;
+        let idle = stack.remove(0);
+        if stack.is_empty() {
+            self.by_key.remove(&key);
+        }
+        self.count -= 1;
+        Some(idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair(listener: &TcpListener) -> (Stream, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Box::new(L4Stream::from(client)), server)
+    }
+
+    fn pool(capacity: usize) -> Arc<IdlePool> {
+        Arc::new(IdlePool::new(capacity, Arc::new(AtomicU64::new(0))))
+    }
+
+    #[tokio::test]
+    async fn takes_the_most_recent_connection_of_its_key() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (a, _sa) = pair(&listener).await;
+        let (b, _sb) = pair(&listener).await;
+        let (a_id, b_id) = (a.id(), b.id());
+        p.put(1, a, None);
+        p.put(1, b, None);
+        assert!(p.take(2).is_none());
+        assert_eq!(p.take(1).unwrap().id(), b_id);
+        assert_eq!(p.take(1).unwrap().id(), a_id);
+        assert!(p.take(1).is_none());
+        assert_eq!(p.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_closes_the_oldest_anywhere() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(2);
+        let (a, _sa) = pair(&listener).await;
+        let (b, _sb) = pair(&listener).await;
+        let (c, _sc) = pair(&listener).await;
+        let c_id = c.id();
+        p.put(1, a, None);
+        p.put(2, b, None);
+        assert_eq!(p.put(3, c, None).len(), 1);
+        assert!(p.take(1).is_none(), "the oldest went");
+        assert!(p.take(2).is_some());
+        assert_eq!(p.take(3).unwrap().id(), c_id);
+    }
+
+    #[tokio::test]
+    async fn expired_and_closed_connections_are_not_handed_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (a, _sa) = pair(&listener).await;
+        p.put(1, a, Some(Duration::ZERO));
+        assert!(p.take(1).is_none(), "expired");
+
+        let (b, sb) = pair(&listener).await;
+        p.put(1, b, None);
+        drop(sb);
+        // The close reaches the runtime as readiness; wait for the fact.
+        let mut taken = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            taken = p.take(1);
+            if taken.is_none() {
+                break;
+            }
+            p.put(1, taken.take().unwrap(), None);
+        }
+        assert!(taken.is_none(), "a connection the server closed is dropped");
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_closes_what_the_server_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (a, mut sa) = pair(&listener).await;
+        p.put(1, a, None);
+        sa.shutdown().await.unwrap();
+        drop(sa);
+        for _ in 0..50 {
+            if p.len() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the sweeper left a closed connection in the pool");
+    }
+}
