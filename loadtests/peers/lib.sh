@@ -63,3 +63,51 @@ cpu_of() {
   done
   echo "$total"
 }
+
+# The routing features on: two regions by geo (the client's network named
+# by CIDR), residency, a dial at 50% on the second, rate limits that never
+# refuse, and one request in four a write pinned to its owner and logged
+# (op log fsync: batch, idempotency keys generated).
+features_config() { # port
+  cat > "$WORK/features.yaml" <<SY
+listen: { http: 127.0.0.1:$1 }
+shutdown_grace: 1s
+state_dir: $WORK/state-features
+regions:
+  a:
+    type: full
+    endpoints: ["127.0.0.1:$BACKEND"]
+    location: { continent: NA, country: US }
+    services: [api]
+    compliance: { data_residency: US }
+    health: { path: /health, interval: 1s }
+    rate_limit: { rps: 10000000, burst: 1000000 }
+  b:
+    type: full
+    endpoints: ["127.0.0.1:$BACKEND"]
+    location: { continent: NA, country: US }
+    services: [api]
+    compliance: { data_residency: US }
+    health: { path: /health, interval: 1s }
+    rate_limit: { rps: 10000000, burst: 1000000 }
+    dial: 50
+routing:
+  policy: geo
+  geo:
+    networks: { "127.0.0.0/8": US }
+    prefer: { US: [b, a], default: [a, b] }
+  residency: { US: US }
+consistency:
+  owners: { default: a }
+  idempotency: generate
+oplog: { fsync: batch }
+SY
+  cat > "$WORK/mixed.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  if n % 4 == 0 then return wrk.format("POST", "/kv/x", { ["Content-Type"] = "application/json" }, '{"v":1}') end
+  return wrk.format("GET", "/kv/x")
+end
+LUA
+}

@@ -8,6 +8,8 @@
 //! commits the group: with `fsync: always` it syncs before it acknowledges,
 //! and a write is forwarded only once its intent is acknowledged; with
 //! `batch` it syncs every [`BATCH_SYNC`]; with `off` the kernel decides.
+//! With `batch` and `off` it lingers [`LINGER`] after each group, so that a
+//! busy router's records gather rather than wake it one by one.
 //! If the disk fails, the log says so and writes are refused until it works
 //! again, rather than forwarded unlogged.
 

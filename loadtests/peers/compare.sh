@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Before and after, in one run: two builds of Switchyard (routing features
+# off and on) and of the bare pingora proxy, beside nginx, one worker each
+# on CPU 0 in front of the same backend, `wrk` on CPU 1. The targets take
+# turns for ROUNDS rounds; each figure is the median of its rounds, and each
+# ratio is to nginx in the same round, so a machine that gets busier halfway
+# moves every target, not the comparison.
+#
+#   compare.sh OLD_BIN_DIR [NEW_BIN_DIR]    # ROUNDS=3 DURATION=5s CONNECTIONS=32
+#
+# A BIN_DIR holds `switchyard` and `bare-proxy` (e.g. target/dist of an
+# older checkout: `git worktree add /tmp/old REV`, then build it there with
+# `cargo build --profile dist -p switchyard-cli -p switchyard-bare-proxy`).
+# Servers listen on 127.0.0.1 only and stop on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [[ $# -lt 1 ]]; then
+  echo "usage: compare.sh OLD_BIN_DIR [NEW_BIN_DIR]" >&2
+  exit 2
+fi
+OLD=$1
+NEW=${2:-target/dist}
+for dir in "$OLD" "$NEW"; do
+  for bin in switchyard bare-proxy; do
+    [[ -x $dir/$bin ]] || { echo "compare.sh: no $bin in $dir" >&2; exit 2; }
+  done
+done
+for tool in wrk nginx taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx util-linux" >&2; exit 2; }
+done
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-32}
+BASE=${BASE_PORT:-18380}
+BACKEND=$BASE
+source loadtests/peers/lib.sh
+HZ=$(getconf CLK_TCK)
+
+start_backend $BACKEND 1
+declare -A PORT PID
+port=$((BASE + 1))
+
+PORT[nginx]=$port
+cat > "$WORK/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server { listen 127.0.0.1:$port; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
+PID[nginx]="$! $(sleep 0.5; pgrep -P $! | tr '\n' ' ')"
+
+for build in old new; do
+  dir=$OLD; [[ $build == new ]] && dir=$NEW
+  port=$((port + 1)); PORT[bare-$build]=$port
+  taskset -c 0 "$dir/bare-proxy" 127.0.0.1:$port 127.0.0.1:$BACKEND 1 2>"$WORK/bare-$build.err" & PIDS+=($!)
+  PID[bare-$build]=$!
+  port=$((port + 1)); PORT[switchyard-$build]=$port
+  switchyard_config $port $BACKEND 1s "state_dir: $WORK/state-sy-$build"
+  mv "$WORK/switchyard.yaml" "$WORK/sy-$build.yaml"
+  SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$dir/switchyard" run --config "$WORK/sy-$build.yaml" \
+    >/dev/null 2>"$WORK/sy-$build.err" & PIDS+=($!)
+  PID[switchyard-$build]=$!
+  port=$((port + 1)); PORT[features-$build]=$port
+  features_config $port
+  sed "s#state-features#state-features-$build#" "$WORK/features.yaml" > "$WORK/syf-$build.yaml"
+  SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$dir/switchyard" run --config "$WORK/syf-$build.yaml" \
+    >/dev/null 2>"$WORK/syf-$build.err" & PIDS+=($!)
+  PID[features-$build]=$!
+done
+TARGETS=(nginx bare-old bare-new switchyard-old switchyard-new features-old features-new)
+for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
+sleep 1.5
+
+declare -A CPU RPS
+measure() { # target round
+  local t=$1 r=$2 script=() c0 c1 out n
+  [[ $t == features-* ]] && script=(-s "$WORK/mixed.lua")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086 # PID lists are space-separated on purpose
+  c0=$(cpu_of ${PID[$t]})
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x")
+  # shellcheck disable=SC2086
+  c1=$(cpu_of ${PID[$t]})
+  if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers" >&2; fi
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  CPU[$t,$r]=$(awk -v t=$((c1 - c0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')
+  RPS[$t,$r]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+}
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do measure "$t" "$r"; done
+done
+
+median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+printf '\n%-16s %10s %12s %10s   (median of %s rounds of %s; ratio to nginx in the same round)\n' \
+  target "req/s" "CPU µs/req" "vs nginx" "$ROUNDS" "$DURATION"
+for t in "${TARGETS[@]}"; do
+  rps=() cpu=() ratio=()
+  for r in $(seq "$ROUNDS"); do
+    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}")
+    ratio+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[nginx,$r]}" 'BEGIN { printf "%.3f", a / b }')")
+  done
+  printf '%-16s %10.0f %12.2f %10.2f\n' "$t" "$(echo "${rps[*]}" | median)" "$(echo "${cpu[*]}" | median)" \
+    "$(echo "${ratio[*]}" | median)"
+done
+echo "features-*: geo routing with residency, a dial, rate limits, one request in four a write logged with fsync: batch."
