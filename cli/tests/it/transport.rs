@@ -268,3 +268,118 @@ fn tls_settings_that_cannot_work_are_config_errors_with_their_line() {
         "{out}"
     );
 }
+
+/// A region that answers every request `200` with `X-Backend-Mark: 1`, and
+/// keeps each request's header block as it arrived, byte for byte.
+async fn raw_region() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        kept.lock()
+                            .expect("lock")
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        let answer =
+                            b"HTTP/1.1 200 OK\r\nX-Backend-Mark: 1\r\nContent-Length: 2\r\n\r\nok";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// One raw HTTP/1.1 request through the router; the answer's header block.
+async fn raw_get(router: &Router, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(router.http)
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Client-Mark: 1\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_names_go_on_in_canonical_case_unless_told_to_keep_it() {
+    for preserve in [false, true] {
+        let (addr, seen) = raw_region().await;
+        let dir = TempDir::new();
+        let listen = format!("listen: {{ http: 127.0.0.1:0, preserve_header_case: {preserve} }}");
+        let cfg = format!(
+            "{}regions:\n{}routing:\n  policy: weighted\n",
+            header(&dir).replace("listen: { http: 127.0.0.1:0 }", &listen),
+            region_yaml("raw", addr, "")
+        );
+        let router = Router::start_in(dir, &cfg);
+        router.wait_healthy("raw", true).await;
+        let answer = raw_get(&router, "/kv/case").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let forwarded = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|h| h.starts_with("GET /kv/case "))
+            .cloned()
+            .expect("the request reached the region");
+        // Standard names are written in their usual case either way.
+        assert!(forwarded.contains("\r\nHost: localhost\r\n"), "{forwarded}");
+        if preserve {
+            assert!(
+                forwarded.contains("\r\nX-Client-Mark: 1\r\n"),
+                "{forwarded}"
+            );
+            assert!(answer.contains("\r\nX-Backend-Mark: 1"), "{answer}");
+        } else {
+            assert!(
+                forwarded.contains("\r\nx-client-mark: 1\r\n"),
+                "{forwarded}"
+            );
+            assert!(answer.contains("\r\nx-backend-mark: 1"), "{answer}");
+        }
+        // The router's own headers are there in both modes.
+        assert!(
+            forwarded
+                .to_ascii_lowercase()
+                .contains("\r\nx-forwarded-for: 127.0.0.1"),
+            "{forwarded}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nx-switchyard-region: raw"),
+            "{answer}"
+        );
+    }
+}
