@@ -49,7 +49,7 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$port; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
-PID[nginx]="$! $(sleep 0.5; pgrep -P $! | tr '\n' ' ')"
+NGINX_MASTER=$!
 
 for build in old new; do
   dir=$OLD; [[ $build == new ]] && dir=$NEW
@@ -77,6 +77,8 @@ declare -A CPU RPS
 measure() { # target round
   local t=$1 r=$2 script=() c0 c1 out n
   [[ $t == features-* ]] && script=(-s "$WORK/mixed.lua")
+  # nginx's worker is its master's child, there once nginx listens.
+  [[ $t == nginx ]] && PID[nginx]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
   # shellcheck disable=SC2086 # PID lists are space-separated on purpose
   c0=$(cpu_of ${PID[$t]})

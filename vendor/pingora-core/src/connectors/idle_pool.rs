@@ -61,9 +61,6 @@ pub(crate) struct IdlePool {
     unexpected_data: Arc<AtomicU64>,
 }
 
-/// A connection that left the pool without being reused, and how long it idled.
-pub(crate) type Dropped = Vec<Duration>;
-
 impl IdlePool {
     pub(crate) fn new(capacity: usize, unexpected_data: Arc<AtomicU64>) -> Self {
         IdlePool {
@@ -82,7 +79,7 @@ impl IdlePool {
         key: u64,
         stream: Stream,
         idle_timeout: Option<Duration>,
-    ) -> Dropped {
+    ) -> Vec<Duration> {
         if self.capacity == 0 {
             return Vec::new();
         }
@@ -136,7 +133,9 @@ impl IdlePool {
     }
 
     fn start_sweeper(self: &Arc<Self>) {
-        if self.sweeper.swap(true, Ordering::Relaxed) {
+        // Read before writing: every release passes here, and a write to a
+        // flag shared by the worker threads would bounce its cache line.
+        if self.sweeper.load(Ordering::Relaxed) || self.sweeper.swap(true, Ordering::Relaxed) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
