@@ -1,4 +1,5 @@
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -255,21 +256,33 @@ async fn chunked_writes_are_read_ahead_and_broken_framing_never_leaves_the_edge(
     assert_eq!(code, 201, "{text}");
     assert_eq!(stored("big").await, big);
     // The op log kept the small body in the intent, ahead of forwarding.
-    assert_eq!(
-        logged_intent_body(&router, "/kv/small"),
-        Some(switchyard_oplog::Body::Inline(b"hello world".to_vec()))
-    );
+    // (The log is written a moment after the record is queued: the test
+    // polls for it.)
+    let small_intent = Some(switchyard_oplog::Body::Inline(b"hello world".to_vec()));
+    eventually(Duration::from_secs(5), || {
+        let logged = logged_intent_body(&router, "/kv/small");
+        async move { logged.is_some() }
+    })
+    .await;
+    assert_eq!(logged_intent_body(&router, "/kv/small"), small_intent);
     // The streamed one is kept whole in its outcome, the read-ahead part
-    // included.
-    let big_body = oplog_records(&router)
-        .into_iter()
-        .filter_map(|r| match r {
-            switchyard_oplog::Record::Outcome(o) => o.body,
-            _ => None,
-        })
-        .next_back();
+    // included. The outcome is recorded once the answer has gone out.
+    let big_outcome_body = || {
+        oplog_records(&router)
+            .into_iter()
+            .filter_map(|r| match r {
+                switchyard_oplog::Record::Outcome(o) => o.body,
+                _ => None,
+            })
+            .next_back()
+    };
+    eventually(Duration::from_secs(5), || {
+        let logged = big_outcome_body();
+        async move { logged.is_some() }
+    })
+    .await;
     assert_eq!(
-        big_body,
+        big_outcome_body(),
         Some(switchyard_oplog::Body::Inline(big.clone().into_bytes()))
     );
 
