@@ -2,6 +2,7 @@
 //! all on loopback with free ports.
 
 mod access_log;
+mod answers;
 mod at_risk;
 mod cli;
 mod consistency;

@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_is_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_is_upgrade);
 
         session.upstream_compression.request_filter(&req);
 
@@ -139,10 +140,19 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        if downstream_custom_message_writer.is_none() && downstream_custom_message_reader.is_none()
+        {
+            if let Some(body) = direct_request_body(session, upstream_is_upgrade) {
+                return self
+                    .proxy_1to1_direct(session, client_session, body, ctx)
+                    .await;
+            }
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
@@ -189,6 +199,151 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// Proxies a request whose body is already complete (empty, or whole in
+    /// the retry buffer) in this task: the body is written, then the
+    /// response is read and written downstream, task by task, while the
+    /// downstream connection is watched for an early close.
+    ///
+    /// Nothing has to flow both ways at once here, so the two halves of
+    /// [`Self::proxy_1to1`], their two task channels and the shared pipe
+    /// state are not needed. The filters run in the same order and the
+    /// errors and reuse decisions are the same.
+    async fn proxy_1to1_direct(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        mut body: Option<Bytes>,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The request body: its filters, then upstream. A failed write leaves
+        // the upstream connection unusable, but a response the upstream
+        // already sent is still forwarded.
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut body, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut body, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(body, true))).await {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut watch_downstream = true;
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = client_session.read_response_task() => read,
+                closed = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match closed {
+                        Err(e) => return (false, false, Some(e.into_down())),
+                        // Nothing more can arrive from downstream for this
+                        // request; stop watching.
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut tasks = Vec::with_capacity(2);
+            let mut upstream_done = push_response_task(
+                &mut tasks,
+                read,
+                &mut send_error,
+                &mut upstream_can_reuse,
+            );
+            // Whatever of the response is already buffered goes downstream in
+            // the same write.
+            while !upstream_done {
+                match tokio::task::unconstrained(client_session.read_response_task()).now_or_never()
+                {
+                    Some(read) => {
+                        upstream_done = push_response_task(
+                            &mut tasks,
+                            read,
+                            &mut send_error,
+                            &mut upstream_can_reuse,
+                        )
+                    }
+                    None => break,
+                }
+            }
+
+            let mut filtered = Vec::with_capacity(tasks.len());
+            for mut task in tasks {
+                #[cfg(feature = "upstream_modules")]
+                {
+                    if let HttpTask::Header(header, end_of_stream) = &task {
+                        if let Err(e) = self
+                            .inner
+                            .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                            .await
+                        {
+                            return (false, false, Some(e));
+                        }
+                    }
+                    if let Err(e) = session.upstream_modules_filter_task(&mut task).await {
+                        return (false, false, Some(e));
+                    }
+                }
+                session.upstream_compression.response_filter(&mut task);
+                match self
+                    .h1_response_filter(
+                        session,
+                        task,
+                        ctx,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                        false,
+                    )
+                    .await
+                {
+                    Ok(task) => filtered.push(task),
+                    Err(e) => return (false, false, Some(e)),
+                }
+            }
+            match session.write_response_tasks(filtered).await {
+                Ok(true) => {
+                    // The downstream response is complete by its own framing;
+                    // unread upstream bytes make that connection unusable.
+                    if !upstream_done {
+                        upstream_can_reuse = false;
+                    }
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, upstream_can_reuse, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -1089,6 +1244,55 @@ where
         }
 
         Ok(end_of_body)
+    }
+}
+
+/// The request body to send on the direct path of `proxy_1to1`, or `None`
+/// when the request needs the two-way path: its body is still arriving (or
+/// too large to write before reading the response), it is an upgrade, or the
+/// cache is involved.
+fn direct_request_body(session: &mut Session, upstream_is_upgrade: bool) -> Option<Option<Bytes>> {
+    // A body up to this size is written whole before the response is read;
+    // an upstream that answers early without reading it cannot block the
+    // write, as the socket buffers take it.
+    const DIRECT_BODY_LIMIT: usize = 32 * 1024;
+    if upstream_is_upgrade
+        || session.downstream_session.is_upgrade_req()
+        || !matches!(session.cache.phase(), CachePhase::Disabled(_))
+        || !session.as_mut().is_body_done()
+    {
+        return None;
+    }
+    match session.as_ref().get_retry_buffer() {
+        Some(buffer) if buffer.len() <= DIRECT_BODY_LIMIT => Some(Some(buffer)),
+        Some(_) => None,
+        None if session.as_mut().is_body_empty() => Some(None),
+        None => None,
+    }
+}
+
+/// Adds one read of the upstream response to `tasks`; a failed read becomes
+/// the task that carries the error downstream (the error of an earlier failed
+/// body write first, as it is the cause). Returns whether the upstream
+/// response is over.
+fn push_response_task(
+    tasks: &mut Vec<HttpTask>,
+    read: Result<HttpTask>,
+    send_error: &mut Option<Box<Error>>,
+    upstream_can_reuse: &mut bool,
+) -> bool {
+    match read {
+        Ok(task) => {
+            let end = task.is_end();
+            tasks.push(task);
+            end
+        }
+        Err(e) => {
+            // The message boundary was not established: not reusable.
+            *upstream_can_reuse = false;
+            tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+            true
+        }
     }
 }
 
