@@ -234,6 +234,21 @@ impl Edge {
         }
     }
 
+    /// A write's body read ahead, its admission (idempotency key) and its
+    /// intent in the op log: the answer to give instead of forwarding it,
+    /// if there is one.
+    async fn admit_and_log_write(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Reject>> {
+        let body = write::read_write_body(session).await?;
+        if let Some(reject) = write::admit_write(&self.state, session, ctx, &body).await? {
+            return Ok(Some(reject));
+        }
+        Ok(write::log_intent(&self.state, session, ctx, body).await)
+    }
+
     /// Repair on read: a read whose own write the new owner may lack is
     /// repaired (then served by the owner, which has it now) or marked.
     async fn repair_on_read(&self, ctx: &mut Ctx, suspect: repair::Suspect) {
@@ -386,18 +401,18 @@ impl ProxyHttp for Edge {
         if ctx.reject.is_none() {
             ctx.reject = self.route(session, ctx, origin.client).await;
         }
+        // The paths only some requests take (a repair, a write's body and
+        // admission, an answer from the edge, a hedge) are boxed where they
+        // start: held inline, their state would make this future ~14 KiB,
+        // allocated and copied for every request.
         if let (None, Some(suspect)) = (&ctx.reject, ctx.suspect.take()) {
-            self.repair_on_read(ctx, *suspect).await;
+            Box::pin(self.repair_on_read(ctx, *suspect)).await;
         }
         if ctx.reject.is_none() && ctx.class == RequestClass::Write {
-            let body = write::read_write_body(session).await?;
-            ctx.reject = write::admit_write(&self.state, session, ctx, &body).await?;
-            if ctx.reject.is_none() {
-                ctx.reject = write::log_intent(&self.state, session, ctx, body).await;
-            }
+            ctx.reject = Box::pin(self.admit_and_log_write(session, ctx)).await?;
         }
         if let Some(reject) = ctx.reject.clone() {
-            respond(session, &reject).await?;
+            Box::pin(respond(session, &reject)).await?;
             return Ok(true);
         }
         Self::rewrite_request(session, ctx, peer)?;
@@ -418,7 +433,7 @@ impl ProxyHttp for Edge {
             }
         }
         if let Some(h) = hedge::applies(session, ctx) {
-            hedge::serve(&self.state, session, ctx, h).await?;
+            Box::pin(hedge::serve(&self.state, session, ctx, h)).await?;
             return Ok(true);
         }
         Ok(false)
@@ -803,7 +818,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        write::log_outcome(&self.state, ctx).await;
+        if ctx.op.is_some() {
+            // Boxed: only a logged write waits here, and its state inline
+            // would be allocated and copied for every request.
+            Box::pin(write::log_outcome(&self.state, ctx)).await;
+        }
         if let Some(plan) = ctx.shadow.take() {
             // Mirrored only after the client has its whole answer.
             if e.is_none() && plan.primary_status != 0 {
