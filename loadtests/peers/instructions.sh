@@ -3,6 +3,7 @@
 # else the machine is doing, so it measures what the routing costs on top of
 # a bare pingora proxy without the noise of a requests/s figure.
 #   instructions.sh            # N1=1000 N2=5000 by default
+#   TARGETS=switchyard KEEP=/tmp/cg instructions.sh   # one target; keep the callgrind files
 # Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
 # connections); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
 set -euo pipefail
@@ -29,13 +30,16 @@ count() { # target requests -> total instructions
   for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done # valgrind starts slowly
   python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$out" "$KEEP/"
   awk '/^summary:|^totals:/ {print $2; exit}' "$out"
 }
 printf '%-12s %14s\n' target "instr/request"
 declare -A PER
-for t in bare switchyard; do
+for t in ${TARGETS:-bare switchyard}; do
   a=$(count "$t" "$N1"); b=$(count "$t" "$N2")
   PER[$t]=$(( (b - a) / (N2 - N1) ))
   printf '%-12s %14d\n' "$t" "${PER[$t]}"
 done
-printf 'switchyard / bare: %.3f\n' "$(awk -v a="${PER[switchyard]}" -v b="${PER[bare]}" 'BEGIN{print a/b}')"
+if [[ -n "${PER[bare]:-}" && -n "${PER[switchyard]:-}" ]]; then
+  printf 'switchyard / bare: %.3f\n' "$(awk -v a="${PER[switchyard]}" -v b="${PER[bare]}" 'BEGIN{print a/b}')"
+fi

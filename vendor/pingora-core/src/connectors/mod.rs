@@ -317,7 +317,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: a connect (and TLS handshake) holds several KiB of state
+            // that a request on a reused connection should not carry.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
