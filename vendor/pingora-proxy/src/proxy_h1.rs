@@ -293,8 +293,9 @@ where
                 }
             }
 
-            let mut filtered = Vec::with_capacity(tasks.len());
-            for mut task in tasks {
+            // Each task is filtered in its slot: no second vector per read.
+            for slot in tasks.iter_mut() {
+                let mut task = std::mem::replace(slot, HttpTask::Done);
                 #[cfg(feature = "upstream_modules")]
                 {
                     if let HttpTask::Header(header, end_of_stream) = &task {
@@ -322,11 +323,11 @@ where
                     )
                     .await
                 {
-                    Ok(task) => filtered.push(task),
+                    Ok(task) => *slot = task,
                     Err(e) => return (false, false, Some(e)),
                 }
             }
-            match session.write_response_tasks(filtered).await {
+            match session.write_response_tasks(tasks).await {
                 Ok(true) => {
                     // The downstream response is complete by its own framing;
                     // unread upstream bytes make that connection unusable.
