@@ -908,7 +908,12 @@ async fn a_promotion_while_a_body_arrives_stops_the_write_at_the_edge() {
         b"PUT /kv/racing HTTP/1.1\r\nHost: a\r\nIdempotency-Key: race-1\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhalf-",
     )
     .expect("first half");
-    router.wait_inflight(1).await;
+    // The write's owner is looked up before its body is read: once the
+    // router reads the body, the promotion comes after the lookup.
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["writes_reading_body"] == 1
+    })
+    .await;
     let (code, body) = promote(
         &router,
         json!({"partition": "default", "to": "b", "force": true}),

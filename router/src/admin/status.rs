@@ -107,6 +107,7 @@ fn status_json(state: &RouterState) -> Value {
         "ramps": crate::control::ramp::status(state, &topo),
         "policy": topo.config.routing.policy.as_str(),
         "inflight": state.inflight(),
+        "writes_reading_body": state.writes_reading_body.load(Ordering::Relaxed),
         "idempotency_keys": state.idempotency.len(),
         "repair_on_read": state.repairs.status_json(topo.config.consistency.repair_on_read),
         "panic": topo.panic.iter().map(|p| (p.name.clone(), json!(p.on.load(Ordering::Relaxed)))).collect::<serde_json::Map<_, _>>(),

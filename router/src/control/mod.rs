@@ -49,6 +49,8 @@ pub(crate) struct RouterState {
     /// Retries allowed as a share of recent requests, so retries cannot amplify an outage.
     pub(crate) retry_budget: TpsBudget,
     pub(crate) inflight: AtomicUsize,
+    /// Writes whose body the edge is reading ahead (their owner looked up).
+    pub(crate) writes_reading_body: AtomicUsize,
     /// Serialises reloads; requests never take it.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// The control-plane runtime, where health checks and DNS tasks run.
@@ -122,6 +124,7 @@ impl RouterState {
             config_path,
             retry_budget: TpsBudget::new(Duration::from_secs(10), 5, ratio),
             inflight: AtomicUsize::new(0),
+            writes_reading_body: AtomicUsize::new(0),
             reload_lock: tokio::sync::Mutex::new(()),
             control,
             traffic,
@@ -225,6 +228,22 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one in a gauge for as long as it lives.
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    pub(crate) fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -242,7 +242,10 @@ impl Edge {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> Result<Option<Reject>> {
-        let body = write::read_write_body(session).await?;
+        let body = {
+            let _reading = crate::control::Counted::new(&self.state.writes_reading_body);
+            write::read_write_body(session).await?
+        };
         if let Some(reject) = write::admit_write(&self.state, session, ctx, &body).await? {
             return Ok(Some(reject));
         }
