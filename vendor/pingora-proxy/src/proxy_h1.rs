@@ -295,31 +295,14 @@ where
 
             // Each task is filtered in its slot: no second vector per read.
             for slot in tasks.iter_mut() {
-                let mut task = std::mem::replace(slot, HttpTask::Done);
-                #[cfg(feature = "upstream_modules")]
-                {
-                    if let HttpTask::Header(header, end_of_stream) = &task {
-                        if let Err(e) = self
-                            .inner
-                            .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                            .await
-                        {
-                            return (false, false, Some(e));
-                        }
-                    }
-                    if let Err(e) = session.upstream_modules_filter_task(&mut task).await {
-                        return (false, false, Some(e));
-                    }
-                }
-                session.upstream_compression.response_filter(&mut task);
+                let task = std::mem::replace(slot, HttpTask::Done);
                 match self
-                    .h1_response_filter(
+                    .filter_upstream_task(
                         session,
                         task,
                         ctx,
                         &mut serve_from_cache,
                         &mut range_body_filter,
-                        false,
                     )
                     .await
                 {
@@ -583,17 +566,8 @@ where
                 // skip downstream filtering entirely as the 304 will not be sent
                 break;
             }
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &t {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut t).await?;
-            session.upstream_compression.response_filter(&mut t);
             let task = self
-                .h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+                .filter_upstream_task(session, t, ctx, serve_from_cache, range_body_filter)
                 .await?;
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
@@ -1029,6 +1003,34 @@ where
         // dropping rx, so a resulting task-pipe closure is treated as benign.
         pipe_state.store(PipeState::DownstreamComplete as u8, Ordering::Release);
         Ok(reuse_downstream)
+    }
+
+    /// The filters each task of an upstream response passes on its way
+    /// downstream: upstream modules, compression, then `h1_response_filter`.
+    async fn filter_upstream_task(
+        &self,
+        session: &mut Session,
+        mut task: HttpTask,
+        ctx: &mut SV::CTX,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<HttpTask>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        #[cfg(feature = "upstream_modules")]
+        {
+            if let HttpTask::Header(header, end_of_stream) = &task {
+                self.inner
+                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                    .await?;
+            }
+            session.upstream_modules_filter_task(&mut task).await?;
+        }
+        session.upstream_compression.response_filter(&mut task);
+        self.h1_response_filter(session, task, ctx, serve_from_cache, range_body_filter, false)
+            .await
     }
 
     async fn h1_response_filter(
