@@ -175,7 +175,34 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether `name` is one of the hop-by-hop fields a proxy strips or rewrites on its own
+/// (RFC 9110 section 7.6.1, and the de facto ones), whatever the `Connection` header nominates.
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | "http2-settings"
+    )
+}
+
+/// Whether the request carries any standard hop-by-hop field. Most requests carry none: one
+/// pass over the few names present is far cheaper than a hashed removal per hop-by-hop name.
+fn carries_standard_hop_by_hop(req: &RequestHeader) -> bool {
+    req.headers.keys().any(is_standard_hop_by_hop)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !carries_standard_hop_by_hop(req) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -360,18 +387,22 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if carries_standard_hop_by_hop(req) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if carries_standard_hop_by_hop(req) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -559,6 +590,34 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn each_standard_hop_by_hop_field_is_stripped_alone() {
+        let names = [
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+            "HTTP2-Settings",
+        ];
+        for name in names {
+            let mut request =
+                request_with_headers(&[("Host", "a.example"), (name, "x"), ("X-Kept", "1")]);
+            assert!(carries_standard_hop_by_hop(&request), "{name}");
+            strip_standard_hop_by_hop_headers(&mut request);
+            assert!(!request.headers.contains_key(name), "{name} was kept");
+            assert_eq!(request.headers.len(), 2, "{name}: others must stay");
+        }
+        let mut plain = request_with_headers(&[("Host", "a.example"), ("Keep-Alive-Not", "1")]);
+        assert!(!carries_standard_hop_by_hop(&plain));
+        strip_standard_hop_by_hop_headers(&mut plain);
+        assert_eq!(plain.headers.len(), 2);
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
                         let code = resp.code.unwrap();
-                        let size_hint = Some(resp.headers.len());
+                        let size_hint = Some(resp.headers.len() + HEADER_ROOM_FOR_PROXY);
                         let built = if self.keep_header_case {
                             ResponseHeader::build(code, size_hint)
                         } else {

@@ -27,6 +27,10 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// Room left in a parsed message's header map for the fields a proxy adds on its way through
+/// (`Date`, `Connection`, `X-Forwarded-For`, a request id, ...), so that adding them does not
+/// grow and rehash the map, which cost more than parsing the fields it held.
+pub(super) const HEADER_ROOM_FOR_PROXY: usize = 4;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;

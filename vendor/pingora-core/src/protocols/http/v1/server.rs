@@ -440,7 +440,7 @@ impl HttpSession {
                         let method = req.method.unwrap_or("");
                         // we path httparse to allow unsafe bytes in the str
                         let path = req.path.unwrap_or("").as_bytes();
-                        let size_hint = Some(req.headers.len());
+                        let size_hint = Some(req.headers.len() + HEADER_ROOM_FOR_PROXY);
                         let mut request_header = Box::new(if self.keep_header_case {
                             RequestHeader::build(method, path, size_hint)?
                         } else {
