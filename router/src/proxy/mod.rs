@@ -381,7 +381,7 @@ impl ProxyHttp for Edge {
                 .and_then(grpc::parse_timeout)
                 .map(|t| ctx.started + t);
         }
-        if let Some(v) = headers.get(REQUEST_TIMEOUT) {
+        if let Some(v) = headers.get(&REQUEST_TIMEOUT) {
             match v.to_str().ok().and_then(parse_request_timeout) {
                 Some(t) => {
                     let d = ctx.started + t;
@@ -871,8 +871,9 @@ impl ProxyHttp for Edge {
     }
 }
 
-/// The client's deadline for the whole request.
-const REQUEST_TIMEOUT: &str = "x-request-timeout";
+/// The client's deadline for the whole request. A `HeaderName`, not a `&str`:
+/// a lookup by `&str` parses the name again on every request.
+const REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
 
 /// `X-Request-Timeout`: a duration (`250ms`, `2s`) or whole milliseconds, above 0.
 fn parse_request_timeout(v: &str) -> Option<Duration> {
