@@ -114,7 +114,11 @@ impl Client {
         }
     }
 
-    async fn request(&self, conn: &mut Conn) -> anyhow::Result<()> {
+    /// Sends one request and reads the whole answer. `Ok(false)` when the
+    /// server said it closes the connection after this answer (`Connection:
+    /// close`, as a proxy does once a connection has carried its limit of
+    /// requests): the caller must connect again to go on.
+    async fn request(&self, conn: &mut Conn) -> anyhow::Result<bool> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{}{}", self.addr, self.path);
         let mut req = hyper::Request::get(&uri).body(Empty::<Bytes>::new())?;
@@ -132,11 +136,16 @@ impl Client {
             }
         };
         let status = response.status();
+        let closes = response
+            .headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         response.into_body().collect().await?;
         if !status.is_success() {
             bail!("the proxy answered {status}");
         }
-        Ok(())
+        Ok(!closes)
     }
 }
 
@@ -204,8 +213,11 @@ async fn load_with_probes(
         let (client, done, stop) = (client.clone(), done.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                client.request(&mut conn).await?;
+                let open = client.request(&mut conn).await?;
                 done.fetch_add(1, Ordering::Relaxed);
+                if !open {
+                    conn = client.connect().await?;
+                }
             }
             anyhow::Ok(())
         }));
