@@ -80,6 +80,10 @@ async fn metrics_are_exported_in_prometheus_text() {
             && m.contains("switchyard_region_healthy{region=\"b\"} 1")
             && m.contains("switchyard_region_replica_lag_seconds{region=\"a\"}")
             && m.contains("switchyard_region_dial_percent{region=\"a\"} 100")
+            // The write's intent and outcome, counted by the op log's writer.
+            && m.contains("switchyard_oplog_records_total{kind=\"intent\"} 1")
+            && m.contains("switchyard_oplog_records_total{kind=\"outcome\"} 1")
+            && m.contains("switchyard_oplog_next_seq 2")
     })
     .await;
 }

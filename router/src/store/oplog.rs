@@ -315,6 +315,11 @@ fn run_writer(
         }
     };
     rt.block_on(async move {
+        // Handles taken once (the recorder is installed before the log
+        // starts): the macros look a metric up by name and labels per call.
+        let records = RecordCounters::new();
+        let next_seq_gauge = metrics::gauge!("switchyard_oplog_next_seq");
+        let queued_gauge = metrics::gauge!("switchyard_oplog_queued");
         let mut unsynced = false;
         let mut last_sync = Instant::now();
         let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
@@ -323,7 +328,11 @@ fn run_writer(
             let failed = failing.load(Ordering::Relaxed);
             let first = if (unsynced && fsync == Fsync::Batch) || failed {
                 // A failing disk is tried again each second, so writes resume when it heals.
-                let wait = if failed { Duration::from_secs(1) } else { BATCH_SYNC };
+                let wait = if failed {
+                    Duration::from_secs(1)
+                } else {
+                    BATCH_SYNC
+                };
                 tokio::select! {
                     m = rx.recv() => m,
                     () = tokio::time::sleep_until((last_sync + wait).into()) => {
@@ -344,7 +353,7 @@ fn run_writer(
                 match msg {
                     Msg::Append { record, ack } => {
                         must_sync |= ack.is_some();
-                        metrics::counter!("switchyard_oplog_records_total", "kind" => kind(&record)).increment(1);
+                        records.of(&record).increment(1);
                         // A sender waiting for durability hears of a failure
                         // and its record is dropped; one already forwarded
                         // (`batch`, `off`) stays buffered for the next try.
@@ -384,8 +393,8 @@ fn run_writer(
                     next = rx.try_recv().ok();
                 }
             }
-            let sync_now = must_sync
-                || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
+            let sync_now =
+                must_sync || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
             for gap in writer.take_gaps() {
                 log_gap(&mut writer, &edge_id, gap);
             }
@@ -397,8 +406,8 @@ fn run_writer(
                 unsynced = true;
             }
             next_seq.store(writer.next_seq(), Ordering::Relaxed);
-            metrics::gauge!("switchyard_oplog_next_seq").set(writer.next_seq() as f64);
-            metrics::gauge!("switchyard_oplog_queued").set(rx.len() as f64);
+            next_seq_gauge.set(writer.next_seq() as f64);
+            queued_gauge.set(rx.len() as f64);
             if fsync != Fsync::Always {
                 tokio::time::sleep(LINGER).await;
             }
@@ -493,12 +502,32 @@ fn commit(
     }
 }
 
-fn kind(r: &Record) -> &'static str {
-    match r {
-        Record::Intent(_) => "intent",
-        Record::Outcome(_) => "outcome",
-        Record::Promotion(_) => "promotion",
-        Record::Gap(_) => "gap",
+/// `switchyard_oplog_records_total`, one counter per record kind.
+struct RecordCounters {
+    intent: metrics::Counter,
+    outcome: metrics::Counter,
+    promotion: metrics::Counter,
+    gap: metrics::Counter,
+}
+
+impl RecordCounters {
+    fn new() -> Self {
+        let of = |kind: &'static str| metrics::counter!("switchyard_oplog_records_total", "kind" => kind);
+        RecordCounters {
+            intent: of("intent"),
+            outcome: of("outcome"),
+            promotion: of("promotion"),
+            gap: of("gap"),
+        }
+    }
+
+    fn of(&self, r: &Record) -> &metrics::Counter {
+        match r {
+            Record::Intent(_) => &self.intent,
+            Record::Outcome(_) => &self.outcome,
+            Record::Promotion(_) => &self.promotion,
+            Record::Gap(_) => &self.gap,
+        }
     }
 }
 
