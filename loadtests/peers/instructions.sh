@@ -4,6 +4,8 @@
 # a bare pingora proxy without the noise of a requests/s figure.
 #   instructions.sh            # N1=1000 N2=5000 by default
 #   TARGETS=switchyard KEEP=/tmp/cg instructions.sh   # one target; keep the callgrind files
+#   FEATURES=1 TARGETS=switchyard instructions.sh      # Switchyard with its routing features on
+#                                                       # (compare.sh's features-*), one request in four a write
 # Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
 # connections); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
 set -euo pipefail
@@ -18,17 +20,21 @@ cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
 source loadtests/peers/lib.sh
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
+SY_CONFIG=$WORK/switchyard.yaml; WRITE_EVERY=0
+if [[ -n "${FEATURES:-}" ]]; then
+  features_config $PROXY; SY_CONFIG=$WORK/features.yaml; WRITE_EVERY=4
+fi
 
 count() { # target requests -> total instructions
   local out="$WORK/cg.$1.$2"
   case "$1" in
     switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-                  "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >/dev/null 2>"$WORK/vg.err" & ;;
+                  "$BIN/switchyard" run --config "$SY_CONFIG" >/dev/null 2>"$WORK/vg.err" & ;;
     bare) valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 >/dev/null 2>"$WORK/vg.err" & ;;
   esac
   local pid=$!
   for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done # valgrind starts slowly
-  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4
+  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4 $WRITE_EVERY
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$out" "$KEEP/"
   awk '/^summary:|^totals:/ {print $2; exit}' "$out"
