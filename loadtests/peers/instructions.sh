@@ -4,6 +4,7 @@
 # a bare pingora proxy without the noise of a requests/s figure.
 #   instructions.sh            # N1=1000 N2=5000 by default
 #   TARGETS=switchyard KEEP=/tmp/cg instructions.sh   # one target; keep the callgrind files
+#   BIN_DIR=/tmp/old-bin instructions.sh               # binaries built elsewhere, not rebuilt
 #   FEATURES=1 TARGETS=switchyard instructions.sh      # Switchyard with its routing features on
 #                                                       # (compare.sh's features-*), one request in four a write
 # Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
@@ -14,9 +15,13 @@ PROFILE=${PROFILE:-release}
 N1=${N1:-1000}; N2=${N2:-5000}
 BASE=${BASE_PORT:-18480}
 BACKEND=$BASE; PROXY=$((BASE+1))
-BIN=target/$PROFILE
 command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
-cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
+if [[ -n "${BIN_DIR:-}" ]]; then
+  BIN=$BIN_DIR # binaries built elsewhere (compare.sh's OLD_BIN_DIR), counted as they are
+else
+  BIN=target/$PROFILE
+  cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
+fi
 source loadtests/peers/lib.sh
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
