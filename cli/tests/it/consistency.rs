@@ -605,6 +605,7 @@ async fn idempotency_keys_at_the_edge() {
     assert_eq!(a.requests(), before);
     // A key still in flight: 409.
     a.set("slow", json!(800)).await;
+    let received = a.requests();
     let slow = {
         let url = router.url("/kv/slow");
         tokio::spawn(async move {
@@ -619,7 +620,9 @@ async fn idempotency_keys_at_the_edge() {
                 .as_u16()
         })
     };
-    router.wait_inflight(1).await;
+    // The region has it, so its key was admitted at the edge (being in
+    // flight comes before that).
+    eventually(Duration::from_secs(5), || async { a.requests() > received }).await;
     let (status, _, text) = put(&router, "/kv/slow", Some("key-2"), "s").await;
     assert_eq!(status, 409, "{text}");
     assert_eq!(slow.await.expect("task"), 201);
@@ -765,11 +768,16 @@ async fn the_idempotency_table_is_bounded_and_scoped_by_client() {
     );
     // Full of writes in flight: a new key waits its turn.
     a.set("slow", json!(1500)).await;
+    let received = a.requests();
     let held: Vec<_> = ["s1", "s2"]
         .into_iter()
         .map(|k| tokio::spawn(write(k, "Bearer carol", "s")))
         .collect();
-    router.wait_inflight(2).await;
+    // Both keys admitted: the region has both writes.
+    eventually(Duration::from_secs(5), || async {
+        a.requests() >= received + 2
+    })
+    .await;
     let (status, retry_after) = write("s3", "Bearer carol", "s").await;
     assert_eq!(status, 503);
     assert_eq!(retry_after.expect("Retry-After"), "1");

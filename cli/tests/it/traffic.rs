@@ -485,12 +485,14 @@ async fn drain_stops_new_requests_and_lets_in_flight_ones_finish() {
     );
     let mut router = Router::start_in(dir, &cfg);
     b.set("slow", json!(1000)).await;
+    let received = b.requests();
     let url = router.url("/kv/x");
     let in_flight = tokio::spawn(async move {
         let (status, region) = get_region(&reqwest::Client::new(), &url, Some("slow-one")).await;
         (status, region)
     });
-    router.wait_inflight(1).await;
+    // In flight at b, not just at the edge: the drain counts b's requests.
+    eventually(Duration::from_secs(5), || async { b.requests() > received }).await;
     let (code, body) = router
         .admin(Method::POST, "/admin/v1/regions/b/drain", None)
         .await;
