@@ -219,10 +219,17 @@ async fn upgrade_returns_once_the_new_router_serves_and_refuses_with_nothing_to_
         let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     };
+    // The new router serves before it writes: it takes the op log once the
+    // process it replaced has let go. Stopped before that, it would take the
+    // log while stopping, and the check below would pass too early.
+    let oplog = router.dir.0.join("state/oplog");
+    eventually(Duration::from_secs(20), || async {
+        switchyard_oplog::writer_pid(&oplog).is_ok_and(|p| p == Some(pid))
+    })
+    .await;
     kill(pid);
     // Nothing runs on the state_dir any more once it has drained and let go
     // of the op log: an upgrade has nothing to take over.
-    let oplog = router.dir.0.join("state/oplog");
     eventually(Duration::from_secs(20), || async {
         switchyard_oplog::writer_pid(&oplog).is_ok_and(|p| p.is_none())
     })
