@@ -142,21 +142,34 @@ async fn an_upgrade_under_load_fails_no_request_and_logs_every_write_once() {
 
     // Every acknowledged write has one intent, and the two processes' records
     // follow each other with no sequence number skipped or used twice.
-    let mut seqs = Vec::new();
-    let mut intents = std::collections::HashMap::<String, usize>::new();
-    switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |seq, r| {
-        seqs.push(seq);
-        if let Record::Intent(i) = r {
-            *intents.entry(i.path).or_default() += 1;
-        }
+    // With `fsync: batch` a write is answered once its intent is queued, and
+    // the writer puts it in the file a moment later: the last writes' intents
+    // are waited for.
+    let written = load.written.lock().expect("lock").clone();
+    assert!(written.len() > 100, "{} writes", written.len());
+    let read_log = || {
+        let mut seqs = Vec::new();
+        let mut intents = std::collections::HashMap::<String, usize>::new();
+        switchyard_oplog::read_dir(&router.dir.0.join("state/oplog"), 0, |seq, r| {
+            seqs.push(seq);
+            if let Record::Intent(i) = r {
+                *intents.entry(i.path).or_default() += 1;
+            }
+        })
+        .expect("read the op log");
+        (seqs, intents)
+    };
+    eventually(Duration::from_secs(5), || {
+        let (_, intents) = read_log();
+        let all_there = written.iter().all(|p| intents.contains_key(p));
+        async move { all_there }
     })
-    .expect("read the op log");
+    .await;
+    let (seqs, intents) = read_log();
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "sequence numbers run on"
     );
-    let written = load.written.lock().expect("lock").clone();
-    assert!(written.len() > 100, "{} writes", written.len());
     for path in &written {
         assert_eq!(intents.get(path), Some(&1), "{path}: one intent in the log");
     }
