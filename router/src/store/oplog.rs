@@ -315,11 +315,7 @@ fn run_writer(
         }
     };
     rt.block_on(async move {
-        // Handles taken once (the recorder is installed before the log
-        // starts): the macros look a metric up by name and labels per call.
-        let records = RecordCounters::new();
-        let next_seq_gauge = metrics::gauge!("switchyard_oplog_next_seq");
-        let queued_gauge = metrics::gauge!("switchyard_oplog_queued");
+        let m = WriterMetrics::new();
         let mut unsynced = false;
         let mut last_sync = Instant::now();
         let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
@@ -336,7 +332,7 @@ fn run_writer(
                 tokio::select! {
                     m = rx.recv() => m,
                     () = tokio::time::sleep_until((last_sync + wait).into()) => {
-                        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+                        commit(&mut writer, true, &failing, &m, &mut acks, &mut flushes);
                         unsynced = false;
                         last_sync = Instant::now();
                         continue;
@@ -353,7 +349,7 @@ fn run_writer(
                 match msg {
                     Msg::Append { record, ack } => {
                         must_sync |= ack.is_some();
-                        records.of(&record).increment(1);
+                        m.record(&record).increment(1);
                         // A sender waiting for durability hears of a failure
                         // and its record is dropped; one already forwarded
                         // (`batch`, `off`) stays buffered for the next try.
@@ -372,7 +368,7 @@ fn run_writer(
                                 // The record is not in the log: nobody may think it is.
                                 tracing::error!(error = %e, "op log append failed");
                                 failing.store(true, Ordering::Relaxed);
-                                metrics::counter!("switchyard_oplog_errors_total").increment(1);
+                                m.errors.increment(1);
                                 let why = format!("op log append failed: {e}");
                                 if let Some(ack) = ack {
                                     let _ = ack.send(Err(why.clone()));
@@ -398,7 +394,7 @@ fn run_writer(
             for gap in writer.take_gaps() {
                 log_gap(&mut writer, &edge_id, gap);
             }
-            commit(&mut writer, sync_now, &failing, &mut acks, &mut flushes);
+            commit(&mut writer, sync_now, &failing, &m, &mut acks, &mut flushes);
             if sync_now {
                 unsynced = false;
                 last_sync = Instant::now();
@@ -406,13 +402,13 @@ fn run_writer(
                 unsynced = true;
             }
             next_seq.store(writer.next_seq(), Ordering::Relaxed);
-            next_seq_gauge.set(writer.next_seq() as f64);
-            queued_gauge.set(rx.len() as f64);
+            m.next_seq.set(writer.next_seq() as f64);
+            m.queued.set(rx.len() as f64);
             if fsync != Fsync::Always {
                 tokio::time::sleep(LINGER).await;
             }
         }
-        commit(&mut writer, true, &failing, &mut acks, &mut flushes);
+        commit(&mut writer, true, &failing, &m, &mut acks, &mut flushes);
         tracing::info!("op log writer stopped; every record written");
     });
 }
@@ -465,14 +461,14 @@ fn commit(
     writer: &mut Writer,
     sync: bool,
     failing: &AtomicBool,
+    m: &WriterMetrics,
     acks: &mut Vec<(oneshot::Sender<Result<u64, String>>, u64)>,
     flushes: &mut Vec<oneshot::Sender<()>>,
 ) {
     let started = Instant::now();
     let result = if sync { writer.sync() } else { writer.flush() };
     if sync {
-        metrics::histogram!("switchyard_oplog_sync_seconds")
-            .record(started.elapsed().as_secs_f64());
+        m.sync_seconds.record(started.elapsed().as_secs_f64());
     }
     match &result {
         Ok(()) => {
@@ -482,7 +478,7 @@ fn commit(
         }
         Err(e) => {
             tracing::error!(error = %e, "op log write failed");
-            metrics::counter!("switchyard_oplog_errors_total").increment(1);
+            m.errors.increment(1);
             failing.store(true, Ordering::Relaxed);
         }
     }
@@ -502,26 +498,36 @@ fn commit(
     }
 }
 
-/// `switchyard_oplog_records_total`, one counter per record kind.
-struct RecordCounters {
+/// The writer's metrics, taken once (the recorder is installed before the
+/// log starts): the macros look a metric up by name and labels per call.
+struct WriterMetrics {
+    /// `switchyard_oplog_records_total`, one counter per record kind.
     intent: metrics::Counter,
     outcome: metrics::Counter,
     promotion: metrics::Counter,
     gap: metrics::Counter,
+    errors: metrics::Counter,
+    sync_seconds: metrics::Histogram,
+    next_seq: metrics::Gauge,
+    queued: metrics::Gauge,
 }
 
-impl RecordCounters {
+impl WriterMetrics {
     fn new() -> Self {
         let of = |kind: &'static str| metrics::counter!("switchyard_oplog_records_total", "kind" => kind);
-        RecordCounters {
+        WriterMetrics {
             intent: of("intent"),
             outcome: of("outcome"),
             promotion: of("promotion"),
             gap: of("gap"),
+            errors: metrics::counter!("switchyard_oplog_errors_total"),
+            sync_seconds: metrics::histogram!("switchyard_oplog_sync_seconds"),
+            next_seq: metrics::gauge!("switchyard_oplog_next_seq"),
+            queued: metrics::gauge!("switchyard_oplog_queued"),
         }
     }
 
-    fn of(&self, r: &Record) -> &metrics::Counter {
+    fn record(&self, r: &Record) -> &metrics::Counter {
         match r {
             Record::Intent(_) => &self.intent,
             Record::Outcome(_) => &self.outcome,
