@@ -29,6 +29,7 @@ use super::test_reusable_stream;
 use crate::protocols::Stream;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -46,10 +47,33 @@ struct Idle {
     seq: u64,
 }
 
+/// Reuse keys are hashes already (`Peer::reuse_hash`), computed by the
+/// proxy from its own peer settings: each is its own bucket hash, with no
+/// second hashing per release and per reuse.
+#[derive(Default)]
+struct ReuseKeyHasher(u64);
+
+impl Hasher for ReuseKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the key is a `u64`); anything else is folded in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
 #[derive(Default)]
 struct Groups {
-    /// Per reuse key, oldest first.
-    by_key: HashMap<u64, Vec<Idle>>,
+    /// Per reuse key, oldest first. A key's emptied stack stays until the
+    /// sweeper passes, so a connection taken and released again (the usual
+    /// round of a request) does not allocate a new one each time.
+    by_key: HashMap<u64, Vec<Idle>, BuildHasherDefault<ReuseKeyHasher>>,
     count: usize,
     next_seq: u64,
 }
@@ -114,12 +138,7 @@ impl IdlePool {
         loop {
             let mut idle = {
                 let mut g = self.groups.lock();
-                let stack = g.by_key.get_mut(&key)?;
-                let idle = stack.pop();
-                if stack.is_empty() {
-                    g.by_key.remove(&key);
-                }
-                let idle = idle?;
+                let idle = g.by_key.get_mut(&key)?.pop()?;
                 g.count -= 1;
                 idle
             };
@@ -279,6 +298,21 @@ mod tests {
             p.put(1, taken.take().unwrap(), None);
         }
         assert!(taken.is_none(), "a connection the server closed is dropped");
+    }
+
+    #[tokio::test]
+    async fn an_emptied_key_keeps_its_stack_until_the_sweeper_passes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (a, _sa) = pair(&listener).await;
+        p.put(7, a, None);
+        let a = p.take(7).unwrap();
+        assert_eq!(p.groups.lock().by_key.get(&7).map(Vec::len), Some(0));
+        p.put(7, a, None);
+        assert_eq!(p.take(7).map(|_| ()), Some(()));
+        p.sweep();
+        assert!(p.groups.lock().by_key.is_empty(), "the sweeper drops empty stacks");
+        assert_eq!(p.len(), 0);
     }
 
     #[tokio::test]
