@@ -335,20 +335,38 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    reconcile_content_length(headers.get_all(header::CONTENT_LENGTH).iter())
+}
+
+/// [`content_length_parse_all`] over the values of a message's
+/// `Content-Length` fields, looked up once by the caller.
+fn reconcile_content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    let mut agree = |n: u64| match content_length {
+        None => {
+            content_length = Some(n);
+            true
+        }
+        Some(prev) => prev == n,
+    };
+    for value in values {
+        // The usual field is one number: all digits, nothing to split or trim.
+        if let Some(n) = from_digits(value.as_bytes()) {
+            if !agree(n) {
+                return None;
+            }
+            continue;
+        }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
         for v in line.split(',') {
             let n = from_digits(v.trim().as_bytes())?;
-            match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
+            if !agree(n) {
+                return None;
             }
         }
     }
@@ -361,7 +379,13 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    // One lookup tells an absent field from an unresolvable one.
+    let values = headers.get_all(header::CONTENT_LENGTH);
+    let mut values = values.iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    match reconcile_content_length(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -377,13 +401,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
