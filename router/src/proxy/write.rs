@@ -370,13 +370,15 @@ fn set_ryw(
         mark,
         op,
     });
-    resp.append_header(
-        http::header::SET_COOKIE,
-        format!(
-            "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-            crate::route::ryw::COOKIE
-        ),
-    )?;
+    const COOKIE_ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
+    let cookie_name = crate::route::ryw::COOKIE;
+    let mut cookie =
+        String::with_capacity(cookie_name.len() + 1 + token.len() + COOKIE_ATTRIBUTES.len());
+    cookie.push_str(cookie_name);
+    cookie.push('=');
+    cookie.push_str(&token);
+    cookie.push_str(COOKIE_ATTRIBUTES);
+    resp.append_header(http::header::SET_COOKIE, cookie)?;
     resp.insert_header(RYW, token)?;
     Ok(())
 }
