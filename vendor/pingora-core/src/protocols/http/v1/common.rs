@@ -334,12 +334,8 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
-pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
-    reconcile_content_length(headers.get_all(header::CONTENT_LENGTH).iter())
-}
-
-/// [`content_length_parse_all`] over the values of a message's
-/// `Content-Length` fields, looked up once by the caller.
+///
+/// The caller looks the values up, once.
 fn reconcile_content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
@@ -372,6 +368,12 @@ fn reconcile_content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -
     }
 
     content_length
+}
+
+/// [`reconcile_content_length`] over a message's `Content-Length` fields.
+#[cfg(test)]
+pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    reconcile_content_length(headers.get_all(header::CONTENT_LENGTH).iter())
 }
 
 /// Resolve the framing `Content-Length` of a message following hyper's decode
