@@ -206,10 +206,22 @@ async fn promotions_are_refused_by_rule() {
         router.status().await["owners"]["default"],
         json!({"region": "a", "epoch": 1})
     );
-    // Forced past the lag rule: allowed, and recorded as forced.
+    // Asked for from a view that is not the current one: refused.
     let (code, answer) = promote(
         &router,
-        json!({"partition": "default", "to": "e", "force": true}),
+        json!({"partition": "default", "to": "e", "force": true, "if_epoch": 7}),
+    )
+    .await;
+    assert_eq!(
+        (code, answer["rule"].clone()),
+        (409, json!("concurrent_promotion")),
+        "{answer}"
+    );
+    // Forced past the lag rule, from the current view: allowed, and
+    // recorded as forced.
+    let (code, answer) = promote(
+        &router,
+        json!({"partition": "default", "to": "e", "force": true, "if_epoch": 1}),
     )
     .await;
     assert_eq!(code, 200, "{answer}");

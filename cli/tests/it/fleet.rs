@@ -165,9 +165,11 @@ async fn two_routers_share_one_owner_view_and_one_new_epoch() {
         "no write reached b before its time"
     );
 
-    // Both routers promote from the same view at once: exactly one new epoch.
-    let body_c = json!({"partition": "default", "to": "c"});
-    let body_a = json!({"partition": "default", "to": "a"});
+    // Both routers promote from the same view (epoch 2) at once: exactly one
+    // new epoch. The loser is refused by etcd's transaction when its view is
+    // still epoch 2, or by `if_epoch` when the winner's epoch reached it first.
+    let body_c = json!({"partition": "default", "to": "c", "if_epoch": 2});
+    let body_a = json!({"partition": "default", "to": "a", "if_epoch": 2});
     let ((code1, ans1), (code2, ans2)) =
         tokio::join!(promote(&one, body_c), promote(&two, body_a),);
     let mut codes = [code1, code2];

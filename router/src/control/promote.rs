@@ -15,7 +15,7 @@ use crate::control::at_risk::OwnerWrites;
 use crate::control::error::ControlError;
 use crate::control::RouterState;
 use crate::fleet::FleetError;
-use crate::route::owners::{PromotionRecord, Terms};
+use crate::route::owners::{OwnershipTable, PromotionRecord, Terms};
 use crate::route::topology::{RegionIdx, Topology};
 
 /// `POST /admin/v1/promote`.
@@ -35,6 +35,44 @@ pub(crate) struct PromoteRequest {
     /// the rules allow it.
     #[serde(default)]
     pub(crate) dry_run: bool,
+    /// Promote only while each partition is still at this epoch, the one
+    /// the caller read: a promotion made in between (by another router, an
+    /// operator or the automatic promoter) refuses this one
+    /// (`concurrent_promotion`) instead of moving the owner again.
+    #[serde(default)]
+    pub(crate) if_epoch: Option<u64>,
+}
+
+/// How a promotion was asked for.
+pub(crate) struct Asked<'a> {
+    /// `manual`, or why the automatic promoter acted.
+    pub(crate) reason: &'a str,
+    /// Past the health, drain, lag and writes-at-risk rules.
+    pub(crate) forced: bool,
+    /// Only while every partition is still at this epoch.
+    pub(crate) if_epoch: Option<u64>,
+}
+
+/// `concurrent_promotion` when a partition in `seen` has moved past the
+/// epoch the caller read.
+fn epoch_moved(
+    seen: &OwnershipTable,
+    partitions: &[String],
+    if_epoch: Option<u64>,
+) -> Option<ControlError> {
+    let read = if_epoch?;
+    partitions.iter().find_map(|p| {
+        let (_, owner) = seen.owner(Some(p))?;
+        (owner.epoch != read).then(|| {
+            ControlError::refused(
+                "concurrent_promotion",
+                format!(
+                    "partition {p} is at epoch {} now, not {read}: its owner changed since it was read; read the status and retry",
+                    owner.epoch
+                ),
+            )
+        })
+    })
 }
 
 /// Why `to` may not own `partitions` now; `None` when it may.
@@ -211,7 +249,12 @@ pub(crate) async fn promote(
             "FORCED promotion strands acknowledged writes; the reconciler replays what it can"
         );
     }
-    apply(state, &topo, &partitions, to, req.force, reason, at_risk).await
+    let asked = Asked {
+        reason,
+        forced: req.force,
+        if_epoch: req.if_epoch,
+    };
+    apply(state, &topo, &partitions, to, &asked, at_risk).await
 }
 
 /// A dry run: for each partition and the named target (or every full region
@@ -274,10 +317,14 @@ async fn apply(
     topo: &Topology,
     partitions: &[String],
     to: RegionIdx,
-    forced: bool,
-    reason: &str,
+    asked: &Asked<'_>,
     writes_at_risk: Option<u64>,
 ) -> Result<Vec<PromotionRecord>, ControlError> {
+    let Asked {
+        reason,
+        forced,
+        if_epoch,
+    } = *asked;
     let target = &topo.regions[to as usize];
     let applied = target.live.applied_position.load(Ordering::Relaxed);
     let name = target.spec.name.as_str();
@@ -288,12 +335,24 @@ async fn apply(
         writes_at_risk,
     };
     let records = match &state.fleet {
-        None => state
-            .ownership
-            .promote(partitions, name, &terms)
-            .map_err(|e| ControlError::Internal(format!("{e:#}")))?,
+        None => {
+            // Alone, this router changes the table only under the reload
+            // lock, which the caller holds.
+            if let Some(refused) = epoch_moved(&state.ownership.snapshot(), partitions, if_epoch) {
+                return Err(refused);
+            }
+            state
+                .ownership
+                .promote(partitions, name, &terms)
+                .map_err(|e| ControlError::Internal(format!("{e:#}")))?
+        }
         Some(fleet) => {
+            // Judged on the view the transaction compares against: a
+            // promotion that lands after it fails the transaction instead.
             let seen = state.ownership.snapshot();
+            if let Some(refused) = epoch_moved(&seen, partitions, if_epoch) {
+                return Err(refused);
+            }
             let hold = topo
                 .config
                 .etcd
@@ -450,7 +509,12 @@ pub(crate) async fn run_auto_promoter(state: Arc<RouterState>) {
             );
             let _one_at_a_time = state.reload_lock.lock().await;
             let stranded = at_risk(to);
-            if let Err(e) = apply(&state, &topo, &partitions, to, false, &reason, stranded).await {
+            let asked = Asked {
+                reason: &reason,
+                forced: false,
+                if_epoch: None,
+            };
+            if let Err(e) = apply(&state, &topo, &partitions, to, &asked, stranded).await {
                 tracing::error!(?e, "automatic promotion failed");
             }
             down_since.remove(&owner);
