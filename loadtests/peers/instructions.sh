@@ -38,13 +38,7 @@ fi
 
 # nginx as compare.sh runs it, in one process (no master) so that callgrind
 # counts the process that proxies.
-cat > "$WORK/nginx-one.conf" <<NGX
-master_process off; daemon off; pid $WORK/nginx-one.pid; error_log $WORK/nginx-one.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server { listen 127.0.0.1:$PROXY; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
+nginx_proxy_config $PROXY $BACKEND one
 
 count() { # target requests -> total instructions
   local out="$WORK/cg.$1.$2"
@@ -52,7 +46,7 @@ count() { # target requests -> total instructions
     switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
                   "$BIN/switchyard" run --config "$SY_CONFIG" >/dev/null 2>"$WORK/vg.err" & ;;
     bare) valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 >/dev/null 2>"$WORK/vg.err" & ;;
-    nginx) valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$WORK/nginx-one.conf" -p "$WORK" >/dev/null 2>"$WORK/vg.err" & ;;
+    nginx) valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>"$WORK/vg.err" & ;;
   esac
   local pid=$!
   for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done # valgrind starts slowly

@@ -36,6 +36,22 @@ ${4:-}
 SY
 }
 
+# nginx_proxy_config PORT BACKEND [WORKERS | one]: $WORK/nginx.conf, nginx
+# proxying PORT to BACKEND over kept-alive upstream connections, the peer
+# every drill here compares with; WORKERS worker processes (1), or "one"
+# process with no master (what callgrind and strace count).
+nginx_proxy_config() {
+  local processes="worker_processes ${3:-1};"
+  [[ ${3:-} == one ]] && processes="master_process off;"
+  cat > "$WORK/nginx.conf" <<NGX
+$processes daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$2; keepalive 64; }
+  server { listen 127.0.0.1:$1; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+}
+
 # wait_port PORT: until something listens there (10 s at most).
 wait_port() {
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done

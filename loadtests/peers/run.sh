@@ -26,13 +26,7 @@ HZ=$(getconf CLK_TCK)
 
 start_peers() { # workers cpus
   local w=$1 cpus=$2
-  cat > "$WORK/nginx.conf" <<NGX
-worker_processes $w; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server { listen 127.0.0.1:$NGINX; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
+  nginx_proxy_config "$NGINX" "$BACKEND" "$w"
   cat > "$WORK/haproxy.cfg" <<HAP
 global
   nbthread $w

@@ -24,13 +24,7 @@ fi
 source loadtests/peers/lib.sh
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m
-cat > "$WORK/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server { listen 127.0.0.1:$PROXY; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
+nginx_proxy_config $PROXY $BACKEND
 
 start() { # target -> TARGET_PID, serving and warmed up
   case "$1" in
