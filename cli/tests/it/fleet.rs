@@ -464,7 +464,13 @@ async fn the_reconciler_asks_etcd_for_the_owner_and_holds_back_replays_a_later_p
     // Six writes through router one; b replicates four; a dies; b is promoted.
     crate::reconcile::fail_over_after(&one, &a, &b, 6, 4).await;
     // A later promotion through the other router, whose log the on-call
-    // engineer does not hand to the reconciler.
+    // engineer does not hand to the reconciler. It promotes from the view
+    // etcd has sent it: one still at epoch 1 is refused (409
+    // concurrent_promotion), so it waits to see b's epoch.
+    eventually(Duration::from_secs(5), || async {
+        owner(&two).await == json!({"region": "b", "epoch": 2})
+    })
+    .await;
     let (code, body) = promote(
         &two,
         json!({"partition": "default", "to": "c", "force": true}),
