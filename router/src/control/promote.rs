@@ -334,25 +334,19 @@ async fn apply(
         reason,
         writes_at_risk,
     };
+    // The view a fleet's transaction compares against: a promotion landing
+    // after it fails the transaction. Alone, this router changes its table
+    // only under the reload lock, which the caller holds.
+    let seen = state.ownership.snapshot();
+    if let Some(refused) = epoch_moved(&seen, partitions, if_epoch) {
+        return Err(refused);
+    }
     let records = match &state.fleet {
-        None => {
-            // Alone, this router changes the table only under the reload
-            // lock, which the caller holds.
-            if let Some(refused) = epoch_moved(&state.ownership.snapshot(), partitions, if_epoch) {
-                return Err(refused);
-            }
-            state
-                .ownership
-                .promote(partitions, name, &terms)
-                .map_err(|e| ControlError::Internal(format!("{e:#}")))?
-        }
+        None => state
+            .ownership
+            .promote(partitions, name, &terms)
+            .map_err(|e| ControlError::Internal(format!("{e:#}")))?,
         Some(fleet) => {
-            // Judged on the view the transaction compares against: a
-            // promotion that lands after it fails the transaction instead.
-            let seen = state.ownership.snapshot();
-            if let Some(refused) = epoch_moved(&seen, partitions, if_epoch) {
-                return Err(refused);
-            }
             let hold = topo
                 .config
                 .etcd

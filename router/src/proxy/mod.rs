@@ -301,7 +301,7 @@ impl ProxyHttp for Edge {
 
     /// None. The default is a compression module set to level 0: it changes
     /// nothing, yet its context is allocated and each of its filters called
-    /// for every request (~1,000 instructions). Responses go out in the
+    /// for every request (~360 instructions). Responses go out in the
     /// encoding their region chose.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
