@@ -382,16 +382,23 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
+    // The upgrade fields are standard hop-by-hop fields: stripped above
+    // already when those are, and looked for again only when they are not.
+    let upgrade_fields_left = !policy.strip_hop_by_hop;
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            remove_present(req, is_upgrade_field);
+            if upgrade_fields_left {
+                remove_present(req, is_upgrade_field);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            remove_present(req, is_upgrade_field);
+            if upgrade_fields_left {
+                remove_present(req, is_upgrade_field);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -579,6 +586,15 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn the_upgrade_fields_are_standard_hop_by_hop_fields() {
+        // What lets the upgrade policy skip its pass once those are stripped.
+        for name in ["connection", "upgrade", HTTP2_SETTINGS] {
+            let name = HeaderName::from_static(name);
+            assert!(is_upgrade_field(&name) && is_standard_hop_by_hop(&name), "{name}");
+        }
     }
 
     #[test]
