@@ -315,7 +315,7 @@ fn run_writer(
         }
     };
     rt.block_on(async move {
-        let m = WriterMetrics::new();
+        let meters = WriterMetrics::new();
         let mut unsynced = false;
         let mut last_sync = Instant::now();
         let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
@@ -332,7 +332,7 @@ fn run_writer(
                 tokio::select! {
                     m = rx.recv() => m,
                     () = tokio::time::sleep_until((last_sync + wait).into()) => {
-                        commit(&mut writer, true, &failing, &m, &mut acks, &mut flushes);
+                        commit(&mut writer, true, &failing, &meters, &mut acks, &mut flushes);
                         unsynced = false;
                         last_sync = Instant::now();
                         continue;
@@ -349,7 +349,7 @@ fn run_writer(
                 match msg {
                     Msg::Append { record, ack } => {
                         must_sync |= ack.is_some();
-                        m.record(&record).increment(1);
+                        meters.record(&record).increment(1);
                         // A sender waiting for durability hears of a failure
                         // and its record is dropped; one already forwarded
                         // (`batch`, `off`) stays buffered for the next try.
@@ -368,7 +368,7 @@ fn run_writer(
                                 // The record is not in the log: nobody may think it is.
                                 tracing::error!(error = %e, "op log append failed");
                                 failing.store(true, Ordering::Relaxed);
-                                m.errors.increment(1);
+                                meters.errors.increment(1);
                                 let why = format!("op log append failed: {e}");
                                 if let Some(ack) = ack {
                                     let _ = ack.send(Err(why.clone()));
@@ -394,7 +394,14 @@ fn run_writer(
             for gap in writer.take_gaps() {
                 log_gap(&mut writer, &edge_id, gap);
             }
-            commit(&mut writer, sync_now, &failing, &m, &mut acks, &mut flushes);
+            commit(
+                &mut writer,
+                sync_now,
+                &failing,
+                &meters,
+                &mut acks,
+                &mut flushes,
+            );
             if sync_now {
                 unsynced = false;
                 last_sync = Instant::now();
@@ -402,13 +409,20 @@ fn run_writer(
                 unsynced = true;
             }
             next_seq.store(writer.next_seq(), Ordering::Relaxed);
-            m.next_seq.set(writer.next_seq() as f64);
-            m.queued.set(rx.len() as f64);
+            meters.next_seq.set(writer.next_seq() as f64);
+            meters.queued.set(rx.len() as f64);
             if fsync != Fsync::Always {
                 tokio::time::sleep(LINGER).await;
             }
         }
-        commit(&mut writer, true, &failing, &m, &mut acks, &mut flushes);
+        commit(
+            &mut writer,
+            true,
+            &failing,
+            &meters,
+            &mut acks,
+            &mut flushes,
+        );
         tracing::info!("op log writer stopped; every record written");
     });
 }
@@ -461,14 +475,14 @@ fn commit(
     writer: &mut Writer,
     sync: bool,
     failing: &AtomicBool,
-    m: &WriterMetrics,
+    meters: &WriterMetrics,
     acks: &mut Vec<(oneshot::Sender<Result<u64, String>>, u64)>,
     flushes: &mut Vec<oneshot::Sender<()>>,
 ) {
     let started = Instant::now();
     let result = if sync { writer.sync() } else { writer.flush() };
     if sync {
-        m.sync_seconds.record(started.elapsed().as_secs_f64());
+        meters.sync_seconds.record(started.elapsed().as_secs_f64());
     }
     match &result {
         Ok(()) => {
@@ -478,7 +492,7 @@ fn commit(
         }
         Err(e) => {
             tracing::error!(error = %e, "op log write failed");
-            m.errors.increment(1);
+            meters.errors.increment(1);
             failing.store(true, Ordering::Relaxed);
         }
     }
