@@ -17,18 +17,12 @@
 # every other one-time set-up, so what those run is taken out of each count.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PROFILE=${PROFILE:-release}
 N1=${N1:-1000}; N2=${N2:-5000}
 BASE=${BASE_PORT:-18480}
 BACKEND=$BASE; PROXY=$((BASE+1))
 command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
-if [[ -n "${BIN_DIR:-}" ]]; then
-  BIN=$BIN_DIR # binaries built elsewhere (compare.sh's OLD_BIN_DIR), counted as they are
-else
-  BIN=target/$PROFILE
-  cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
-fi
 source loadtests/peers/lib.sh
+proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
 SY_CONFIG=$WORK/switchyard.yaml; WRITE_EVERY=0

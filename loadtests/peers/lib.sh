@@ -36,6 +36,17 @@ ${4:-}
 SY
 }
 
+# proxy_binaries: BIN, where switchyard and bare-proxy are: BIN_DIR as given
+# (an older build's, counted as they are), else target/$PROFILE, built now.
+proxy_binaries() {
+  if [[ -n "${BIN_DIR:-}" ]]; then
+    BIN=$BIN_DIR
+  else
+    BIN=target/${PROFILE:-release}
+    cargo build --profile "${PROFILE:-release}" -p switchyard-cli -p switchyard-bare-proxy >&2
+  fi
+}
+
 # nginx_proxy_config PORT BACKEND [WORKERS | one]: $WORK/nginx.conf, nginx
 # proxying PORT to BACKEND over kept-alive upstream connections, the peer
 # every drill here compares with; WORKERS worker processes (1), or "one"

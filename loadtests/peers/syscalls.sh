@@ -8,20 +8,14 @@
 #   TARGETS=switchyard BIN_DIR=target/dist syscalls.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PROFILE=${PROFILE:-release}
 N1=${N1:-500}; N2=${N2:-2500}
 BASE=${BASE_PORT:-18580}
 BACKEND=$BASE; PROXY=$((BASE+1))
 for tool in strace nginx; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y strace nginx" >&2; exit 2; }
 done
-if [[ -n "${BIN_DIR:-}" ]]; then
-  BIN=$BIN_DIR
-else
-  BIN=target/$PROFILE
-  cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy >&2
-fi
 source loadtests/peers/lib.sh
+proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m
 nginx_proxy_config $PROXY $BACKEND
