@@ -14,7 +14,7 @@ mod upgrade;
 /// glibc's malloc was a sixth of the proxy's CPU under load; mimalloc's
 /// thread-local free lists take most of that away.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: switchyard_alloc::Allocator = switchyard_alloc::Allocator;
 
 #[derive(Parser)]
 #[command(

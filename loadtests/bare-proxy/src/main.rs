@@ -16,7 +16,7 @@ use std::time::Duration;
 // The same server tuning as `switchyard` (allocator, runtime), so that the
 // difference between the two is what the routing costs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: switchyard_alloc::Allocator = switchyard_alloc::Allocator;
 
 struct Bare {
     upstream: SocketAddr,
