@@ -472,6 +472,69 @@ async fn a_slow_region_is_ejected_and_readmitted_after_recovery() {
         .contains("switchyard_ejections_total{region=\"b\",reason=\"slow\"}"));
 }
 
+/// A client that hangs up before its answer (impatient clients, the end of
+/// a load test) is no failure of the region's: only the region's own
+/// failures count towards ejecting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_hanging_up_do_not_count_against_the_region() {
+    let (a, b) = (region("a").await, region("b").await);
+    let dir = TempDir::new();
+    let cfg = two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 0, b: 1 }\n  outlier: { consecutive_failures: 3, interval: 50ms }\n",
+        "",
+        &dir,
+    );
+    let router = Router::start_in(dir, &cfg);
+    b.set("slow", json!(400)).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .expect("client");
+    for i in 0..6 {
+        let sent = impatient
+            .get(router.url("/kv/x"))
+            .header("X-Partition", format!("gone-{i}"))
+            .send()
+            .await;
+        assert!(sent.is_err(), "the client gave up first: {sent:?}");
+    }
+    // Every hang-up has reached the router and ended its request, while the
+    // detector looked every 50 ms: none of them was held against b.
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["inflight"] == 0
+    })
+    .await;
+    let s = router.status().await;
+    assert_eq!(s["regions"]["b"]["ejections"], 0, "{s}");
+    // Now b fails for real, three times: that, and only that, ejects it.
+    b.set("slow", json!(0)).await;
+    b.set("fail", json!(503)).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let _ = client
+            .get(router.url("/kv/x"))
+            .header("X-Partition", format!("fails-{i}"))
+            .send()
+            .await;
+    }
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["regions"]["b"]["ejected"] == true
+    })
+    .await;
+    let s = router.status().await;
+    assert_eq!(
+        s["regions"]["b"]["ejection"]["reason"], "3 failures in a row",
+        "{s}"
+    );
+    assert_eq!(s["regions"]["b"]["ejections"], 1, "{s}");
+    assert!(!router
+        .metrics_text()
+        .await
+        .contains("switchyard_upstream_errors_total{region=\"b\",kind=\"proxy\"}"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_stops_new_requests_and_lets_in_flight_ones_finish() {
     let (a, b) = (region("a").await, region("b").await);

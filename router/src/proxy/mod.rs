@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
+use pingora::{ErrorSource, ErrorType};
 use switchyard_config::RequestClass;
 use tower::retry::budget::Budget;
 
@@ -743,7 +743,12 @@ impl ProxyHttp for Edge {
             && e.etype() == &ErrorType::ReadTimedout
             && ctx.seen.deadline.is_none_or(|d| Instant::now() < d);
         let retry = (e.retry() || try_timed_out) && self.take_retry(ctx);
-        if let Some(idx) = ctx.region {
+        // A client that hung up (or broke its side) before the answer is the
+        // client's doing, not the region's: counted against the region, the
+        // end of a load test or a burst of impatient clients would eject a
+        // healthy one.
+        let regions_fault = e.esource() != &ErrorSource::Downstream;
+        if let (Some(idx), true) = (ctx.region, regions_fault) {
             let entry = &ctx.topo.regions[idx as usize];
             metrics::upstream_error(&entry.spec.name, "proxy");
             if ctx.upstream_started.is_some() && !ctx.answered {
