@@ -285,6 +285,48 @@ async fn with_every_health_check_failing_reads_go_on_in_panic_mode() {
     .await;
 }
 
+/// The only region serving a service, ejected for a burst of errors while
+/// its health checks pass: ejected counts as down, so the service is in
+/// panic mode and its reads still reach the region (and are answered once
+/// it recovers) instead of being refused until the ejection runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn ejecting_the_last_region_of_a_service_puts_it_in_panic_mode() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = format!(
+        "{}regions:\n{}routing:\n  policy: weighted\n  outlier: {{ consecutive_failures: 3, interval: 50ms, base_ejection: 60s }}\n",
+        header(&dir),
+        region_yaml("a", a.addr, ""),
+    );
+    let router = Router::start_in(dir, &cfg);
+    let client = reqwest::Client::new();
+    let read = || async {
+        client
+            .get(router.url("/kv/k"))
+            .send()
+            .await
+            .expect("read")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(read().await, 404, "a answers");
+    a.set("fail", json!(503)).await;
+    for _ in 0..3 {
+        read().await;
+    }
+    eventually(Duration::from_secs(5), || async {
+        let s = router.status().await;
+        s["regions"]["a"]["ejected"] == true && s["panic"]["api"] == true
+    })
+    .await;
+    a.set("fail", json!(0)).await;
+    for _ in 0..5 {
+        assert_eq!(read().await, 404, "the ejected region still serves reads");
+    }
+    let s = router.status().await;
+    assert_eq!(s["regions"]["a"]["ejected"], true, "{s}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_endpoint_with_fewer_requests_in_flight_goes_first() {
     let fast = region("fast").await;

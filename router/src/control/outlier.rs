@@ -133,8 +133,18 @@ impl Detector {
     }
 
     fn tick(&mut self, topo: &Topology) {
+        let ejected =
+            || -> Vec<bool> { topo.regions.iter().map(|r| r.live.is_ejected()).collect() };
+        let before = ejected();
+        self.judge_all(topo, crate::route::live::now_nanos());
+        // Ejected regions count as down for panic mode.
+        if ejected() != before {
+            topo.refresh_panic();
+        }
+    }
+
+    fn judge_all(&mut self, topo: &Topology, now_ns: u64) {
         let cfg = &topo.config.routing.outlier;
-        let now_ns = crate::route::live::now_nanos();
         // Readmit the regions whose ejection ran out.
         for r in &topo.regions {
             let live = &r.live;

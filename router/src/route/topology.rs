@@ -308,19 +308,22 @@ impl Topology {
     }
 
     /// Re-judges each service: fewer than `routing.panic_threshold` of the
-    /// regions serving it healthy puts it in panic mode.
+    /// regions serving it healthy and not ejected puts it in panic mode. An
+    /// ejected region counts as down, as an unhealthy one does: ejecting the
+    /// last regions of a service that still answer would otherwise refuse
+    /// every read until the ejection runs out.
     pub(crate) fn refresh_panic(&self) {
         let threshold = u64::from(self.config.routing.panic_threshold.tenths());
         for p in &self.panic {
             let (mut serving, mut healthy) = (0u64, 0u64);
             for r in self.regions.iter().filter(|r| r.serves_service(p.hash)) {
                 serving += 1;
-                healthy += u64::from(r.live.is_healthy());
+                healthy += u64::from(r.live.is_healthy() && !r.live.is_ejected());
             }
             let on = serving > 0 && healthy * 1000 < serving * threshold;
             if p.on.swap(on, Ordering::Relaxed) != on {
                 if on {
-                    tracing::warn!(service = %p.name, healthy, serving, "panic mode: too few healthy regions; reads ignore health");
+                    tracing::warn!(service = %p.name, healthy, serving, "panic mode: too few healthy regions (ejected ones count as down); reads ignore health and ejection");
                 } else {
                     tracing::info!(service = %p.name, healthy, serving, "panic mode over");
                 }
