@@ -131,6 +131,10 @@ fn describe() {
         "switchyard_client_cutoffs_total",
         "Client connections or requests cut off by a limit, by reason"
     );
+    metrics::describe_counter!(
+        "switchyard_client_abandoned_headers_total",
+        "Client connections closed or reset partway through a request header"
+    );
     metrics::describe_gauge!(
         "switchyard_idempotency_keys",
         "Idempotency keys the edge remembers now"
@@ -347,6 +351,11 @@ pub(crate) fn rate_limited(region: &RegionName, spilled: bool) {
 /// (`header_timeout`, `keepalive_timeout`, `body_timeout`, `max_connections`).
 pub(crate) fn client_cutoff(reason: &'static str) {
     counter!("switchyard_client_cutoffs_total", "reason" => reason).increment(1);
+}
+
+/// A client closed or reset its connection partway through a request header.
+pub(crate) fn client_abandoned_header() {
+    counter!("switchyard_client_abandoned_headers_total").increment(1);
 }
 
 /// Client connections open now, and those refused at accept so far for

@@ -193,6 +193,31 @@ async fn a_header_trickled_a_byte_at_a_time_is_cut_at_header_timeout() {
     .await;
 }
 
+/// A client that hangs up partway through its header (a port scanner, a
+/// flood of half requests) is counted, not logged as an error per connection;
+/// the router goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_abandoned_partway_is_counted_and_the_router_serves_on() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&a, &dir, "{}");
+    let router = Router::start_in(dir, &cfg);
+    for half in [&b"G"[..], b"GET /kv/x HTTP/1.1\r\nHost: a\r\nX-Half: "] {
+        let mut s = TcpStream::connect(router.http).expect("connect");
+        s.write_all(half).expect("write");
+        drop(s);
+    }
+    eventually(Duration::from_secs(3), || async {
+        router
+            .metrics_text()
+            .await
+            .contains("switchyard_client_abandoned_headers_total 2")
+    })
+    .await;
+    let r = reqwest::get(router.url("/kv/x")).await.expect("read");
+    assert_eq!(r.status(), 404, "a answers");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_header_of_any_size_over_the_limit_is_answered_431() {
     let a = region("a").await;

@@ -358,7 +358,7 @@ impl Proxy {
             // HTTP/2 by prior knowledge beside HTTP/1.1 (TLS listeners negotiate by ALPN).
             options.h2c = config.listen.h2c;
             options.normalize_header_case = !config.listen.preserve_header_case;
-            options.events = Some(Arc::new(CutoffCounter));
+            options.events = Some(Arc::new(ClientCutoffs));
             proxy.server_options = Some(options);
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
             h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
@@ -432,10 +432,11 @@ fn client_socket_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
 }
 
-/// Counts the client connections pingora cuts off by a limit.
-struct CutoffCounter;
+/// Counts the client connections pingora cuts off by a limit, and those
+/// their clients abandon partway through a header.
+struct ClientCutoffs;
 
-impl HttpServerEvents for CutoffCounter {
+impl HttpServerEvents for ClientCutoffs {
     fn header_timed_out(&self) {
         crate::metrics::client_cutoff("header_timeout");
     }
@@ -445,6 +446,9 @@ impl HttpServerEvents for CutoffCounter {
     fn header_too_large(&self) {
         crate::metrics::client_cutoff("header_too_large");
         crate::metrics::rejected(431);
+    }
+    fn header_abandoned(&self) {
+        crate::metrics::client_abandoned_header();
     }
     fn h2_control_flood(&self) {
         crate::metrics::client_cutoff("h2_control_flood");

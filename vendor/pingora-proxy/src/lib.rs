@@ -402,6 +402,14 @@ where
                             .unwrap_or_else(|e| {
                                 error!("failed to send error response to downstream: {e}");
                             });
+                    } else if matches!(e.etype, ConnectionClosed | ReadError) {
+                        // A client that hung up (or reset) partway through its
+                        // header: its doing, and logged at error level it would let
+                        // any client write a line per connection into the log.
+                        debug!("Fail to proxy: {e}");
+                        if let Some(events) = events {
+                            events.header_abandoned();
+                        }
                     } else {
                         // otherwise the connection must be broken, no need to send anything
                         error!(

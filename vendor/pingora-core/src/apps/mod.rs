@@ -168,6 +168,9 @@ pub trait HttpServerEvents: Send + Sync {
     fn idle_timed_out(&self) {}
     /// A request header block was larger than `max_request_header_bytes`.
     fn header_too_large(&self) {}
+    /// A client closed or broke its connection partway through a request
+    /// header block.
+    fn header_abandoned(&self) {}
     /// An HTTP/2 connection sent more control frames than
     /// `h2_max_control_frames_per_sec` allows.
     fn h2_control_flood(&self) {}
