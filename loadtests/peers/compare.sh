@@ -67,21 +67,26 @@ TARGETS=(nginx bare-old bare-new switchyard-old switchyard-new features-old feat
 for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
 sleep 1.5
 
-declare -A CPU RPS
+declare -A CPU USER SYS RPS
+per_request() { # ticks requests -> µs per request
+  awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }'
+}
 measure() { # target round
-  local t=$1 r=$2 script=() c0 c1 out n
+  local t=$1 r=$2 script=() u0 s0 u1 s1 out n
   [[ $t == features-* ]] && script=(-s "$WORK/mixed.lua")
   # nginx's worker is its master's child, there once nginx listens.
   [[ $t == nginx ]] && PID[nginx]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
   # shellcheck disable=SC2086 # PID lists are space-separated on purpose
-  c0=$(cpu_of ${PID[$t]})
+  read -r u0 s0 < <(cpu_split_of ${PID[$t]})
   out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x")
   # shellcheck disable=SC2086
-  c1=$(cpu_of ${PID[$t]})
+  read -r u1 s1 < <(cpu_split_of ${PID[$t]})
   if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers" >&2; fi
   n=$(awk '/requests in/ {print $1}' <<<"$out")
-  CPU[$t,$r]=$(awk -v t=$((c1 - c0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')
+  CPU[$t,$r]=$(per_request $((u1 - u0 + s1 - s0)) "$n")
+  USER[$t,$r]=$(per_request $((u1 - u0)) "$n")
+  SYS[$t,$r]=$(per_request $((s1 - s0)) "$n")
   RPS[$t,$r]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 }
 for r in $(seq "$ROUNDS"); do
@@ -92,12 +97,14 @@ median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[
 printf '\n%-16s %10s %12s %10s   (median of %s rounds of %s; ratio to nginx in the same round)\n' \
   target "req/s" "CPU µs/req" "vs nginx" "$ROUNDS" "$DURATION"
 for t in "${TARGETS[@]}"; do
-  rps=() cpu=() ratio=()
+  rps=() cpu=() user=() sys=() ratio=()
   for r in $(seq "$ROUNDS"); do
-    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}")
+    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}"); user+=("${USER[$t,$r]}"); sys+=("${SYS[$t,$r]}")
     ratio+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[nginx,$r]}" 'BEGIN { printf "%.3f", a / b }')")
   done
-  printf '%-16s %10.0f %12.2f %10.2f\n' "$t" "$(echo "${rps[*]}" | median)" "$(echo "${cpu[*]}" | median)" \
-    "$(echo "${ratio[*]}" | median)"
+  printf '%-16s %10.0f %12.2f %10.2f   user %5.2f  system %5.2f\n' "$t" "$(echo "${rps[*]}" | median)" \
+    "$(echo "${cpu[*]}" | median)" "$(echo "${ratio[*]}" | median)" "$(echo "${user[*]}" | median)" \
+    "$(echo "${sys[*]}" | median)"
 done
+echo "user, system: the CPU per request in user space and in the kernel (medians of their own)."
 echo "features-*: geo routing with residency, a dial, rate limits, one request in four a write logged with fsync: batch."

@@ -81,14 +81,21 @@ make_test_ca() {
     -days 2 -extfile "$WORK/san.ext" -out "$WORK/$1.pem" 2>/dev/null
 }
 
-# cpu_of PID...: CPU seconds (user + system, in clock ticks) of the processes.
-cpu_of() {
-  local total=0 t
+# cpu_split_of PID...: "USER SYSTEM", the processes' CPU time in clock ticks.
+cpu_split_of() {
+  local user=0 sys=0 u s
   for p in "$@"; do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+    user=$((user + u)); sys=$((sys + s))
   done
-  echo "$total"
+  echo "$user $sys"
+}
+
+# cpu_of PID...: CPU time (user + system, in clock ticks) of the processes.
+cpu_of() {
+  local u s
+  read -r u s < <(cpu_split_of "$@")
+  echo $((u + s))
 }
 
 # The routing features on: two regions by geo (the client's network named
