@@ -34,7 +34,6 @@ CONNECTIONS=${CONNECTIONS:-32}
 BASE=${BASE_PORT:-18380}
 BACKEND=$BASE
 source loadtests/peers/lib.sh
-HZ=$(getconf CLK_TCK)
 
 start_backend $BACKEND 1
 declare -A PORT PID
@@ -68,9 +67,6 @@ for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
 sleep 1.5
 
 declare -A CPU USER SYS RPS
-per_request() { # ticks requests -> µs per request
-  awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }'
-}
 measure() { # target round
   local t=$1 r=$2 script=() u0 s0 u1 s1 out n
   [[ $t == features-* ]] && script=(-s "$WORK/mixed.lua")

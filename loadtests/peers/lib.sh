@@ -91,6 +91,11 @@ cpu_split_of() {
   echo "$user $sys"
 }
 
+# per_request TICKS REQUESTS [DECIMALS]: CPU time in µs per request (2 decimals).
+per_request() {
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" -v d="${3:-2}" 'BEGIN { printf "%." d "f", t / hz / n * 1e6 }'
+}
+
 # cpu_of PID...: CPU time (user + system, in clock ticks) of the processes.
 cpu_of() {
   local u s

@@ -22,7 +22,6 @@ done
 cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy -p switchyard-drills >&2
 BIN=target/$PROFILE
 source loadtests/peers/lib.sh
-HZ=$(getconf CLK_TCK)
 
 start_peers() { # workers cpus
   local w=$1 cpus=$2
@@ -72,13 +71,6 @@ pids_of() {
     switchyard+features) echo "$SYF_PID" ;;
   esac
 }
-ticks() { # user|sys pid... -> clock ticks
-  local field=14 total=0 t
-  [[ $1 == sys ]] && field=15
-  shift
-  for p in "$@"; do t=$(awk -v f=$field '{print $f}' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done
-  echo "$total"
-}
 to_ms() { # wrk prints 1.23ms, 850.00us, 1.01s
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
@@ -89,15 +81,15 @@ measure() { # name port workers client-cpus [script]
   [[ -n "${5:-}" ]] && script=(-s "$5")
   pids=$(pids_of "$name")
   taskset -c "$cpus" wrk -t"$w" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$port/kv/x" >/dev/null 2>&1 || true
-  u0=$(ticks user $pids); s0=$(ticks sys $pids)
+  read -r u0 s0 < <(cpu_split_of $pids)
   out=$(taskset -c "$cpus" wrk -t"$w" -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "http://127.0.0.1:$port/kv/x")
-  u1=$(ticks user $pids); s1=$(ticks sys $pids)
+  read -r u1 s1 < <(cpu_split_of $pids)
   if echo "$out" | grep -q "Non-2xx"; then echo "$name: non-2xx answers" >&2; echo "$out" >&2; fi
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$name,$w]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   P99[$name,$w]=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
-  USER[$name,$w]=$(awk -v t=$((u1 - u0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
-  SYS[$name,$w]=$(awk -v t=$((s1 - s0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+  USER[$name,$w]=$(per_request $((u1 - u0)) "$n" 1)
+  SYS[$name,$w]=$(per_request $((s1 - s0)) "$n" 1)
 }
 
 declare -A RATE_P50 RATE_P99 RATE_GOT RATE_ASKED
