@@ -50,16 +50,29 @@ impl Connector {
         Some(http)
     }
 
-    pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
+    /// Returns the connection to the pool, or shuts it down when it cannot be
+    /// reused. The pooling is done before this returns; the future only
+    /// shuts a connection down, so the session is never moved into one.
+    pub fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
         mut session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + use<P> {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+        let closing = match session.into_stream_for_reuse() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                None
+            }
+            Err(stream) => Some(stream),
+        };
+        async move {
+            if let Some(mut stream) = closing {
+                log::debug!("HTTP shutdown connection");
+                let _ = stream.shutdown().await;
+            }
         }
     }
 

@@ -671,20 +671,28 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    pub async fn reuse(self) -> Option<Stream> {
+        match self.into_stream_for_reuse() {
+            Ok(stream) => Some(stream),
+            Err(mut stream) => {
+                debug!("HTTP shutdown connection");
+                let _ = stream.shutdown().await;
+                None
+            }
+        }
+    }
+
+    /// What [`Self::reuse()`] decides, without waiting for anything: `Ok`
+    /// with the stream when the connection can be reused, `Err` with the
+    /// stream to shut down when it cannot. The keep-alive case, by far the
+    /// most common, needs no future (and no copy of the session into one).
+    pub fn into_stream_for_reuse(mut self) -> std::result::Result<Stream, Stream> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
         match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+            KeepaliveStatus::Off => Err(self.underlying_stream),
+            _ => Ok(self.underlying_stream),
         }
     }
 

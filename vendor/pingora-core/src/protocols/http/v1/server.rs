@@ -1574,27 +1574,39 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        Ok(self
+            .ready_for_reuse()
+            .await?
+            .map(|prefix| self.into_reusable(prefix)))
+    }
+
+    /// What [`Self::reuse()`] does before it gives the stream back, done in
+    /// place: `Some` (with any pipelined prefix) when the connection can be
+    /// reused, and [`Self::into_reusable()`] may then take the stream; `None`
+    /// when it cannot, and it has been shut down if it was not to be kept alive.
+    pub async fn ready_for_reuse(&mut self) -> Result<Option<Option<BytesMut>>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
-            Ok(None)
-        } else {
-            self.drain_request_body().await?;
-            if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
-                debug!("bytes overread on request, disallowing reuse");
-                Ok(None)
-            } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
-            }
+            return Ok(None);
         }
+        self.drain_request_body().await?;
+        if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
+            debug!("bytes overread on request, disallowing reuse");
+            return Ok(None);
+        }
+        Ok(Some(
+            self.pipelining_enabled
+                .then(|| self.take_body_overread())
+                .flatten()
+                .filter(|prefix| !prefix.is_empty()),
+        ))
+    }
+
+    /// The stream to serve the next request on, once [`Self::ready_for_reuse()`]
+    /// said it can be reused (with the prefix it returned).
+    pub fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
