@@ -52,7 +52,7 @@ struct Answered {
     idx: RegionIdx,
     addr: std::net::SocketAddr,
     session: HttpSession,
-    peer: HttpPeer,
+    peer: Box<HttpPeer>,
     started: Instant,
     _region: RegionCount,
     _endpoint: EndpointCount,

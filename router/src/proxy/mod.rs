@@ -503,7 +503,7 @@ impl ProxyHttp for Edge {
                     // WebSocket goes over an HTTP/1.1 upgrade to the region.
                     peer.options.alpn = pingora::protocols::ALPN::H1;
                 }
-                return Ok(Box::new(peer));
+                return Ok(peer);
             }
         }
         if ctx.at_limit {
