@@ -53,6 +53,10 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    /// What the session still needs of a response header that
+    /// [`Self::read_response_task()`] handed over: its status, and the
+    /// keep-alive its fields asked for (`None`: close).
+    handed_over: Option<(StatusCode, Option<u64>)>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -92,6 +96,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -349,6 +354,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.handed_over = None;
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -453,6 +459,20 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
+    /// The response header just read, given away rather than copied: the
+    /// session keeps what it needs of it to frame and reuse the connection
+    /// (the status, and the keep-alive the headers ask for). After this,
+    /// [`Self::resp_header()`] is `None` until the next header is read, and
+    /// [`Self::get_status()`] still answers.
+    fn hand_over_response_header(&mut self) -> Result<Box<ResponseHeader>> {
+        let keepalive = self.keepalive_asked_by_headers();
+        let Some(header) = self.response_header.take() else {
+            return Error::e_explain(InternalError, "no response header to hand over");
+        };
+        self.handed_over = Some((header.status, keepalive));
+        Ok(header)
+    }
+
     /// Return a reference of the [`ResponseHeader`] if the response is read
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
@@ -475,7 +495,10 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        match &self.response_header {
+            Some(h) => Some(h.status),
+            None => self.handed_over.map(|(status, _)| status),
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -583,6 +606,17 @@ impl HttpSession {
             return;
         }
 
+        let keepalive = match self.handed_over {
+            Some((_, keepalive)) => keepalive,
+            None => self.keepalive_asked_by_headers(),
+        };
+        self.set_keepalive(keepalive);
+    }
+
+    /// The keep-alive the request and response headers ask for, as
+    /// [`Self::set_keepalive()`] takes it: `None` to close, `Some(0)` for no
+    /// time limit, `Some(secs)`.
+    fn keepalive_asked_by_headers(&self) -> Option<u64> {
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
         if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
@@ -591,24 +625,20 @@ impl HttpSession {
                 .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
                 .is_some()
         {
-            self.set_keepalive(None);
-            return;
+            return None;
         }
         if let Some(keepalive) = self.is_connection_keepalive() {
             if keepalive {
                 let (timeout, _max_use) = self.get_keepalive_values();
                 // TODO: respect max_use
-                match timeout {
-                    Some(d) => self.set_keepalive(Some(d)),
-                    None => self.set_keepalive(Some(0)), // infinite
-                }
+                Some(timeout.unwrap_or(0)) // 0: infinite
             } else {
-                self.set_keepalive(None);
+                None
             }
         } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
-            self.set_keepalive(Some(0)); // on by default for http 1.1
+            Some(0) // on by default for http 1.1
         } else {
-            self.set_keepalive(None); // off by default for http 1.0
+            None // off by default for http 1.0
         }
     }
 
@@ -832,7 +862,8 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            self.read_response().await?;
+            let resp_header = self.hand_over_response_header()?;
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
