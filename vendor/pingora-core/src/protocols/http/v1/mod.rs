@@ -19,6 +19,7 @@ pub mod client;
 pub mod common;
 pub(crate) mod header;
 pub mod server;
+mod timeout;
 
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
