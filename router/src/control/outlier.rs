@@ -110,16 +110,17 @@ impl Detector {
         let now = Instant::now();
         let snap = live.stats.snapshot();
         let q = self.history.entry(name.to_string()).or_default();
-        q.push_back((now, snap.clone()));
+        q.push_back((now, snap));
         while q.len() > 1
             && q.front()
                 .is_some_and(|(t, _)| now.duration_since(*t) > span)
         {
             q.pop_front();
         }
-        let stats = q
-            .front()
-            .map_or_else(StatsSnapshot::default, |(_, s)| snap.since(s));
+        let stats = match (q.front(), q.back()) {
+            (Some((_, oldest)), Some((_, newest))) => newest.since(oldest),
+            _ => StatsSnapshot::default(),
+        };
         let latency = if stats.timed() >= MIN_TIMED {
             stats.mean_secs()
         } else {
@@ -133,18 +134,17 @@ impl Detector {
     }
 
     fn tick(&mut self, topo: &Topology) {
-        let ejected =
-            || -> Vec<bool> { topo.regions.iter().map(|r| r.live.is_ejected()).collect() };
-        let before = ejected();
-        self.judge_all(topo, crate::route::live::now_nanos());
         // Ejected regions count as down for panic mode.
-        if ejected() != before {
+        if self.judge_all(topo, crate::route::live::now_nanos()) {
             topo.refresh_panic();
         }
     }
 
-    fn judge_all(&mut self, topo: &Topology, now_ns: u64) {
+    /// Readmits the regions whose ejection ran out and ejects those judged
+    /// browned out: whether any region's ejection began or ended.
+    fn judge_all(&mut self, topo: &Topology, now_ns: u64) -> bool {
         let cfg = &topo.config.routing.outlier;
+        let mut changed = false;
         // Readmit the regions whose ejection ran out.
         for r in &topo.regions {
             let live = &r.live;
@@ -153,6 +153,7 @@ impl Detector {
             };
             if now_ns >= e.until {
                 live.ejected.store(false, Ordering::Relaxed);
+                changed = true;
                 if let Ok(mut slot) = live.ejection.lock() {
                     *slot = None;
                 }
@@ -165,7 +166,7 @@ impl Detector {
             }
         }
         if !cfg.enabled {
-            return;
+            return changed;
         }
         let windows: Vec<Window> = topo
             .regions
@@ -216,11 +217,13 @@ impl Detector {
                 });
             }
             live.ejected.store(true, Ordering::Relaxed);
+            changed = true;
             ejected += 1;
             tracing::warn!(region = %r.spec.name, reason = %finding.reason, for_s = duration.as_secs_f64(), nth, "ejected");
             crate::metrics::ejection(&r.spec.name, finding.kind);
             live.publish_gauges(&r.spec.name);
         }
+        changed
     }
 }
 
