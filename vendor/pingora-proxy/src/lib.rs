@@ -1689,7 +1689,7 @@ where
     // request. Here it is made in the box.
     fn process_new_http<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,
-        session: HttpSession,
+        mut session: HttpSession,
         shutdown: &'life1 ShutdownWatch,
     ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
     where
@@ -1697,12 +1697,11 @@ where
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        let mut session = session;
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
         // Boxed here, once, rather than moved into the future and from there
         // into a box (~700 bytes copied at each step).
-        let session = Box::write(Box::new_uninit(), session);
+        let session = Box::new(session);
         let request = Box::write(
             Box::new_uninit(),
             self.serve_http(session, prev_user_ctx, shutdown),

@@ -13,7 +13,7 @@
 // limitations under the License.
 
 use crate::connectors::{ConnectorOptions, TransportConnector};
-use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::http::v1::client::{shut_down, HttpSession};
 use crate::upstreams::peer::Peer;
 
 use pingora_error::Result;
@@ -69,9 +69,8 @@ impl Connector {
             Err(stream) => Some(stream),
         };
         async move {
-            if let Some(mut stream) = closing {
-                log::debug!("HTTP shutdown connection");
-                let _ = stream.shutdown().await;
+            if let Some(stream) = closing {
+                shut_down(stream).await;
             }
         }
     }

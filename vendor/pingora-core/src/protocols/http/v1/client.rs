@@ -704,9 +704,8 @@ impl HttpSession {
     pub async fn reuse(self) -> Option<Stream> {
         match self.into_stream_for_reuse() {
             Ok(stream) => Some(stream),
-            Err(mut stream) => {
-                debug!("HTTP shutdown connection");
-                let _ = stream.shutdown().await;
+            Err(stream) => {
+                shut_down(stream).await;
                 None
             }
         }
@@ -1005,6 +1004,13 @@ impl UniqueID for HttpSession {
     fn id(&self) -> UniqueIDType {
         self.underlying_stream.id()
     }
+}
+
+/// Closes a connection [`HttpSession::into_stream_for_reuse()`] found cannot
+/// be reused.
+pub(crate) async fn shut_down(mut stream: Stream) {
+    debug!("HTTP shutdown connection");
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
