@@ -25,15 +25,13 @@ for dir in "$OLD" "$NEW"; do
     [[ -x $dir/$bin ]] || { echo "compare.sh: no $bin in $dir" >&2; exit 2; }
   done
 done
-for tool in wrk nginx taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx util-linux" >&2; exit 2; }
-done
+source loadtests/peers/lib.sh
+require_tools wrk nginx taskset
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
 BASE=${BASE_PORT:-18380}
 BACKEND=$BASE
-source loadtests/peers/lib.sh
 
 start_backend $BACKEND 1
 declare -A PORT PID

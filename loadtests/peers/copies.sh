@@ -16,10 +16,8 @@ TARGET=${TARGET:-switchyard}
 N=${N:-10}; MIN=${MIN:-256}
 BASE=${BASE_PORT:-18780}
 BACKEND=$BASE; PROXY=$((BASE+1))
-for tool in gdb nginx python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y gdb nginx python3" >&2; exit 2; }
-done
 source loadtests/peers/lib.sh
+require_tools gdb nginx python3
 proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m

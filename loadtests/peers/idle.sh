@@ -14,12 +14,10 @@ PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18380}
 BACKEND=$BASE; NGINX=$((BASE+1)); NGINX_TLS=$((BASE+2)); BARE=$((BASE+3)); BARE_TLS=$((BASE+4))
 SY=$((BASE+5)); SY_TLS=$((BASE+6))
-for tool in nginx openssl taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y nginx openssl util-linux" >&2; exit 2; }
-done
+source loadtests/peers/lib.sh
+require_tools nginx openssl taskset
 cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy -p switchyard-drills >&2
 BIN=target/$PROFILE
-source loadtests/peers/lib.sh
 ulimit -n "$(ulimit -Hn)"
 make_test_ca edge
 

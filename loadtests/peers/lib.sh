@@ -11,6 +11,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# require_tools TOOL...: exits 2, naming the Debian packages to install,
+# when one of the tools a drill runs is missing.
+require_tools() {
+  local tool packages
+  packages=$(printf '%s\n' "$@" | sed 's/^taskset$/util-linux/' | tr '\n' ' ')
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y ${packages% }" >&2; exit 2; }
+  done
+}
+
 # start_backend PORT [CPU]: nginx, one worker, a fixed 16-byte JSON answer.
 start_backend() {
   cat > "$WORK/backend.conf" <<NGX

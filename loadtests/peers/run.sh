@@ -16,12 +16,10 @@ RATE_SECS=${RATE_SECS:-5}
 PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18180}
 BACKEND=$BASE; NGINX=$((BASE+1)); HAPROXY=$((BASE+2)); BARE=$((BASE+3)); SY=$((BASE+4)); SYF=$((BASE+5))
-for tool in wrk nginx haproxy taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx haproxy util-linux" >&2; exit 2; }
-done
+source loadtests/peers/lib.sh
+require_tools wrk nginx haproxy taskset
 cargo build --profile "$PROFILE" -p switchyard-cli -p switchyard-bare-proxy -p switchyard-drills >&2
 BIN=target/$PROFILE
-source loadtests/peers/lib.sh
 
 start_peers() { # workers cpus
   local w=$1 cpus=$2

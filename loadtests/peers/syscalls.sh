@@ -11,10 +11,8 @@ cd "$(dirname "$0")/../.."
 N1=${N1:-500}; N2=${N2:-2500}
 BASE=${BASE_PORT:-18580}
 BACKEND=$BASE; PROXY=$((BASE+1))
-for tool in strace nginx; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y strace nginx" >&2; exit 2; }
-done
 source loadtests/peers/lib.sh
+require_tools strace nginx
 proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m

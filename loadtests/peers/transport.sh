@@ -11,12 +11,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 PROFILE=${PROFILE:-dist}
 BASE=${BASE_PORT:-18280}
 PLAIN=$BASE; TLS=$((BASE+1)); NGINX_TLS=$((BASE+2)); SY_TLS=$((BASE+3)); SY_PLAIN=$((BASE+4)); SY_LOG=$((BASE+5)); NGINX_PLAIN=$((BASE+6))
-for tool in wrk nginx openssl taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx openssl util-linux" >&2; exit 2; }
-done
+source loadtests/peers/lib.sh
+require_tools wrk nginx openssl taskset
 cargo build --profile "$PROFILE" -p switchyard-cli >&2
 BIN=target/$PROFILE
-source loadtests/peers/lib.sh
 
 make_test_ca backend
 
