@@ -36,6 +36,9 @@ nginx_proxy_config $PROXY $BACKEND one
 
 count() { # target requests -> total instructions
   local out="$WORK/cg.$1.$2"
+  # Each run starts with an empty op log: the second would otherwise count
+  # recovering the first's records at start-up as per-request work.
+  rm -rf "$WORK"/state*
   case "$1" in
     switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
                   "$BIN/switchyard" run --config "$SY_CONFIG" >/dev/null 2>"$WORK/vg.err" & ;;

@@ -93,11 +93,13 @@ measure() { # name port workers client-cpus [script]
 declare -A RATE_P50 RATE_P99 RATE_GOT RATE_ASKED
 # constant_rate name port pct workers client-cpus: rate-load at pct% of
 # nginx's maximum with this many workers.
+# switchyard+features gets compare.sh's mix (one request in four a write).
 constant_rate() {
-  local name=$1 port=$2 pct=$3 w=$4 cpus=$5 rate out
+  local name=$1 port=$2 pct=$3 w=$4 cpus=$5 rate out writes=0
+  [[ $name == switchyard+features ]] && writes=4
   rate=$(awk -v r="${RPS[nginx,$w]}" -v p="$pct" 'BEGIN { printf "%.0f", r * p / 100 }')
   out=$(taskset -c "$cpus" "$BIN/rate-load" --addr "127.0.0.1:$port" --rate "$rate" --secs "$RATE_SECS" \
-    --connections "$CONNECTIONS")
+    --connections "$CONNECTIONS" --write-every "$writes")
   RATE_P50[$name,$w,$pct]=$(sed -n 's/.*p50_ms=\([^ ]*\).*/\1/p' <<<"$out")
   RATE_P99[$name,$w,$pct]=$(sed -n 's/.*p99_ms=\([^ ]*\).*/\1/p' <<<"$out")
   RATE_GOT[$name,$w,$pct]=$(sed -n 's/.*achieved=\([^ ]*\).*/\1/p' <<<"$out")
@@ -121,7 +123,7 @@ for w in $WORKERS; do
     esac
   done
   for pct in $RATES; do
-    for t in backend:$BACKEND nginx:$NGINX haproxy:$HAPROXY bare-pingora:$BARE switchyard:$SY; do
+    for t in backend:$BACKEND nginx:$NGINX haproxy:$HAPROXY bare-pingora:$BARE switchyard:$SY switchyard+features:$SYF; do
       constant_rate "${t%%:*}" "${t##*:}" "$pct" "$w" $client
     done
   done
@@ -141,12 +143,12 @@ done
 echo
 echo "switchyard+features: one request in four a write (POST /kv/x), logged with fsync: batch."
 [[ -z "$RATES" ]] && exit 0
-printf '\nConstant rate (GET; latency from when each request was due), added over the backend alone:\n'
-printf '%-14s %7s %6s %9s %10s %12s %12s %12s\n' target workers "% max" "rate" "achieved" "p50 added" "p99 added" "p99"
+printf '\nConstant rate (latency from when each request was due), added over the backend alone (GETs):\n'
+printf '%-20s %7s %6s %9s %10s %12s %12s %12s\n' target workers "% max" "rate" "achieved" "p50 added" "p99 added" "p99"
 for w in $WORKERS; do
   for pct in $RATES; do
-    for t in backend nginx haproxy bare-pingora switchyard; do
-      printf '%-14s %7s %6s %9s %10s %9.3f ms %9.3f ms %9s ms\n' "$t" "$w" "$pct" "${RATE_ASKED[$w,$pct]}" \
+    for t in backend nginx haproxy bare-pingora switchyard switchyard+features; do
+      printf '%-20s %7s %6s %9s %10s %9.3f ms %9.3f ms %9s ms\n' "$t" "$w" "$pct" "${RATE_ASKED[$w,$pct]}" \
         "${RATE_GOT[$t,$w,$pct]}" \
         "$(awk -v a="${RATE_P50[$t,$w,$pct]}" -v b="${RATE_P50[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
         "$(awk -v a="${RATE_P99[$t,$w,$pct]}" -v b="${RATE_P99[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
@@ -154,4 +156,5 @@ for w in $WORKERS; do
     done
   done
 done
+echo "switchyard+features: one request in four a write, as above."
 echo "A target whose achieved rate is below the rate asked could not keep up: its latency is its queue."

@@ -13,7 +13,12 @@
 //!
 //! ```text
 //! rate-load --addr 127.0.0.1:8080 --rate 20000 [--connections 32] [--secs 5] [--path /kv/x]
+//!           [--write-every 4]
 //! ```
+//!
+//! With `--write-every N`, every Nth request of a connection is a write
+//! (`POST` to the same path with a small JSON body), the mix the peers
+//! drills send to Switchyard with its routing features on.
 //!
 //! Prints one `key=value` line: the rate asked and achieved, latency
 //! percentiles in ms, and the requests that failed.
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -44,12 +49,19 @@ struct Args {
     secs: u64,
     #[arg(long, default_value = "/kv/x")]
     path: String,
+    /// Every Nth request is a write (`POST`); 0, none.
+    #[arg(long, default_value_t = 0)]
+    write_every: u64,
 }
+
+/// The body every write carries.
+const WRITE_BODY: &[u8] = br#"{"v":1}"#;
 
 /// One connection's share: latencies in µs, and failures.
 async fn run_connection(
     addr: SocketAddr,
     path: String,
+    write_every: u64,
     interval: Duration,
     start: Instant,
     until: Instant,
@@ -62,13 +74,23 @@ async fn run_connection(
     let mut failed = 0;
     let mut due = start;
     let mut previous_answered = start;
+    let mut sent_count: u64 = 0;
     while due < until {
         tokio::time::sleep_until(due.into()).await;
         let sent = Instant::now();
         let counted_from = if previous_answered > due { due } else { sent };
-        let request = hyper::Request::get(path.as_str())
+        sent_count += 1;
+        let write = write_every > 0 && sent_count % write_every == 0;
+        let (builder, body) = if write {
+            let post = hyper::Request::post(path.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            (post, Bytes::from_static(WRITE_BODY))
+        } else {
+            (hyper::Request::get(path.as_str()), Bytes::new())
+        };
+        let request = builder
             .header(hyper::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())?;
+            .body(Full::new(body))?;
         let ok = match send.send_request(request).await {
             Ok(response) => {
                 let status = response.status();
@@ -119,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             tasks.push(tokio::spawn(run_connection(
                 args.addr,
                 args.path.clone(),
+                args.write_every,
                 interval,
                 start + offset,
                 until,
