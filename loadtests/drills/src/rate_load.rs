@@ -80,7 +80,7 @@ async fn run_connection(
         let sent = Instant::now();
         let counted_from = if previous_answered > due { due } else { sent };
         sent_count += 1;
-        let write = write_every > 0 && sent_count % write_every == 0;
+        let write = write_every > 0 && sent_count.is_multiple_of(write_every);
         let (builder, body) = if write {
             let post = hyper::Request::post(path.as_str())
                 .header(hyper::header::CONTENT_TYPE, "application/json");
