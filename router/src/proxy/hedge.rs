@@ -218,7 +218,8 @@ async fn relay(
     mut a: Answered,
 ) -> Result<()> {
     let entry = &topo.regions[a.idx as usize];
-    let secs = a.started.elapsed().as_secs_f64();
+    let now = Instant::now();
+    let secs = now.saturating_duration_since(a.started).as_secs_f64();
     let mut resp: ResponseHeader = a
         .session
         .response_header()
@@ -226,7 +227,7 @@ async fn relay(
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))?;
     entry
         .live
-        .record_response_time(secs, topo.config.routing.latency.ewma_alpha);
+        .record_response_time(secs, topo.config.routing.latency.ewma_alpha, now);
     entry
         .live
         .stats

@@ -21,7 +21,7 @@ use tower::retry::budget::Budget;
 use crate::control::repair;
 use crate::control::RouterState;
 use crate::metrics;
-use crate::route::classify::classify;
+use crate::route::classify::classify_at;
 use crate::route::concurrency;
 use crate::route::decide::{
     decide_with_fallback, take_rate_tokens, verdict, Verdict, WAIT_EXPIRED,
@@ -126,25 +126,27 @@ impl Edge {
         true
     }
 
-    /// Classifies and decides. `Ok(Some(limit))`: the read's class waits up
-    /// to `limit` for its preferred replica to become fresh; ask again, with
-    /// `waited` once the wait is over.
+    /// Classifies and decides at `now`. `Ok(Some(limit))`: the read's class
+    /// waits up to `limit` for its preferred replica to become fresh; ask
+    /// again, with `waited` once the wait is over.
     fn classify_and_route(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         ip: IpAddr,
+        now: Instant,
         waited: bool,
     ) -> std::result::Result<Option<Duration>, Reject> {
         let req = session.req_header();
         let now_ms = switchyard_oplog::unix_ms();
-        let classified = classify(
+        let classified = classify_at(
             &ctx.topo,
             &req.method,
             req.uri.path(),
             &req.headers,
             ip,
             now_ms,
+            ratelimit::nanos(now),
         )?;
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
@@ -209,7 +211,7 @@ impl Edge {
         }
         ctx.order = decision.order;
         ctx.stale_ms = decision.stale_ms;
-        take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(ctx.started))?;
+        take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(now))?;
         if ctx.class == RequestClass::Read {
             self.state.retry_budget.deposit();
         }
@@ -220,14 +222,18 @@ impl Edge {
     /// read's class asks to wait for a replica to catch up.
     async fn route(&self, session: &mut Session, ctx: &mut Ctx, ip: IpAddr) -> Option<Reject> {
         let mut deadline: Option<Instant> = None;
+        // The clock reading taken when the request arrived, microseconds ago,
+        // until the request waits.
+        let mut now = ctx.started;
         loop {
-            let waited = deadline.is_some_and(|d| Instant::now() >= d);
-            match self.classify_and_route(session, ctx, ip, waited) {
+            let waited = deadline.is_some_and(|d| now >= d);
+            match self.classify_and_route(session, ctx, ip, now, waited) {
                 Ok(None) => return None,
                 Ok(Some(limit)) => {
                     ctx.seen.waited = true;
-                    deadline.get_or_insert_with(|| Instant::now() + limit);
+                    deadline.get_or_insert_with(|| now + limit);
                     tokio::time::sleep(WAIT_POLL).await;
+                    now = Instant::now();
                 }
                 Err(r) => return Some(r),
             }
@@ -588,7 +594,8 @@ impl ProxyHttp for Edge {
         }
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;
-            let secs = t.elapsed().as_secs_f64();
+            let now = Instant::now();
+            let secs = now.saturating_duration_since(t).as_secs_f64();
             ctx.seen.upstream_ms = Some((secs * 1e6).round() / 1e3);
             if let Some(a) = ctx.seen.attempt_spans.last_mut() {
                 a.status = Some(resp.status.as_u16());
@@ -598,7 +605,7 @@ impl ProxyHttp for Edge {
             if let Some(key) = &mut ctx.idempotency {
                 key.answered();
             }
-            entry.live.record_response_time(secs, alpha);
+            entry.live.record_response_time(secs, alpha, now);
             entry
                 .live
                 .stats

@@ -62,11 +62,11 @@ impl StreamedBody {
 
 /// Request headers an op log record keeps, so a replay means the same thing.
 /// Credentials are never kept.
-const KEPT_FOR_REPLAY: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "content-language",
-    "accept",
+const KEPT_FOR_REPLAY: [http::HeaderName; 4] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_LANGUAGE,
+    http::header::ACCEPT,
 ];
 
 /// A write's body as the router has it before forwarding.
@@ -264,8 +264,8 @@ pub(super) async fn log_intent(
         headers: KEPT_FOR_REPLAY
             .iter()
             .filter_map(|name| {
-                let v = req.headers.get(*name)?.to_str().ok()?;
-                Some((name.to_string(), v.to_string()))
+                let v = req.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_string(), v.to_string()))
             })
             .collect(),
         body: logged_body,

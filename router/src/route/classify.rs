@@ -57,6 +57,22 @@ pub fn classify<'a>(
     client_ip: IpAddr,
     now_ms: u64,
 ) -> Result<Classified<'a>, Reject> {
+    let mono_ns = crate::route::live::now_nanos();
+    classify_at(topo, method, path, headers, client_ip, now_ms, mono_ns)
+}
+
+/// [`classify`] at a monotonic time already read (`mono_ns`, see
+/// [`now_nanos`](crate::route::live::now_nanos)): the proxy passes the
+/// reading it took when the request arrived.
+pub(crate) fn classify_at<'a>(
+    topo: &'a Topology,
+    method: &Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    client_ip: IpAddr,
+    now_ms: u64,
+    mono_ns: u64,
+) -> Result<Classified<'a>, Reject> {
     let cfg = &*topo.config;
     let route = cfg.route_for_path(path);
     let service = route
@@ -101,7 +117,7 @@ pub fn classify<'a>(
     };
     Ok(Classified {
         now_ms,
-        mono_ns: crate::route::live::now_nanos(),
+        mono_ns,
         ryw: token.as_ref().map(|t| t.mark),
         ryw_origin: token.map(|t| crate::route::ryw::Origin {
             epoch: t.epoch,

@@ -225,10 +225,12 @@ impl RegionLive {
         );
     }
 
-    pub(crate) fn record_response_time(&self, secs: f64, alpha: f64) {
+    /// A response that took `secs`, answered at `at` (the caller's clock
+    /// reading, which timed it: one reading per response, not two).
+    pub(crate) fn record_response_time(&self, secs: f64, alpha: f64, at: Instant) {
         self.response_time.observe(secs, alpha);
         self.response_sampled_at
-            .store(now_nanos(), Ordering::Relaxed);
+            .store(crate::route::ratelimit::nanos(at), Ordering::Relaxed);
     }
 
     /// Seconds since the last response-time sample.
