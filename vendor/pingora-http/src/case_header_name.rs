@@ -45,6 +45,17 @@ pub trait IntoCaseHeaderName {
     fn parsed_header_name(&self) -> Option<HeaderName> {
         None
     }
+
+    /// The name already parsed, given up whole: what a header map that keeps
+    /// no case stores. Unlike [Self::parsed_header_name()] nothing is cloned
+    /// (for a custom name a clone is a reference count, or an allocation to
+    /// share its bytes).
+    fn into_parsed_header_name(self) -> std::result::Result<HeaderName, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -72,6 +83,10 @@ impl IntoCaseHeaderName for HeaderName {
 
     fn parsed_header_name(&self) -> Option<HeaderName> {
         Some(self.clone())
+    }
+
+    fn into_parsed_header_name(self) -> std::result::Result<HeaderName, Self> {
+        Ok(self)
     }
 }
 

@@ -872,12 +872,21 @@ fn append_header_value<T>(
 
 /// The header name to key the maps with, and the cased name to record when
 /// `keep_case`. A name given already parsed is not parsed again, and its
-/// cased form is only made when a case map will hold it.
+/// cased form is only made when a case map will hold it; without one, a
+/// name given by value is stored as it is, not cloned.
 #[inline]
 fn names(
     name: impl IntoCaseHeaderName,
     keep_case: bool,
 ) -> Result<(HeaderName, Option<CaseHeaderName>)> {
+    let name = if keep_case {
+        name
+    } else {
+        match name.into_parsed_header_name() {
+            Ok(header_name) => return Ok((header_name, None)),
+            Err(name) => name,
+        }
+    };
     if let Some(header_name) = name.parsed_header_name() {
         let case_header_name = keep_case.then(|| name.into_case_header_name());
         return Ok((header_name, case_header_name));
@@ -1130,6 +1139,28 @@ mod tests {
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"foo: Bar\r\n");
         assert!(resp.case_header_iter().next().is_none());
+    }
+
+    #[test]
+    fn test_parsed_names_given_by_value() {
+        let custom = HeaderName::from_static("x-custom");
+        let mut req = RequestHeader::new_no_case(None);
+        req.append_header(http::header::HOST, "a").unwrap();
+        req.append_header(custom.clone(), "b").unwrap();
+        req.append_header(&custom, "c").unwrap();
+        assert_eq!(req.headers[http::header::HOST], "a");
+        let values: Vec<_> = req.headers.get_all(&custom).iter().collect();
+        assert_eq!(values, ["b", "c"]);
+        assert!(req.case_header_iter().next().is_none());
+
+        // A map that keeps case still records a cased name for each.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header(http::header::HOST, "a").unwrap();
+        req.append_header(custom, "b").unwrap();
+        assert_eq!(req.case_header_iter().count(), 2);
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"Host: a\r\nx-custom: b\r\n");
     }
 
     #[test]

@@ -474,17 +474,28 @@ impl HttpSession {
                         let buf = buf.freeze();
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
                             };
-
-                            request_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")?;
+                            let appended = if self.keep_header_case {
+                                let header_name = header.get_name_bytes(&buf);
+                                request_header.append_header(
+                                    header_name.into_case_header_name(),
+                                    header_value,
+                                )
+                            } else {
+                                // No case to keep: the name is parsed from the
+                                // buffer, not from a reference-counted slice of it
+                                // that would only be dropped again.
+                                http::HeaderName::from_bytes(header.get_name(&buf))
+                                    .or_err(InvalidHTTPHeader, "invalid header name")
+                                    .and_then(|name| {
+                                        request_header.append_header(name, header_value)
+                                    })
+                            };
+                            appended.or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
                         let contains_transfer_encoding =
