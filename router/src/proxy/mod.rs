@@ -139,6 +139,7 @@ impl Edge {
     ) -> std::result::Result<Option<Duration>, Reject> {
         let req = session.req_header();
         let now_ms = switchyard_oplog::unix_ms();
+        let now_ns = ratelimit::nanos(now);
         let classified = classify_at(
             &ctx.topo,
             &req.method,
@@ -146,7 +147,7 @@ impl Edge {
             &req.headers,
             ip,
             now_ms,
-            ratelimit::nanos(now),
+            now_ns,
         )?;
         ctx.class = classified.class;
         ctx.synthetic = classified.synthetic;
@@ -211,7 +212,7 @@ impl Edge {
         }
         ctx.order = decision.order;
         ctx.stale_ms = decision.stale_ms;
-        take_rate_tokens(&ctx.topo, &mut ctx.order, ratelimit::nanos(now))?;
+        take_rate_tokens(&ctx.topo, &mut ctx.order, now_ns)?;
         if ctx.class == RequestClass::Read {
             self.state.retry_budget.deposit();
         }
