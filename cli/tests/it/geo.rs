@@ -115,8 +115,10 @@ async fn a_spoofed_geo_header_or_forwarded_for_never_leaves_the_residency_zone()
             german.get(&url).header("X-Forwarded-For", "127.0.0.1")
         };
         let resp = req.send().await.expect("request");
-        assert_eq!(served_by(&resp), "eu", "request {i}");
-        let echo: serde_json::Value = resp.json().await.expect("echo");
+        let (status, region) = (resp.status(), served_by(&resp));
+        let body = resp.text().await.expect("body");
+        assert_eq!(region, "eu", "request {i}: {status} {body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).expect("echo");
         let seen = echo["headers"].to_string().to_lowercase();
         assert!(!seen.contains("cf-ipcountry"), "{seen}");
         assert!(

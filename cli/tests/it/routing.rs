@@ -96,6 +96,40 @@ async fn health_failover_has_no_5xx_after_detection() {
     assert!(counts.get("a").copied().unwrap_or(0) > 50, "{counts:?}");
 }
 
+/// The router serves only once it has heard from its regions: a region down
+/// at start gets no request, and the replicas' lag is known for the first
+/// bounded read, though the next probe is a minute away.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_requests_are_routed_on_what_the_first_probes_found() {
+    let (a, b) = (region("a").await, region("b").await);
+    a.set("health", json!(503)).await;
+    let dir = TempDir::new();
+    let cfg = slow_health(&two_regions(
+        &a,
+        &b,
+        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
+        "",
+        &dir,
+    ));
+    let router = Router::start_in(dir, &cfg);
+    let status = router.status().await;
+    assert_eq!(status["regions"]["a"]["healthy"], false, "{status}");
+    assert_eq!(status["regions"]["b"]["healthy"], true, "{status}");
+    assert_eq!(status["regions"]["b"]["lag_known"], true, "{status}");
+    let before = a.requests();
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let (status, region) =
+            get_region(&client, &router.url("/kv/x"), Some(&format!("k{i}"))).await;
+        assert_eq!((status, region.as_str()), (404, "b"), "request {i}");
+    }
+    assert_eq!(
+        a.requests(),
+        before,
+        "no read reached the region down at start"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let (a, b) = (region("a").await, region("b").await);

@@ -165,6 +165,16 @@ impl App {
             resolver,
         });
         crate::control::start_loops(&state, &reloader);
+        // Listeners are bound (or taken over) only once the regions have been
+        // heard from: the first requests are routed on what the probes found.
+        let probing = Instant::now();
+        let unheard = control.block_on(crate::control::health::first_round(&state));
+        let waited_ms = probing.elapsed().as_millis() as u64;
+        if unheard.is_empty() {
+            tracing::info!(waited_ms, "every region endpoint probed once");
+        } else {
+            tracing::warn!(waited_ms, endpoints = ?unheard, "serving before these endpoints answered a first probe");
+        }
         let inherited = match replaces {
             Some(pid) => handover::take_over(&config.state_dir, pid)?,
             None => handover::Inherited::default(),

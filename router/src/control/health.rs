@@ -1,5 +1,8 @@
 //! Active health checks: each endpoint is probed at its region's interval;
-//! `fall` failures in a row take it down and `rise` successes bring it back.
+//! `fall` failures in a row take it down and `rise` successes bring it back;
+//! an endpoint is assumed up until its first probe, whose failure counts in
+//! full. The router binds its listeners once every endpoint has been probed
+//! once (or the longest probe timeout has passed).
 //! The health JSON feeds the region's live state (lag, applied position, role,
 //! epoch) and spec-drift detection against the Region Artifact.
 
@@ -169,6 +172,7 @@ pub(crate) async fn check_endpoint(
         let h = entry.spec.health.clone();
         let alpha = topo.config.routing.latency.ewma_alpha;
         let started = Instant::now();
+        let reachable = !endpoint.addrs.load().is_empty();
         let result = probe(&entry.transport, &endpoint, &h.path, h.timeout).await;
         let rtt = started.elapsed().as_secs_f64();
         match &result {
@@ -191,7 +195,11 @@ pub(crate) async fn check_endpoint(
                     .live
                     .probe_rtt
                     .observe(rtt.max(h.timeout.as_secs_f64()), alpha);
-                if fail_run >= h.fall && endpoint.healthy.swap(false, Ordering::Relaxed) {
+                // Until its first probe an endpoint is only assumed up: the
+                // first answer counts in full.
+                let first = !endpoint.probed.load(Ordering::Relaxed);
+                if (fail_run >= h.fall || first) && endpoint.healthy.swap(false, Ordering::Relaxed)
+                {
                     tracing::warn!(region, endpoint = %endpoint.spec, reason = %why, "endpoint down");
                 }
             }
@@ -205,7 +213,45 @@ pub(crate) async fn check_endpoint(
             topo.refresh_panic();
         }
         entry.live.publish_gauges(&entry.spec.name);
+        // Said after the live state took the probe in, so whoever waits for
+        // it (the first round at start) sees what the probe found.
+        if reachable {
+            endpoint.probed.store(true, Ordering::Release);
+        }
         tokio::time::sleep(h.interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Waits until every endpoint has been probed once, or for the longest
+/// probe timeout and a second for names to resolve; returns the endpoints
+/// not heard from by then. A router that serves before hearing from its
+/// regions knows no replica's lag yet, so it turns away the bounded reads
+/// it could serve, and it sends traffic to regions that may be down.
+pub(crate) async fn first_round(state: &RouterState) -> Vec<String> {
+    let topo = state.topology.load_full();
+    let longest = topo
+        .regions
+        .iter()
+        .map(|r| r.spec.health.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + longest + Duration::from_secs(1);
+    loop {
+        let unheard: Vec<String> = topo
+            .regions
+            .iter()
+            .flat_map(|r| {
+                r.endpoints
+                    .endpoints
+                    .iter()
+                    .filter(|e| !e.probed.load(Ordering::Acquire))
+                    .map(move |e| format!("{} {}", r.spec.name, e.spec))
+            })
+            .collect();
+        if unheard.is_empty() || tokio::time::Instant::now() >= deadline {
+            return unheard;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -309,6 +309,9 @@ pub(crate) struct EndpointLive {
     pub(crate) retired: AtomicBool,
     /// Set once its health and DNS tasks run, so a reload starts them once.
     pub(crate) tasks_started: AtomicBool,
+    /// Set once a probe reached one of its addresses (answered or failed):
+    /// until then its health, lag and role are only assumed.
+    pub(crate) probed: AtomicBool,
     /// Why its last probe failed (a refused connection, a certificate that
     /// did not verify, a status); cleared by a probe that succeeds.
     pub(crate) last_failure: arc_swap::ArcSwapOption<String>,
@@ -346,6 +349,7 @@ impl EndpointLive {
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
             tasks_started: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
             last_failure: arc_swap::ArcSwapOption::empty(),
             inflight: AtomicUsize::new(0),
         }
