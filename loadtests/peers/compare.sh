@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Before and after, in one run: two builds of Switchyard (routing features
 # off and on) and of the bare pingora proxy, beside nginx, one worker each
-# on CPU 0 in front of the same backend, `wrk` on CPU 1. The targets take
+# on CPU 0 in front of the same backend, `wrk` on CPU 1 (or WORKERS=2). The targets take
 # turns for ROUNDS rounds; each figure is the median of its rounds, and each
 # ratio is to nginx in the same round, so a machine that gets busier halfway
 # moves every target, not the comparison.
 #
 #   compare.sh OLD_BIN_DIR [NEW_BIN_DIR]    # ROUNDS=3 DURATION=5s CONNECTIONS=32
+#   WORKERS=2 compare.sh ...                # two workers each, on both CPUs
+#                                           # beside the client (as run.sh)
 #
 # A BIN_DIR holds `switchyard` and `bare-proxy` (e.g. target/dist of an
 # older checkout: `git worktree add /tmp/old REV`, then build it there with
@@ -28,6 +30,10 @@ done
 source loadtests/peers/lib.sh
 require_tools wrk nginx taskset
 ROUNDS=${ROUNDS:-3}
+WORKERS=${WORKERS:-1}
+# One worker: each target on CPU 0, the client on CPU 1. Two: the targets
+# may use both CPUs, beside the client.
+if [[ $WORKERS == 1 ]]; then CPUS=0; CLIENT=1; else CPUS=0,1; CLIENT=0,1; fi
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
 BASE=${BASE_PORT:-18380}
@@ -38,25 +44,25 @@ declare -A PORT PID
 port=$((BASE + 1))
 
 PORT[nginx]=$port
-nginx_proxy_config "$port" "$BACKEND"
-taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
+nginx_proxy_config "$port" "$BACKEND" "$WORKERS"
+taskset -c "$CPUS" nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 NGINX_MASTER=$!
 
 for build in old new; do
   dir=$OLD; [[ $build == new ]] && dir=$NEW
   port=$((port + 1)); PORT[bare-$build]=$port
-  taskset -c 0 "$dir/bare-proxy" 127.0.0.1:$port 127.0.0.1:$BACKEND 1 2>"$WORK/bare-$build.err" & PIDS+=($!)
+  taskset -c "$CPUS" "$dir/bare-proxy" 127.0.0.1:$port 127.0.0.1:$BACKEND "$WORKERS" 2>"$WORK/bare-$build.err" & PIDS+=($!)
   PID[bare-$build]=$!
   port=$((port + 1)); PORT[switchyard-$build]=$port
   switchyard_config $port $BACKEND 1s "state_dir: $WORK/state-sy-$build"
   mv "$WORK/switchyard.yaml" "$WORK/sy-$build.yaml"
-  SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$dir/switchyard" run --config "$WORK/sy-$build.yaml" \
+  SWITCHYARD_THREADS=$WORKERS SWITCHYARD_LOG=warn taskset -c "$CPUS" "$dir/switchyard" run --config "$WORK/sy-$build.yaml" \
     >/dev/null 2>"$WORK/sy-$build.err" & PIDS+=($!)
   PID[switchyard-$build]=$!
   port=$((port + 1)); PORT[features-$build]=$port
   features_config $port
   sed "s#state-features#state-features-$build#" "$WORK/features.yaml" > "$WORK/syf-$build.yaml"
-  SWITCHYARD_THREADS=1 SWITCHYARD_LOG=warn taskset -c 0 "$dir/switchyard" run --config "$WORK/syf-$build.yaml" \
+  SWITCHYARD_THREADS=$WORKERS SWITCHYARD_LOG=warn taskset -c "$CPUS" "$dir/switchyard" run --config "$WORK/syf-$build.yaml" \
     >/dev/null 2>"$WORK/syf-$build.err" & PIDS+=($!)
   PID[features-$build]=$!
 done
@@ -70,10 +76,10 @@ measure() { # target round
   [[ $t == features-* ]] && script=(-s "$WORK/mixed.lua")
   # nginx's worker is its master's child, there once nginx listens.
   [[ $t == nginx ]] && PID[nginx]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
+  taskset -c "$CLIENT" wrk -t"$WORKERS" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
   # shellcheck disable=SC2086 # PID lists are space-separated on purpose
   read -r u0 s0 < <(cpu_split_of ${PID[$t]})
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x")
+  out=$(taskset -c "$CLIENT" wrk -t"$WORKERS" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x")
   # shellcheck disable=SC2086
   read -r u1 s1 < <(cpu_split_of ${PID[$t]})
   if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers" >&2; fi
@@ -88,8 +94,8 @@ for r in $(seq "$ROUNDS"); do
 done
 
 median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-printf '\n%-16s %10s %12s %10s   (median of %s rounds of %s; ratio to nginx in the same round)\n' \
-  target "req/s" "CPU µs/req" "vs nginx" "$ROUNDS" "$DURATION"
+printf '\n%-16s %10s %12s %10s   (%s worker(s); median of %s rounds of %s; ratio to nginx in the same round)\n' \
+  target "req/s" "CPU µs/req" "vs nginx" "$WORKERS" "$ROUNDS" "$DURATION"
 for t in "${TARGETS[@]}"; do
   rps=() cpu=() user=() sys=() ratio=()
   for r in $(seq "$ROUNDS"); do

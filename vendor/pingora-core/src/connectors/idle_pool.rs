@@ -15,8 +15,8 @@
 //! Idle upstream connections kept for reuse, without a task per connection.
 //!
 //! A released connection is put on its peer's stack with the time it
-//! expires; taking one pops the most recently released (the warmest) and
-//! checks it on the spot: expired, closed by the server or holding
+//! expires; taking one pops the most recently released (the warmest), the
+//! calling worker's own if one of the warmest is, and checks it on the spot: expired, closed by the server or holding
 //! unexpected data, it is dropped and the next one is tried. Nothing watches
 //! a connection while it waits: the socket stays registered with the
 //! runtime, which records a close or data as readiness, and the check reads
@@ -26,7 +26,9 @@
 //! than a second.
 
 use super::test_reusable_stream;
+use crate::protocols::l4::stream::thread_slot;
 use crate::protocols::Stream;
+use log::debug;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -45,7 +47,14 @@ struct Idle {
     expires: Option<Instant>,
     /// Release order across the whole pool, for evicting the oldest.
     seq: u64,
+    /// The thread that released it ([`thread_slot`]): with single-threaded
+    /// workers, the one whose runtime has its socket.
+    thread: u32,
 }
+
+/// How many of a peer's warmest connections a worker looks through for one
+/// it released itself before it takes the warmest of all.
+const SAME_THREAD_LOOKS: usize = 16;
 
 /// Reuse keys are hashes already (`Peer::reuse_hash`), computed by the
 /// proxy from its own peer settings: each is its own bucket hash, with no
@@ -125,6 +134,7 @@ impl IdlePool {
                 since: now,
                 expires: idle_timeout.map(|t| now + t),
                 seq,
+                thread: thread_slot(),
             });
         }
         self.start_sweeper();
@@ -133,20 +143,37 @@ impl IdlePool {
     }
 
     /// The most recently released connection under `key` that is still
-    /// usable; the unusable ones met on the way are closed.
+    /// usable, one this thread released if there is one among the warmest;
+    /// the unusable ones met on the way are closed. A connection another
+    /// single-threaded worker released is registered with this one's runtime
+    /// before it is handed out.
     pub(crate) fn take(&self, key: u64) -> Option<Stream> {
+        let here = thread_slot();
         loop {
             let mut idle = {
                 let mut g = self.groups.lock();
-                let idle = g.by_key.get_mut(&key)?.pop()?;
+                let stack = g.by_key.get_mut(&key)?;
+                let last = stack.len().checked_sub(1)?;
+                let mine = stack
+                    .iter()
+                    .rev()
+                    .take(SAME_THREAD_LOOKS)
+                    .position(|i| i.thread == here);
+                let idle = stack.remove(last - mine.unwrap_or(0));
                 g.count -= 1;
                 idle
             };
             if idle.expires.is_some_and(|e| Instant::now() >= e) {
                 continue;
             }
-            if test_reusable_stream(&mut idle.stream, &self.unexpected_data) {
-                return Some(idle.stream);
+            // Checked before the socket moves: the readiness it is judged by
+            // was recorded by the runtime it is registered with now.
+            if !test_reusable_stream(&mut idle.stream, &self.unexpected_data) {
+                continue;
+            }
+            match idle.stream.register_on_this_thread() {
+                Ok(()) => return Some(idle.stream),
+                Err(e) => debug!("an idle connection could not move to this worker: {e}"),
             }
         }
     }
@@ -258,6 +285,53 @@ mod tests {
         assert_eq!(p.take(1).unwrap().id(), a_id);
         assert!(p.take(1).is_none());
         assert_eq!(p.len(), 0);
+    }
+
+    /// A worker takes back a connection it released before a warmer one
+    /// another worker released; taking the other's moves it to this
+    /// worker's runtime, so it works once the other runtime is gone.
+    #[tokio::test]
+    async fn a_worker_takes_its_own_connection_first_and_moves_anothers() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (mine, _sm) = pair(&listener).await;
+        let mine_id = mine.id();
+        p.put(1, mine, None);
+        let other = p.clone();
+        let (other_runtime, theirs_id, mut their_server) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (id, server) = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let (theirs, server) = pair(&listener).await;
+                let id = theirs.id();
+                other.put(1, theirs, None);
+                (id, server.into_std().unwrap())
+            });
+            (rt, id, server)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(p.take(1).unwrap().id(), mine_id, "its own first");
+        let mut theirs = p.take(1).unwrap();
+        assert_eq!(theirs.id(), theirs_id);
+        // Dropped where blocking is allowed: its driver stops.
+        std::thread::spawn(move || drop(other_runtime))
+            .join()
+            .unwrap();
+        theirs.write_all(b"ping").await.unwrap();
+        theirs.flush().await.unwrap();
+        their_server.set_nonblocking(false).unwrap();
+        let mut got = [0u8; 4];
+        std::io::Read::read_exact(&mut their_server, &mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        std::io::Write::write_all(&mut their_server, b"pong").unwrap();
+        let mut back = [0u8; 4];
+        theirs.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"pong", "read through this worker's runtime");
     }
 
     #[tokio::test]

@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{ErrorType::AcceptError, OrErr, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -314,6 +314,11 @@ pub(crate) struct UninitializedStream {
 
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
+        // The accepting worker hands the connection to another (the one this
+        // runs on): its readiness moves with it.
+        self.l4
+            .register_on_this_thread()
+            .or_err(AcceptError, "cannot register the accepted socket")?;
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)

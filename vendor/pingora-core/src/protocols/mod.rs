@@ -88,6 +88,15 @@ pub trait Peek {
     async fn wait_readable(&mut self) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Moves the socket's readiness to this thread's runtime when another
+    /// single-threaded runtime has it, so that the thread serving the stream
+    /// is the one woken when it is ready (see
+    /// [`l4::stream::Stream::register_on_this_thread`]). Nothing to do by
+    /// default.
+    fn register_on_this_thread(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 use std::any::Any;

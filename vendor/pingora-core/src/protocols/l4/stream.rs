@@ -543,6 +543,10 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    /// The thread ([`thread_slot`]) whose runtime's I/O driver the socket is
+    /// registered with: the one it was made on, until
+    /// [`Stream::register_on_this_thread`] moves it.
+    registered_on: u32,
 }
 
 impl Stream {
@@ -643,6 +647,71 @@ impl Stream {
         let stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
         let _ = mem::replace(&mut self.stream, stream);
     }
+
+    /// Registers the socket with the I/O driver of the runtime running on
+    /// this thread, when that is a single-threaded runtime (one of the
+    /// no-steal workers) and another thread's runtime has the socket.
+    ///
+    /// A socket's readiness is seen by the driver it is registered with. A
+    /// connection accepted by one worker and served by another, or pooled by
+    /// one and reused by another, would otherwise have every read it waits
+    /// for relayed across threads: the other worker's driver wakes, then
+    /// wakes this one (a system call, and often a sleeping thread). Moving
+    /// the registration costs two `epoll_ctl` calls, once.
+    ///
+    /// Done only with nothing buffered (a stream about to be served or
+    /// reused has nothing buffered); otherwise the registration is left as
+    /// it is. On an error the socket is lost: the caller drops the stream.
+    pub fn register_on_this_thread(&mut self) -> io::Result<()> {
+        let here = thread_slot();
+        if self.registered_on == here || !on_single_threaded_runtime() {
+            return Ok(());
+        }
+        let empty = match self.stream() {
+            BufferedStream::UnbufferedRead(writer) => writer.buffer().is_empty(),
+            BufferedStream::BufferedRead(reader) => {
+                reader.buffer().is_empty() && reader.get_ref().buffer().is_empty()
+            }
+        };
+        if !empty || !self.rewind_read_buf.is_empty() {
+            return Ok(());
+        }
+        let read = match self.stream() {
+            BufferedStream::UnbufferedRead(_) => 0,
+            BufferedStream::BufferedRead(_) => self.buffer_capacity.0,
+        };
+        let write = self.buffer_capacity.1;
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut raw = buffered.into_inner();
+        raw.stream = match raw.stream {
+            RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            #[cfg(unix)]
+            RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
+            virtual_stream @ RawStream::Virtual(_) => virtual_stream,
+        };
+        self.stream = Some(BufferedStream::with_capacity(read, write, raw));
+        self.registered_on = here;
+        Ok(())
+    }
+}
+
+/// A number for the calling thread, handed out the first time it asks.
+pub(crate) fn thread_slot() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    thread_local! {
+        static SLOT: u32 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|slot| *slot)
+}
+
+/// Whether this thread runs a single-threaded tokio runtime, whose tasks
+/// (and the sockets registered with its driver) stay on this thread.
+fn on_single_threaded_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 impl From<TcpStream> for Stream {
@@ -665,6 +734,7 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            registered_on: thread_slot(),
         }
     }
 }
@@ -689,6 +759,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            registered_on: thread_slot(),
         }
     }
 }
@@ -714,6 +785,7 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            registered_on: thread_slot(),
         }
     }
 }
@@ -750,6 +822,10 @@ impl Ssl for Stream {}
 
 #[async_trait]
 impl Peek for Stream {
+    fn register_on_this_thread(&mut self) -> std::io::Result<()> {
+        Stream::register_on_this_thread(self)
+    }
+
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         use tokio::io::AsyncReadExt;
         self.read_exact(buf).await?;

@@ -428,4 +428,11 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+impl<S: Peek> Peek for TlsStream<S> {
+    fn register_on_this_thread(&mut self) -> std::io::Result<()> {
+        match self.tls.stream.as_mut() {
+            Some(stream) => stream.get_mut().0.register_on_this_thread(),
+            None => Ok(()),
+        }
+    }
+}
