@@ -55,6 +55,12 @@ struct Idle {
 /// How many of a peer's warmest connections a worker looks through for one
 /// it released itself before it takes the warmest of all.
 const SAME_THREAD_LOOKS: usize = 16;
+/// ...and how much colder than the warmest such a connection may be. Under
+/// load the warmest connections were all released moments ago; with little
+/// traffic, a connection much colder than the warmest is likelier to be
+/// closed by the server just as it is reused, which costs more than a
+/// wake-up relayed from another worker.
+const SAME_THREAD_AGE: Duration = Duration::from_millis(100);
 
 /// Reuse keys are hashes already (`Peer::reuse_hash`), computed by the
 /// proxy from its own peer settings: each is its own bucket hash, with no
@@ -154,10 +160,12 @@ impl IdlePool {
                 let mut g = self.groups.lock();
                 let stack = g.by_key.get_mut(&key)?;
                 let last = stack.len().checked_sub(1)?;
+                let warmest = stack[last].since;
                 let mine = stack
                     .iter()
                     .rev()
                     .take(SAME_THREAD_LOOKS)
+                    .take_while(|i| warmest.saturating_duration_since(i.since) <= SAME_THREAD_AGE)
                     .position(|i| i.thread == here);
                 let idle = stack.remove(last - mine.unwrap_or(0));
                 g.count -= 1;
@@ -257,6 +265,7 @@ impl Groups {
 mod tests {
     use super::*;
     use crate::protocols::l4::stream::Stream as L4Stream;
+    use crate::protocols::UniqueIDType;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -287,6 +296,52 @@ mod tests {
         assert_eq!(p.len(), 0);
     }
 
+    /// Puts under `key` a connection made and released by another worker:
+    /// a thread with its own single-threaded runtime, returned with the
+    /// connection's id and its server end.
+    fn put_from_another_worker(
+        p: &Arc<IdlePool>,
+        key: u64,
+    ) -> (tokio::runtime::Runtime, UniqueIDType, std::net::TcpStream) {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (id, server) = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let (theirs, server) = pair(&listener).await;
+                let id = theirs.id();
+                p.put(key, theirs, None);
+                (id, server.into_std().unwrap())
+            });
+            (rt, id, server)
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A worker takes its own connection before a warmer one of another
+    /// worker only while it is about as warm: much colder, it is not.
+    #[tokio::test]
+    async fn a_much_colder_connection_of_its_own_is_not_preferred() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = pool(8);
+        let (mine, _sm) = pair(&listener).await;
+        p.put(1, mine, None);
+        {
+            let mut g = p.groups.lock();
+            let idle = &mut g.by_key.get_mut(&1).unwrap()[0];
+            idle.since = idle.since.checked_sub(SAME_THREAD_AGE * 2).unwrap();
+        }
+        let (other_runtime, theirs_id, _their_server) = put_from_another_worker(&p, 1);
+        assert_eq!(p.take(1).unwrap().id(), theirs_id, "the warmest");
+        std::thread::spawn(move || drop(other_runtime))
+            .join()
+            .unwrap();
+    }
+
     /// A worker takes back a connection it released before a warmer one
     /// another worker released; taking the other's moves it to this
     /// worker's runtime, so it works once the other runtime is gone.
@@ -298,23 +353,7 @@ mod tests {
         let (mine, _sm) = pair(&listener).await;
         let mine_id = mine.id();
         p.put(1, mine, None);
-        let other = p.clone();
-        let (other_runtime, theirs_id, mut their_server) = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let (id, server) = rt.block_on(async {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let (theirs, server) = pair(&listener).await;
-                let id = theirs.id();
-                other.put(1, theirs, None);
-                (id, server.into_std().unwrap())
-            });
-            (rt, id, server)
-        })
-        .join()
-        .unwrap();
+        let (other_runtime, theirs_id, mut their_server) = put_from_another_worker(&p, 1);
         assert_eq!(p.take(1).unwrap().id(), mine_id, "its own first");
         let mut theirs = p.take(1).unwrap();
         assert_eq!(theirs.id(), theirs_id);
