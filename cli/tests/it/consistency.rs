@@ -40,13 +40,7 @@ async fn writes_carry_the_owners_epoch_and_a_promotion_survives_a_restart() {
     let dir = TempDir::new();
     let cfg = format!(
         "{}consistency: {{ owners: {{ default: a }} }}\n",
-        two_regions(
-            &a,
-            &b,
-            "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-            "",
-            &dir
-        )
+        two_regions(&a, &b, EVEN_SPLIT, "", &dir)
     );
     let mut router = Router::start_in(dir, &cfg);
     for i in 0..20 {

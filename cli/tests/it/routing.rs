@@ -40,13 +40,7 @@ async fn weighted_split_is_proportional_and_sticky() {
 async fn dial_sends_a_share_of_what_the_policy_would() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(
-        &a,
-        &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-        "    dial: 20\n",
-        &dir,
-    );
+    let cfg = two_regions(&a, &b, EVEN_SPLIT, "    dial: 20\n", &dir);
     let router = Router::start_in(dir, &cfg);
     let counts = split(&router, 2000).await;
     let share_b = counts.get("b").copied().unwrap_or(0) as f64 / 2000.0;
@@ -62,13 +56,7 @@ async fn dial_sends_a_share_of_what_the_policy_would() {
 async fn health_failover_has_no_5xx_after_detection() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(
-        &a,
-        &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-        "",
-        &dir,
-    );
+    let cfg = two_regions(&a, &b, EVEN_SPLIT, "", &dir);
     let router = Router::start_in(dir, &cfg);
     router.wait_healthy("a", true).await;
     // Region a turns bad: its health fails and it answers 500.
@@ -104,13 +92,7 @@ async fn the_first_requests_are_routed_on_what_the_first_probes_found() {
     let (a, b) = (region("a").await, region("b").await);
     a.set("health", json!(503)).await;
     let dir = TempDir::new();
-    let cfg = slow_health(&two_regions(
-        &a,
-        &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-        "",
-        &dir,
-    ));
+    let cfg = slow_health(&two_regions(&a, &b, EVEN_SPLIT, "", &dir));
     let router = Router::start_in(dir, &cfg);
     let status = router.status().await;
     assert_eq!(status["regions"]["a"]["healthy"], false, "{status}");
@@ -135,13 +117,7 @@ async fn reads_that_get_5xx_are_retried_once_on_the_next_region() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
     // Slow health checks: the retry, not ejection, must save these reads.
-    let cfg = slow_health(&two_regions(
-        &a,
-        &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-        "",
-        &dir,
-    ));
+    let cfg = slow_health(&two_regions(&a, &b, EVEN_SPLIT, "", &dir));
     let router = Router::start_in(dir, &cfg);
     a.set("fail", json!(500)).await;
     let client = reqwest::Client::new();

@@ -591,6 +591,9 @@ pub fn two_regions(
     )
 }
 
+/// The `routing` of [`two_regions`] that splits reads evenly between a and b.
+pub const EVEN_SPLIT: &str = "  policy: weighted\n  weights: { a: 50, b: 50 }\n";
+
 /// Sends `n` reads with distinct partition keys; counts the serving regions.
 pub async fn split(router: &Router, n: usize) -> HashMap<String, usize> {
     split_with(router, n, &[]).await

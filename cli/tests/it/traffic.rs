@@ -22,13 +22,7 @@ async fn synthetic_split(router: &Router, n: usize, token: &str) -> HashMap<Stri
 async fn admin_dial_changes_the_split_within_a_second() {
     let (a, b) = (region("a").await, region("b").await);
     let dir = TempDir::new();
-    let cfg = two_regions(
-        &a,
-        &b,
-        "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-        "",
-        &dir,
-    );
+    let cfg = two_regions(&a, &b, EVEN_SPLIT, "", &dir);
     let router = Router::start_in(dir, &cfg);
     let (status, body) = router
         .admin(
@@ -114,13 +108,7 @@ async fn synthetic_marker_reaches_a_dark_region_only_with_the_token() {
     let dir = TempDir::new();
     let cfg = format!(
         "{}{SYNTHETIC}",
-        two_regions(
-            &a,
-            &b,
-            "  policy: weighted\n  weights: { a: 50, b: 50 }\n",
-            "    dial: 0\n",
-            &dir
-        )
+        two_regions(&a, &b, EVEN_SPLIT, "    dial: 0\n", &dir)
     );
     let router = Router::start_with_env(dir, &cfg, &[("SY_SYNTHETIC", SYNTHETIC_TOKEN)]);
     let with = synthetic_split(&router, 100, SYNTHETIC_TOKEN).await;
@@ -172,7 +160,7 @@ fn background_traffic(
 fn ramp_config(a: &TestRegion, b: &TestRegion, dir: &TempDir, steps: &str, hold: &str) -> String {
     format!(
         "{}{SYNTHETIC}ramps:\n  b-launch:\n    region: b\n    steps: {steps}\n    hold: {hold}\n    step_down_every: 300ms\n    gates: {{ max_error_rate: 0.05 }}\n",
-        two_regions(a, b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "    dial: 0\n", dir)
+        two_regions(a, b, EVEN_SPLIT, "    dial: 0\n", dir)
     )
 }
 
@@ -723,7 +711,7 @@ async fn shadow_reads_mirror_real_reads_during_the_synthetic_stage() {
     let dir = TempDir::new();
     let cfg = format!(
         "{}{SYNTHETIC}ramps:\n  b-launch:\n    region: b\n    steps: [synthetic, 100]\n    hold: 1m\n    shadow: {{ percent: 100 }}\n",
-        two_regions(&a, &b, "  policy: weighted\n  weights: { a: 50, b: 50 }\n", "    dial: 0\n", &dir)
+        two_regions(&a, &b, EVEN_SPLIT, "    dial: 0\n", &dir)
     );
     let router = Router::start_with_env(dir, &cfg, &[("SY_SYNTHETIC", SYNTHETIC_TOKEN)]);
     let (code, _) = router
