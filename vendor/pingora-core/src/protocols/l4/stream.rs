@@ -661,7 +661,8 @@ impl Stream {
     ///
     /// Done only with nothing buffered (a stream about to be served or
     /// reused has nothing buffered); otherwise the registration is left as
-    /// it is. On an error the socket is lost: the caller drops the stream.
+    /// it is. On an error the socket is lost (closed): the caller must drop
+    /// the stream, which is all it is still good for.
     pub fn register_on_this_thread(&mut self) -> io::Result<()> {
         let here = thread_slot();
         if self.registered_on == here || !on_single_threaded_runtime() {
@@ -945,8 +946,13 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // A socket lost in a failed move to another worker's runtime
+        // (`register_on_this_thread`) is closed already.
+        let Some(buffered) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &buffered.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),
