@@ -196,8 +196,10 @@ pub(crate) async fn check_endpoint(
                     .probe_rtt
                     .observe(rtt.max(h.timeout.as_secs_f64()), alpha);
                 // Until its first probe an endpoint is only assumed up: the
-                // first answer counts in full.
-                let first = !endpoint.probed.load(Ordering::Relaxed);
+                // first answer counts in full. A probe with no address yet
+                // (its name not resolved) is no answer: such an endpoint is
+                // not up anyway, and it must not then wait `rise` probes.
+                let first = reachable && !endpoint.probed.load(Ordering::Relaxed);
                 if (fail_run >= h.fall || first) && endpoint.healthy.swap(false, Ordering::Relaxed)
                 {
                     tracing::warn!(region, endpoint = %endpoint.spec, reason = %why, "endpoint down");
