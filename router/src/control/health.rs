@@ -161,6 +161,15 @@ pub(crate) async fn check_endpoint(
     endpoint: Arc<EndpointLive>,
 ) {
     let (mut ok_run, mut fail_run) = (0u32, 0u32);
+    // The first probe waits, up to its timeout, for a name to resolve (the
+    // DNS task starts beside this one): a probe before that finds no
+    // address and tells nothing, and the next is an interval away.
+    if let Some(entry) = state.topology.load().region(&region) {
+        let resolve_by = Instant::now() + entry.spec.health.timeout;
+        while endpoint.addrs.load().is_empty() && Instant::now() < resolve_by {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
     loop {
         if endpoint.is_retired() {
             return;
