@@ -2,7 +2,7 @@
 //! `fall` failures in a row take it down and `rise` successes bring it back;
 //! an endpoint is assumed up until its first probe, whose failure counts in
 //! full. The router binds its listeners once every endpoint has been probed
-//! once (or the longest probe timeout has passed).
+//! once (or the longest probe timeout and a second have passed).
 //! The health JSON feeds the region's live state (lag, applied position, role,
 //! epoch) and spec-drift detection against the Region Artifact.
 
