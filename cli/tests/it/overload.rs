@@ -384,7 +384,10 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
     )
     .await;
     seed(&router, &b).await;
-    // a's answers take 10 ms more for every other request it is answering.
+    // a's answers take 5 ms (a real API's, not loopback's fraction of a
+    // millisecond, which a busy machine's scheduling can double), and 10 ms
+    // more for every other request it is answering.
+    a.set("slow", json!(5)).await;
     a.set("load", json!(10)).await;
     let limit = |s: &Value| {
         s["regions"]["a"]["concurrency"]["limit"]
@@ -398,7 +401,7 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
     eventually(Duration::from_secs(10), || async {
         router.status().await["regions"]["a"]["concurrency"]["min_rtt_ms"]
             .as_f64()
-            .is_some_and(|m| m > 0.0 && m < 30.0)
+            .is_some_and(|m| (5.0..30.0).contains(&m))
     })
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -447,4 +450,46 @@ async fn an_adaptive_limit_is_cut_when_latency_climbs_with_load_and_recovers_aft
         metrics.contains("switchyard_region_concurrency_limit{region=\"a\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adaptive_limit_learns_a_slower_baseline_within_its_window() {
+    let (a, b, router) = pair(
+        "",
+        "    adaptive_concurrency: { min: 2, max: 64, initial: 32 }\n",
+    )
+    .await;
+    seed(&router, &b).await;
+    let concurrency = |s: Value| s["regions"]["a"]["concurrency"].clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let light = load(&router, 1, &stop);
+    // Fast answers first: the best latency is learned.
+    eventually(Duration::from_secs(10), || async {
+        concurrency(router.status().await)["min_rtt_ms"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0 && m < 4.0)
+    })
+    .await;
+    // The region's baseline moves to 20 ms for good (a slower dependency of
+    // its own), at the same light load: at first that looks like a queue...
+    a.set("slow", json!(20)).await;
+    eventually(Duration::from_secs(10), || async {
+        concurrency(router.status().await)["limit"].as_u64() < Some(16)
+    })
+    .await;
+    let t = Instant::now();
+    // ...and once the fast intervals have left the window, it is the new
+    // best, and the limit grows back.
+    eventually(Duration::from_secs(25), || async {
+        let c = concurrency(router.status().await);
+        c["limit"].as_u64() >= Some(32) && c["min_rtt_ms"].as_f64() >= Some(20.0)
+    })
+    .await;
+    eprintln!(
+        "baseline learned after {:?}: {}",
+        t.elapsed(),
+        concurrency(router.status().await)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    futures_util::future::join_all(light).await;
 }

@@ -10,14 +10,18 @@
 //!
 //! A region whose latency climbs with its load past `tolerance` × its best
 //! has its limit cut (at most by half an interval); one answering near its
-//! best grows it. `min_rtt` drifts up 1% an interval, so a lasting change in
-//! a region's baseline is learned in tens of seconds rather than held
-//! against it forever; an interval with fewer than `MIN_ANSWERS` answers
-//! changes nothing. Written here (rather than taken from a crate) because
-//! the limit must be one atomic the proxy's admission reads, fed from the
-//! latency histogram the router already keeps per region.
+//! best grows it. `min_rtt` is the best interval of the last
+//! `MIN_RTT_WINDOW` (a windowed minimum, as BBR keeps its round-trip time):
+//! one unusually fast interval is forgotten once the window has passed it,
+//! instead of holding a recovered region's limit down, and a lasting change
+//! in a region's baseline is learned within the window. A cut limit keeps
+//! the region's concurrency low, so its answers show the low-load latency
+//! again within the window. An interval with fewer than `MIN_ANSWERS`
+//! answers changes nothing. Written here (rather than taken from a crate)
+//! because the limit must be one atomic the proxy's admission reads, fed
+//! from the latency histogram the router already keeps per region.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,14 +35,41 @@ use crate::route::stats::StatsSnapshot;
 pub(crate) const INTERVAL: Duration = Duration::from_millis(500);
 /// Answers an interval needs before its latency counts.
 const MIN_ANSWERS: u64 = 5;
-/// How much `min_rtt` may rise an interval.
-const MIN_RTT_DRIFT: f64 = 1.01;
+/// How many intervals `min_rtt` looks back over (10 s).
+const MIN_RTT_WINDOW: u64 = 20;
 
 /// One region's controller state between intervals.
 #[derive(Default)]
 struct Gradient {
     last: Option<StatsSnapshot>,
-    min_rtt: Option<f64>,
+    best: WindowedMin,
+}
+
+/// The smallest sample of the last `MIN_RTT_WINDOW` intervals: a deque of
+/// the samples that could still become the minimum, ascending, each with
+/// the interval it was taken in (amortised O(1) a sample).
+#[derive(Default)]
+struct WindowedMin {
+    candidates: VecDeque<(u64, f64)>,
+}
+
+impl WindowedMin {
+    /// Takes `sample`, taken in interval `tick`, and returns the minimum of
+    /// the window ending there.
+    fn push(&mut self, tick: u64, sample: f64) -> f64 {
+        while self.candidates.back().is_some_and(|&(_, s)| s >= sample) {
+            self.candidates.pop_back();
+        }
+        self.candidates.push_back((tick, sample));
+        while self
+            .candidates
+            .front()
+            .is_some_and(|&(t, _)| t + MIN_RTT_WINDOW <= tick)
+        {
+            self.candidates.pop_front();
+        }
+        self.candidates.front().map_or(sample, |&(_, s)| s)
+    }
 }
 
 /// The next limit from the current one and an interval's mean latency.
@@ -54,7 +85,7 @@ pub(crate) async fn run(state: Arc<RouterState>) {
     let mut regions: HashMap<String, Gradient> = HashMap::new();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for interval_no in 0u64.. {
         tick.tick().await;
         let topo = state.topology.load_full();
         for r in &topo.regions {
@@ -72,10 +103,7 @@ pub(crate) async fn run(state: Arc<RouterState>) {
             else {
                 continue;
             };
-            let min_rtt = g
-                .min_rtt
-                .map_or(sample, |m| (m * MIN_RTT_DRIFT).min(sample));
-            g.min_rtt = Some(min_rtt);
+            let min_rtt = g.best.push(interval_no, sample);
             let limit = r.live.limit.load(Ordering::Relaxed);
             let next = next_limit(&a, limit, min_rtt, sample);
             r.live.limit.store(next, Ordering::Relaxed);
@@ -116,5 +144,23 @@ mod tests {
         assert_eq!(next_limit(&a, 2, 0.010, 1.0), 2);
         let tight = Adaptive { min: 4, ..a };
         assert_eq!(next_limit(&tight, 4, 0.010, 10.0), 4);
+    }
+
+    #[test]
+    fn the_best_interval_is_remembered_for_the_window_and_then_forgotten() {
+        let mut best = WindowedMin::default();
+        assert_eq!(best.push(0, 0.005), 0.005);
+        // One unusually fast interval sets the minimum...
+        assert_eq!(best.push(1, 0.001), 0.001);
+        // ...for the window, whatever comes after it...
+        for tick in 2..=MIN_RTT_WINDOW {
+            assert_eq!(best.push(tick, 0.006 + tick as f64 * 1e-4), 0.001, "{tick}");
+        }
+        // ...and then the best of what is left in the window counts.
+        assert_eq!(best.push(MIN_RTT_WINDOW + 1, 0.009), 0.006 + 2.0 * 1e-4);
+        // A lower sample is the minimum at once.
+        assert_eq!(best.push(MIN_RTT_WINDOW + 2, 0.004), 0.004);
+        // Intervals without a sample still age what is kept.
+        assert_eq!(best.push(3 * MIN_RTT_WINDOW, 0.02), 0.02);
     }
 }
