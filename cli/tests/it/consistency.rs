@@ -660,6 +660,16 @@ async fn keyless_writes_get_a_generated_key() {
         echo["body"], "hello",
         "the body read at the edge still reaches the region: {echo}"
     );
+    // Generated keys are new by construction: the edge's bounded table of
+    // keys is left to the clients' own.
+    for _ in 0..20 {
+        let (status, _, _) = put(&router, "/kv/k", None, "v").await;
+        assert_eq!(status, 201);
+    }
+    assert_eq!(router.status().await["idempotency_keys"], 0);
+    let (status, _, _) = put(&router, "/kv/k", Some("client-key"), "v").await;
+    assert_eq!(status, 201);
+    assert_eq!(router.status().await["idempotency_keys"], 1);
 }
 
 /// Explain and a real request agree on the region, or on the refusal, for

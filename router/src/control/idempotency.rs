@@ -3,7 +3,8 @@
 //! the same key with a different payload (method, path and body) within the
 //! window gets `422`; the same request again is forwarded, and the region
 //! answers it from its own store (`Idempotent-Replayed: true`). Keyless
-//! writes get a key (`generate`) or a `400` (`require`).
+//! writes get a key (`generate`: a random one, never entered here, since no
+//! other request can hold it) or a `400` (`require`).
 //!
 //! The table is bounded, because clients choose its keys: at most
 //! `idempotency_max_keys` entries, each a 128-bit hash of the client's scope

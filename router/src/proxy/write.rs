@@ -162,12 +162,17 @@ pub(super) async fn admit_write(
             )))
         }
         None => {
+            // A fresh random key: no other request can hold it, in flight or
+            // done, so it is not remembered. Remembering it would only crowd
+            // clients' own keys out of the bounded table (keyless writes
+            // evicting them long before their window) and grow the table
+            // with every write.
             ctx.seen.idempotency = Some("generated");
             let k = uuid::Uuid::new_v4().to_string();
             session
                 .req_header_mut()
                 .insert_header(idempotency::HEADER, &k)?;
-            k
+            return Ok(None);
         }
     };
     let req = session.req_header();
