@@ -8,6 +8,7 @@
 #   TARGETS="nginx switchyard" instructions.sh         # nginx's own count beside Switchyard's
 #   FEATURES=1 TARGETS=switchyard instructions.sh      # Switchyard with its routing features on
 #                                                       # (compare.sh's features-*), one request in four a write
+#   FEATURES=1 WRITE_EVERY=0 TARGETS=switchyard instructions.sh  # the same, reads only
 # Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
 # connections); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
 # One start-up cost would not cancel: the metrics exporter's clock calibrates
@@ -25,9 +26,9 @@ source loadtests/peers/lib.sh
 proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
-SY_CONFIG=$WORK/switchyard.yaml; WRITE_EVERY=0
+SY_CONFIG=$WORK/switchyard.yaml; WRITES=0
 if [[ -n "${FEATURES:-}" ]]; then
-  features_config $PROXY; SY_CONFIG=$WORK/features.yaml; WRITE_EVERY=4
+  features_config $PROXY; SY_CONFIG=$WORK/features.yaml; WRITES=${WRITE_EVERY:-4}
 fi
 
 # nginx as compare.sh runs it, in one process (no master) so that callgrind
@@ -47,7 +48,7 @@ count() { # target requests -> total instructions
   esac
   local pid=$!
   for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done # valgrind starts slowly
-  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4 $WRITE_EVERY
+  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$2" 4 $WRITES
   if [[ $1 == nginx ]]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi # nginx: graceful stop
   wait "$pid" 2>/dev/null || true
   [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$out" "$KEEP/"
