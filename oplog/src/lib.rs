@@ -17,7 +17,7 @@ pub use record::{
     REPLAY_OF,
 };
 pub use segment::Problem;
-pub use writer::{writer_pid, GapSpan, Options, Recovery, Writer};
+pub use writer::{writer_pid, GapSpan, Options, Recovery, SyncTicket, Writer};
 
 #[cfg(test)]
 mod tests;

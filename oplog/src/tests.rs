@@ -615,3 +615,109 @@ fn records_dropped_by_a_failed_write_while_buffering_are_named() {
         [(0, "/kv/k0?x=1".to_string()), (1, "/kv/k2?x=1".to_string())]
     );
 }
+
+#[test]
+fn a_sync_run_elsewhere_covers_what_was_written_when_it_began() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"before the sync".to_vec()))
+        .expect("append");
+    let ticket = w.begin_sync().expect("begin").expect("something to sync");
+    // Written while the sync runs on another thread.
+    w.append(&intent(1, b"during".to_vec())).expect("append");
+    w.flush().expect("flush");
+    let result = std::thread::spawn(move || {
+        let r = ticket.sync();
+        (ticket, r)
+    })
+    .join()
+    .expect("sync thread");
+    w.end_sync(result.0, result.1).expect("end");
+    // A later sync fails: the log is cut back to what the background sync
+    // covered, which is the first record, not the one written during it.
+    w.faults.sync_fails = true;
+    w.sync().expect_err("sync fails");
+    drop(w);
+    let (records, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(records, [(0, "/kv/k0?x=1".to_string())]);
+}
+
+#[test]
+fn a_failed_sync_run_elsewhere_cuts_back_what_was_written_after_it_too() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"durable".to_vec())).expect("append");
+    w.sync().expect("sync");
+    w.append(&intent(1, b"being synced".to_vec()))
+        .expect("append");
+    w.faults.sync_fails = true;
+    let ticket = w.begin_sync().expect("begin").expect("something to sync");
+    w.append(&intent(2, b"written during".to_vec()))
+        .expect("append");
+    w.flush().expect("flush");
+    let result = ticket.sync();
+    let err = w.end_sync(ticket, result).expect_err("the sync failed");
+    assert!(err.to_string().contains("restart"), "{err}");
+    assert!(w.append(&intent(3, b"refused".to_vec())).is_err());
+    drop(w);
+    let (records, problems) = records_of(&dir.0);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(records, [(0, "/kv/k0?x=1".to_string())]);
+}
+
+#[test]
+fn a_sync_run_elsewhere_never_takes_back_what_a_later_sync_made_durable() {
+    let dir = Dir::new();
+    let (mut w, _) = Writer::open(&dir.0, Options::default()).expect("open");
+    w.append(&intent(0, b"a".to_vec())).expect("append");
+    let ticket = w.begin_sync().expect("begin").expect("something to sync");
+    w.append(&intent(1, b"b".to_vec())).expect("append");
+    w.sync()
+        .expect("a sync on the writer's thread, finished first");
+    let result = ticket.sync();
+    w.end_sync(ticket, result).expect("end");
+    assert!(w.begin_sync().expect("begin").is_none(), "all durable");
+    w.append(&intent(2, b"c".to_vec())).expect("append");
+    w.faults.sync_fails = true;
+    w.sync().expect_err("sync fails");
+    drop(w);
+    let (records, _) = records_of(&dir.0);
+    assert_eq!(
+        records,
+        [(0, "/kv/k0?x=1".to_string()), (1, "/kv/k1?x=1".to_string())]
+    );
+}
+
+#[test]
+fn a_failed_sync_of_a_segment_sealed_meanwhile_refuses_what_comes_after() {
+    let dir = Dir::new();
+    let opts = Options {
+        segment_bytes: 1024,
+        ..Options::default()
+    };
+    let (mut w, _) = Writer::open(&dir.0, opts).expect("open");
+    w.append(&intent(0, vec![b'x'; 600])).expect("append");
+    let fine = w.begin_sync().expect("begin").expect("something to sync");
+    w.flush().expect("flush");
+    w.append(&intent(1, vec![b'y'; 600])).expect("append");
+    let failing = w.begin_sync().expect("begin").expect("something to sync");
+    // The next append seals the segment (syncing it whole) and starts another.
+    w.append(&intent(2, b"in the next segment".to_vec()))
+        .expect("append");
+    w.sync().expect("sync");
+    assert_eq!(segment::list(&dir.0).expect("list").len(), 2);
+    // A success for the sealed segment changes nothing...
+    let result = fine.sync();
+    w.end_sync(fine, result)
+        .expect("a sealed segment's sync that worked");
+    w.append(&intent(3, b"still taken".to_vec()))
+        .expect("append");
+    // ...a failure means a page the sealing sync called durable may be
+    // lost: nothing more is written on top of it.
+    let err = w
+        .end_sync(failing, Err(std::io::Error::other("injected")))
+        .expect_err("a sealed segment's sync that failed");
+    assert!(err.to_string().contains("sealed"), "{err}");
+    assert!(w.append(&intent(4, b"refused".to_vec())).is_err());
+}

@@ -16,6 +16,11 @@
 //!   is cut back to what the last good sync made durable and the writer
 //!   refuses everything from then on: a restart reopens the log from what is
 //!   on disk.
+//!
+//! A sync may also run off the writer's thread ([`Writer::begin_sync`], then
+//! [`Writer::end_sync`] with its result), so that records go on being
+//! written while a slow disk syncs: the sync covers what was written when it
+//! began, and its failure is handled as above.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -128,6 +133,32 @@ pub(crate) struct Faults {
     pub(crate) sync_fails: bool,
     /// This many cut-backs fail.
     pub(crate) cut_back_fails: u32,
+}
+
+/// A sync begun with [`Writer::begin_sync`]: run [`SyncTicket::sync`] on any
+/// thread, then hand the ticket and the result to [`Writer::end_sync`].
+#[derive(Debug)]
+pub struct SyncTicket {
+    file: File,
+    /// The segment it syncs.
+    path: PathBuf,
+    /// The segment's written length, and the next sequence number, when it began.
+    len: u64,
+    seq: u64,
+    #[cfg(test)]
+    fails: bool,
+}
+
+impl SyncTicket {
+    /// Makes what was written when the sync began durable: blocks for as
+    /// long as the disk takes.
+    pub fn sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fails {
+            return Err(io::Error::other("injected: sync failed"));
+        }
+        self.file.sync_data()
+    }
 }
 
 /// A record in the buffer: where its frame ends, and whether a failed write
@@ -369,28 +400,81 @@ impl Writer {
                 self.synced_seq = self.next_seq - self.pending_records.len() as u64;
                 Ok(())
             }
-            Err(e) => {
-                let cut = self
-                    .cut_back(self.synced_len)
-                    .and_then(|()| self.file.sync_data());
-                let why = match cut {
-                    Ok(()) => format!(
-                        "op log sync failed ({e}): records from {} on were cut back, as a crash would; restart to write again",
-                        self.synced_seq
-                    ),
-                    Err(cut) => format!(
-                        "op log sync failed ({e}) and records from {} on could not be cut back ({cut}); restart to write again",
-                        self.synced_seq
-                    ),
-                };
-                self.written_len = self.synced_len;
-                self.next_seq = self.synced_seq;
-                self.pending.clear();
-                self.pending_records.clear();
-                self.poisoned = Some(why.clone());
-                Err(io::Error::other(why))
-            }
+            Err(e) => Err(self.sync_failed(&e)),
         }
+    }
+
+    /// Writes what is buffered and returns a sync of it to run elsewhere
+    /// (`None`: everything written is durable already). Records appended
+    /// meanwhile are written as usual; they are durable after the next sync.
+    pub fn begin_sync(&mut self) -> io::Result<Option<SyncTicket>> {
+        self.flush()?;
+        if self.synced_len == self.written_len {
+            return Ok(None);
+        }
+        let ticket = SyncTicket {
+            file: self.file.try_clone()?,
+            path: self.path.clone(),
+            len: self.written_len,
+            seq: self.next_seq - self.pending_records.len() as u64,
+            #[cfg(test)]
+            fails: std::mem::take(&mut self.faults.sync_fails),
+        };
+        Ok(Some(ticket))
+    }
+
+    /// Takes the result of a sync begun with [`Writer::begin_sync`]. A
+    /// success makes what the ticket covers durable; a failure is handled
+    /// as [`Writer::sync`]'s (cut back to the last good sync, records
+    /// written since the ticket included, and everything refused after).
+    pub fn end_sync(&mut self, ticket: SyncTicket, result: io::Result<()>) -> io::Result<()> {
+        if ticket.path != self.path {
+            // The segment was sealed since, and sealing synced it whole.
+            // A failure still means a page may be lost that the sealing
+            // sync reported durable: nothing more is written on top.
+            return result.map_err(|e| {
+                let why = format!(
+                    "op log sync of the sealed segment {} failed ({e}); its records may not all be on disk; restart to write again",
+                    ticket.path.display()
+                );
+                self.poisoned = Some(why.clone());
+                io::Error::other(why)
+            });
+        }
+        match result {
+            Ok(()) => {
+                if ticket.len > self.synced_len {
+                    self.synced_len = ticket.len;
+                    self.synced_seq = ticket.seq;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.sync_failed(&e)),
+        }
+    }
+
+    /// After a failed sync: cut back to what the last good one made durable,
+    /// and refuse everything from then on.
+    fn sync_failed(&mut self, e: &io::Error) -> io::Error {
+        let cut = self
+            .cut_back(self.synced_len)
+            .and_then(|()| self.file.sync_data());
+        let why = match cut {
+            Ok(()) => format!(
+                "op log sync failed ({e}): records from {} on were cut back, as a crash would; restart to write again",
+                self.synced_seq
+            ),
+            Err(cut) => format!(
+                "op log sync failed ({e}) and records from {} on could not be cut back ({cut}); restart to write again",
+                self.synced_seq
+            ),
+        };
+        self.written_len = self.synced_len;
+        self.next_seq = self.synced_seq;
+        self.pending.clear();
+        self.pending_records.clear();
+        self.poisoned = Some(why.clone());
+        io::Error::other(why)
     }
 
     /// The sequence number the next record gets.

@@ -9,7 +9,11 @@
 //! and a write is forwarded only once its intent is acknowledged; with
 //! `batch` it syncs every [`BATCH_SYNC`]; with `off` the kernel decides.
 //! With `batch` and `off` it lingers [`LINGER`] after each group, so that a
-//! busy router's records gather rather than wake it one by one.
+//! busy router's records gather rather than wake it one by one. A `batch`
+//! sync runs on a blocking thread while the writer goes on writing what
+//! arrives: a disk that takes hundreds of milliseconds to sync (it happens)
+//! would otherwise stop the writer, fill the queue, and hold every write
+//! behind it. One sync runs at a time; what arrives meanwhile is in the next.
 //! If the disk fails, the log says so and writes are refused until it works
 //! again, rather than forwarded unlogged.
 
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use switchyard_config::Fsync;
-use switchyard_oplog::{Options, Record, Writer};
+use switchyard_oplog::{Options, Record, SyncTicket, Writer};
 use tokio::sync::{mpsc, oneshot};
 
 /// How often `fsync: batch` makes the log durable while records arrive.
@@ -305,6 +309,7 @@ fn run_writer(
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .thread_name("switchyard-oplog-sync")
         .build()
     {
         Ok(rt) => rt,
@@ -320,26 +325,34 @@ fn run_writer(
         let mut last_sync = Instant::now();
         let mut acks: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        // The `batch` sync running on a blocking thread, if one is.
+        let mut syncing: Option<BackgroundSync> = None;
         loop {
             let failed = failing.load(Ordering::Relaxed);
-            let first = if (unsynced && fsync == Fsync::Batch) || failed {
-                // A failing disk is tried again each second, so writes resume when it heals.
-                let wait = if failed {
-                    Duration::from_secs(1)
-                } else {
-                    BATCH_SYNC
-                };
-                tokio::select! {
-                    m = rx.recv() => m,
-                    () = tokio::time::sleep_until((last_sync + wait).into()) => {
+            // A failing disk is tried again each second, so writes resume when it heals.
+            let wait = if failed {
+                Duration::from_secs(1)
+            } else {
+                BATCH_SYNC
+            };
+            let timer = (unsynced && fsync == Fsync::Batch) || failed;
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                () = tokio::time::sleep_until((last_sync + wait).into()), if timer => {
+                    if failed {
                         commit(&mut writer, true, &failing, &meters, &mut acks, &mut flushes);
                         unsynced = false;
-                        last_sync = Instant::now();
-                        continue;
+                    } else {
+                        unsynced = !begin_sync(&mut writer, &mut syncing, &failing, &meters);
                     }
+                    last_sync = Instant::now();
+                    continue;
                 }
-            } else {
-                rx.recv().await
+                done = async { (&mut syncing.as_mut().expect("a sync is running").done).await }, if syncing.is_some() => {
+                    syncing = None;
+                    end_sync(&mut writer, done.ok(), &failing, &meters);
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut must_sync = fsync == Fsync::Always;
@@ -389,21 +402,26 @@ fn run_writer(
                     next = rx.try_recv().ok();
                 }
             }
-            let sync_now =
-                must_sync || (fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC);
+            let batch_due = fsync == Fsync::Batch && last_sync.elapsed() >= BATCH_SYNC;
             for gap in writer.take_gaps() {
                 log_gap(&mut writer, &edge_id, gap);
             }
+            // A sender waiting for durability (`always`, a promotion, a
+            // flush) is answered after a sync here; a `batch` sync that is
+            // due runs beside the writer.
             commit(
                 &mut writer,
-                sync_now,
+                must_sync,
                 &failing,
                 &meters,
                 &mut acks,
                 &mut flushes,
             );
-            if sync_now {
+            if must_sync {
                 unsynced = false;
+                last_sync = Instant::now();
+            } else if batch_due {
+                unsynced = !begin_sync(&mut writer, &mut syncing, &failing, &meters);
                 last_sync = Instant::now();
             } else {
                 unsynced = true;
@@ -414,6 +432,9 @@ fn run_writer(
             if fsync != Fsync::Always {
                 tokio::time::sleep(LINGER).await;
             }
+        }
+        if let Some(running) = syncing.take() {
+            end_sync(&mut writer, running.done.await.ok(), &failing, &meters);
         }
         commit(
             &mut writer,
@@ -447,6 +468,67 @@ fn log_gap(writer: &mut Writer, edge_id: &str, gap: switchyard_oplog::GapSpan) {
     match writer.append(&record) {
         Ok(seq) => writer.gap_told(gap, seq),
         Err(e) => tracing::error!(error = %e, "op log: cannot log the gap record"),
+    }
+}
+
+/// A `batch` sync running on a blocking thread, which sends back its
+/// ticket, its result and how long it took.
+struct BackgroundSync {
+    done: oneshot::Receiver<(SyncTicket, std::io::Result<()>, Duration)>,
+}
+
+/// Writes what is buffered and starts a sync of it on a blocking thread,
+/// unless one is running. True once what is written is durable or being
+/// made so; false when it waits for the next sync.
+fn begin_sync(
+    writer: &mut Writer,
+    syncing: &mut Option<BackgroundSync>,
+    failing: &AtomicBool,
+    meters: &WriterMetrics,
+) -> bool {
+    if syncing.is_some() {
+        return false;
+    }
+    match writer.begin_sync() {
+        Ok(None) => true,
+        Ok(Some(ticket)) => {
+            let (tx, done) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let result = ticket.sync();
+                let _ = tx.send((ticket, result, started.elapsed()));
+            });
+            *syncing = Some(BackgroundSync { done });
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "op log write failed");
+            meters.errors.increment(1);
+            failing.store(true, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Takes a background sync's result: what it covered is durable, or the
+/// log is cut back and refuses writes (as after any failed sync).
+fn end_sync(
+    writer: &mut Writer,
+    done: Option<(SyncTicket, std::io::Result<()>, Duration)>,
+    failing: &AtomicBool,
+    meters: &WriterMetrics,
+) {
+    let Some((ticket, result, took)) = done else {
+        // Its thread ended without a word: nothing was marked durable, so
+        // the next sync covers its records.
+        tracing::error!("op log: a background sync ended without its result");
+        return;
+    };
+    meters.sync_seconds.record(took.as_secs_f64());
+    if let Err(e) = writer.end_sync(ticket, result) {
+        tracing::error!(error = %e, "op log sync failed");
+        meters.errors.increment(1);
+        failing.store(true, Ordering::Relaxed);
     }
 }
 
