@@ -16,8 +16,12 @@
 //! instead of holding a recovered region's limit down, and a lasting change
 //! in a region's baseline is learned within the window. A cut limit keeps
 //! the region's concurrency low, so its answers show the low-load latency
-//! again within the window. An interval with fewer than `MIN_ANSWERS`
-//! answers changes nothing. Written here (rather than taken from a crate)
+//! again within the window. The other side of it: under overload that lasts
+//! longer than the window, the overloaded latency becomes the best, and the
+//! limit may let latency rise by up to `tolerance` a window. Telling that
+//! from a slower region needs a sample at low concurrency (Envoy drops its
+//! limit to a floor now and then to take one). An interval with fewer than
+//! `MIN_ANSWERS` answers changes nothing. Written here (rather than taken from a crate)
 //! because the limit must be one atomic the proxy's admission reads, fed
 //! from the latency histogram the router already keeps per region.
 
