@@ -12,7 +12,6 @@ use hyper_util::rt::TokioExecutor;
 use switchyard_region::grpc::{frame, messages, STREAM, UNARY};
 
 use crate::support::*;
-use crate::transport::metric;
 
 /// What a call got back.
 #[derive(Debug)]

@@ -498,16 +498,9 @@ async fn a_disk_slow_to_sync_does_not_hold_batch_writes_back() {
     }
     // The shim was in effect: the syncs the router made took a second each.
     let metrics = router.metrics_text().await;
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
     let (syncs, took) = (
-        value("switchyard_oplog_sync_seconds_count "),
-        value("switchyard_oplog_sync_seconds_sum "),
+        metric(&metrics, "switchyard_oplog_sync_seconds_count "),
+        metric(&metrics, "switchyard_oplog_sync_seconds_sum "),
     );
     eprintln!("{writes} writes, the slowest {slowest:?}; {syncs} syncs took {took:.1} s");
     assert!(syncs >= 1.0 && took >= 0.9 * syncs, "{metrics}");

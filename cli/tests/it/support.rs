@@ -591,6 +591,14 @@ pub fn two_regions(
     )
 }
 
+/// A metric's value for a label set, from `/metrics` text (0 when absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The `routing` of [`two_regions`] that splits reads evenly between a and b.
 pub const EVEN_SPLIT: &str = "  policy: weighted\n  weights: { a: 50, b: 50 }\n";
 

@@ -90,14 +90,6 @@ async fn echo_version(router: &Router) -> (u16, String) {
     (status, body["version"].as_str().unwrap_or("").to_string())
 }
 
-/// A metric's value for a label set (0 when absent).
-pub fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_region_behind_tls_is_verified_and_spoken_to_over_h2_on_reused_connections() {
     let ca = TestCa::new("regions CA");
