@@ -21,9 +21,9 @@
 //! limit may let latency rise by up to `tolerance` a window. Telling that
 //! from a slower region needs a sample at low concurrency (Envoy drops its
 //! limit to a floor now and then to take one). An interval with fewer than
-//! `MIN_ANSWERS` answers changes nothing. Written here (rather than taken from a crate)
-//! because the limit must be one atomic the proxy's admission reads, fed
-//! from the latency histogram the router already keeps per region.
+//! `MIN_ANSWERS` answers changes nothing. Written here (rather than taken
+//! from a crate) because the limit must be one atomic the proxy's admission
+//! reads, fed from the latency histogram the router already keeps per region.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

@@ -168,10 +168,9 @@ pub(super) async fn admit_write(
             // evicting them long before their window) and grow the table
             // with every write.
             ctx.seen.idempotency = Some("generated");
-            let k = uuid::Uuid::new_v4().to_string();
             session
                 .req_header_mut()
-                .insert_header(idempotency::HEADER, &k)?;
+                .insert_header(idempotency::HEADER, uuid::Uuid::new_v4().to_string())?;
             return Ok(None);
         }
     };
