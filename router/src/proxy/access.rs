@@ -8,16 +8,15 @@ use switchyard_config::RequestClass;
 use crate::control::spans::{AttemptSpan, RequestSpan};
 use crate::metrics::class_label;
 use crate::proxy::ctx::Ctx;
+use crate::route::fields::{self, Fields};
 use crate::route::headers::REQUEST_ID;
-use crate::route::trace::{TraceContext, TRACEPARENT};
+use crate::route::trace::TraceContext;
 use crate::store::access_log::{rfc3339_ms, AccessEntry, Decision};
 
 /// Starts the request's trace: the client's continued, else a new one.
 pub(super) fn start_trace(session: &Session, ctx: &mut Ctx) {
-    let incoming = session
-        .req_header()
-        .headers
-        .get(TRACEPARENT)
+    let incoming = Fields::with(&session.req_header().headers, ctx.present)
+        .get(fields::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
     let sample = ctx.topo.config.tracing.as_ref().map_or(0.0, |t| t.sample);
     ctx.seen.trace = Some(TraceContext::start(incoming, sample, rand::random::<u64>));

@@ -10,6 +10,7 @@ use crate::control::idempotency::KeyGuard;
 use crate::control::{InflightGuard, RouterState};
 use crate::proxy::write::OpInFlight;
 use crate::route::decide::Order;
+use crate::route::fields::Present;
 use crate::route::live::RegionCount;
 use crate::route::reject::Reject;
 use crate::route::shadow::ShadowPlan;
@@ -64,6 +65,10 @@ pub(crate) struct Ctx {
     pub(super) repair: Option<Box<crate::control::repair::Repair>>,
     /// What the access log and the trace say about the request.
     pub(super) seen: Seen,
+    /// The fields the request carries: found as it arrives, and kept up to
+    /// date through the router's own changes to its header until it is
+    /// forwarded (see `route::fields`).
+    pub(super) present: Present,
     _inflight: InflightGuard,
 }
 
@@ -124,6 +129,7 @@ impl Ctx {
             panic: false,
             repair: None,
             seen: Seen::default(),
+            present: Present::ANY,
             _inflight: InflightGuard::new(state),
         }
     }

@@ -11,6 +11,8 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use crate::route::fields::{self, Fields};
+
 pub(super) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 pub(super) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
@@ -27,9 +29,9 @@ const UNIMPLEMENTED: u16 = 12;
 const INVALID_ARGUMENT: u16 = 3;
 
 /// Whether a request is a gRPC call (`content-type: application/grpc[+proto…]`).
-pub(super) fn is_grpc(headers: &http::HeaderMap) -> bool {
+pub(super) fn is_grpc(headers: &Fields) -> bool {
     headers
-        .get(http::header::CONTENT_TYPE)
+        .get(fields::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             let v = v.trim();
@@ -147,7 +149,7 @@ mod tests {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static(v),
             );
-            is_grpc(&h)
+            is_grpc(&Fields::new(&h))
         };
         assert!(with("application/grpc"));
         assert!(with("application/grpc+proto"));

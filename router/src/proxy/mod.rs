@@ -26,6 +26,7 @@ use crate::route::concurrency;
 use crate::route::decide::{
     decide_with_fallback, take_rate_tokens, verdict, Verdict, WAIT_EXPIRED,
 };
+use crate::route::fields::{self, Fields};
 use crate::route::headers::{
     COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
 };
@@ -144,7 +145,7 @@ impl Edge {
             &ctx.topo,
             &req.method,
             req.uri.path(),
-            &req.headers,
+            &Fields::with(&req.headers, ctx.present),
             ip,
             now_ms,
             now_ns,
@@ -283,16 +284,22 @@ impl Edge {
 
     /// Strips reserved headers, appends the peer to `X-Forwarded-For`, sets
     /// `X-Request-Id`.
-    fn rewrite_request(session: &mut Session, ctx: &Ctx, peer: IpAddr) -> Result<()> {
+    fn rewrite_request(session: &mut Session, ctx: &mut Ctx, peer: IpAddr) -> Result<()> {
         let req = session.req_header_mut();
         let marker = ctx.topo.synthetic.as_ref().map(|m| &m.header);
-        for name in hygiene::reserved_headers(&req.headers, marker, ctx.synthetic) {
+        let fields = Fields::with(&req.headers, ctx.present);
+        for name in hygiene::reserved_headers(&fields, marker, ctx.synthetic) {
             req.remove_header(&name);
+            ctx.present.removed(&name);
         }
-        let xff = hygiene::forwarded_for(&req.headers, peer);
+        let fields = Fields::with(&req.headers, ctx.present);
+        let xff = hygiene::forwarded_for(&fields, peer);
+        let id = hygiene::request_id(&fields);
         req.insert_header(FORWARDED_FOR, xff)?;
-        if let Some(id) = hygiene::request_id(&req.headers) {
+        ctx.present.added(fields::FORWARDED_FOR);
+        if let Some(id) = id {
             req.insert_header(REQUEST_ID, id)?;
+            ctx.present.added(fields::REQUEST_ID);
         }
         Ok(())
     }
@@ -316,11 +323,13 @@ impl ProxyHttp for Edge {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let req = session.req_header();
         let limits = &ctx.topo.config.limits;
+        let fields = Fields::new(&req.headers);
+        ctx.present = fields.present();
         let mut verdict = hygiene::check_limits(&req.headers, request_line_len(req), limits)
             .and_then(|()| hygiene::check_target(&req.method, req.raw_path()))
-            .and_then(|()| hygiene::check_framing(&req.headers))
-            .and_then(|()| hygiene::check_http1(req.version, &req.headers));
-        if verdict.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            .and_then(|()| hygiene::check_framing(&fields))
+            .and_then(|()| hygiene::check_http1(req.version, &fields));
+        if verdict.is_ok() && fields.contains(fields::TRANSFER_ENCODING) {
             let raw_cl = session
                 .as_downstream()
                 .as_http1()
@@ -354,14 +363,16 @@ impl ProxyHttp for Edge {
         // The trust boundary, before anything reads where the request is from.
         let origin = {
             let config = &ctx.topo.config;
-            let req = session.req_header();
-            hygiene::origin(&req.headers, peer, ctx.topo.geo.header(), |a| {
-                config.trusts(a)
-            })
+            let fields = Fields::with(&session.req_header().headers, ctx.present);
+            hygiene::origin(&fields, peer, ctx.topo.geo.header(), |a| config.trusts(a))
         };
-        let websocket = hygiene::is_websocket_upgrade(&session.req_header().headers);
+        let websocket = hygiene::is_websocket_upgrade(&Fields::with(
+            &session.req_header().headers,
+            ctx.present,
+        ));
         for name in &origin.drop {
             session.req_header_mut().remove_header(name);
+            ctx.present.removed(name);
         }
         if websocket && ctx.reject.is_none() {
             let path = session.req_header().uri.path();
@@ -373,6 +384,8 @@ impl ProxyHttp for Edge {
                     let req = session.req_header_mut();
                     req.insert_header(http::header::UPGRADE, "websocket")?;
                     req.insert_header(http::header::CONNECTION, "upgrade")?;
+                    ctx.present.added(fields::UPGRADE);
+                    ctx.present.added(fields::CONNECTION);
                     session.set_read_timeout(None);
                 }
                 route => {
@@ -385,16 +398,16 @@ impl ProxyHttp for Edge {
         }
         ctx.seen.client = Some(origin.client);
         access::start_trace(session, ctx);
-        let headers = &session.req_header().headers;
-        if grpc::is_grpc(headers) {
+        let headers = Fields::with(&session.req_header().headers, ctx.present);
+        if grpc::is_grpc(&headers) {
             ctx.seen.grpc = true;
             ctx.seen.deadline = headers
-                .get(grpc::GRPC_TIMEOUT)
+                .get(fields::GRPC_TIMEOUT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(grpc::parse_timeout)
                 .map(|t| ctx.started + t);
         }
-        if let Some(v) = headers.get(&REQUEST_TIMEOUT) {
+        if let Some(v) = headers.get(fields::REQUEST_TIMEOUT) {
             match v.to_str().ok().and_then(parse_request_timeout) {
                 Some(t) => {
                     let d = ctx.started + t;
@@ -411,8 +424,8 @@ impl ProxyHttp for Edge {
         }
         if let (None, Some(limit)) = (&ctx.reject, &ctx.topo.per_client) {
             let now = ratelimit::nanos(ctx.started);
-            let headers = &session.req_header().headers;
-            ctx.reject = limit.admit(headers, origin.client, now).err();
+            let headers = Fields::with(&session.req_header().headers, ctx.present);
+            ctx.reject = limit.admit(&headers, origin.client, now).err();
         }
         if ctx.reject.is_none() {
             ctx.reject = self.route(session, ctx, origin.client).await;
@@ -889,10 +902,6 @@ impl ProxyHttp for Edge {
         }
     }
 }
-
-/// The client's deadline for the whole request. A `HeaderName`, not a `&str`:
-/// a lookup by `&str` parses the name again on every request.
-const REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
 
 /// `X-Request-Timeout`: a duration (`250ms`, `2s`) or whole milliseconds, above 0.
 fn parse_request_timeout(v: &str) -> Option<Duration> {

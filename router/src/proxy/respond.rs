@@ -12,6 +12,7 @@ use pingora::proxy::Session;
 use pingora::ErrorType;
 
 use crate::metrics;
+use crate::route::fields::Fields;
 use crate::route::reject::Reject;
 
 pub(super) fn client_ip(session: &Session) -> IpAddr {
@@ -28,7 +29,7 @@ pub(super) fn request_line_len(req: &RequestHeader) -> usize {
 
 /// Writes the router's own answer: status, reason text, `Retry-After`.
 pub(super) async fn respond(session: &mut Session, reject: &Reject) -> Result<()> {
-    if super::grpc::is_grpc(&session.req_header().headers) {
+    if super::grpc::is_grpc(&Fields::new(&session.req_header().headers)) {
         metrics::rejected(reject.status);
         let status = super::grpc::status_for_http(reject.status);
         return super::grpc::answer(session, status, &reject.reason).await;

@@ -7,8 +7,8 @@ use http::{HeaderMap, Method};
 use switchyard_config::{parse_duration, FreshnessClass, RequestClass};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::route::fields::{self, Fields};
 use crate::route::geo::Place;
-use crate::route::headers::FRESHNESS;
 use crate::route::reject::Reject;
 use crate::route::topology::{service_hash, Topology};
 
@@ -58,7 +58,8 @@ pub fn classify<'a>(
     now_ms: u64,
 ) -> Result<Classified<'a>, Reject> {
     let mono_ns = crate::route::live::now_nanos();
-    classify_at(topo, method, path, headers, client_ip, now_ms, mono_ns)
+    let fields = Fields::new(headers);
+    classify_at(topo, method, path, &fields, client_ip, now_ms, mono_ns)
 }
 
 /// [`classify`] at a monotonic time already read (`mono_ns`, see
@@ -68,7 +69,7 @@ pub(crate) fn classify_at<'a>(
     topo: &'a Topology,
     method: &Method,
     path: &'a str,
-    headers: &'a HeaderMap,
+    headers: &Fields<'a>,
     client_ip: IpAddr,
     now_ms: u64,
     mono_ns: u64,
@@ -101,7 +102,7 @@ pub(crate) fn classify_at<'a>(
     let synthetic =
         topo.synthetic
             .as_ref()
-            .is_some_and(|m| match (&m.token, headers.get(&m.header)) {
+            .is_some_and(|m| match (&m.token, headers.get_named(&m.header)) {
                 (Some(token), Some(v)) => crate::route::hygiene::constant_time_eq(
                     token.as_bytes(),
                     v.as_bytes().trim_ascii(),
@@ -137,9 +138,9 @@ pub(crate) fn classify_at<'a>(
 
 /// The bound a read accepts: `X-Freshness` naming a class or giving a
 /// duration, else the configured default class.
-fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<FreshnessClass, Reject> {
+fn freshness(topo: &Topology, headers: &Fields) -> Result<FreshnessClass, Reject> {
     let c = &topo.config.consistency;
-    let Some(v) = headers.get(&FRESHNESS) else {
+    let Some(v) = headers.get(fields::FRESHNESS) else {
         return Ok(topo.default_freshness);
     };
     let s = v
@@ -161,10 +162,10 @@ fn freshness(topo: &Topology, headers: &HeaderMap) -> Result<FreshnessClass, Rej
 }
 
 /// The partition key from the configured header or path segment.
-fn partition_key<'a>(topo: &Topology, path: &'a str, headers: &'a HeaderMap) -> Option<&'a str> {
+fn partition_key<'a>(topo: &Topology, path: &'a str, headers: &Fields<'a>) -> Option<&'a str> {
     let p = &topo.config.consistency.partition;
     if let Some(h) = &topo.partition_header {
-        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = headers.get_named(h).and_then(|v| v.to_str().ok()) {
             let v = v.trim();
             if !v.is_empty() {
                 return Some(v);

@@ -73,8 +73,9 @@ pub(crate) fn explain(
             .map_err(|_| ExplainError(format!("client {c:?} is not an IP address")))?,
     };
     // The proxy's trust boundary: `client` is the socket peer.
+    let fields = crate::route::fields::Fields::new(&headers);
     let origin =
-        crate::route::hygiene::origin(&headers, peer, topo.geo.header(), |a| topo.config.trusts(a));
+        crate::route::hygiene::origin(&fields, peer, topo.geo.header(), |a| topo.config.trusts(a));
     for name in &origin.drop {
         headers.remove(name);
     }

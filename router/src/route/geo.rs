@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use http::HeaderMap;
 use ipnet::IpNet;
 use switchyard_config::Geo;
+
+use crate::route::fields::Fields;
 
 /// A two-letter code packed in two bytes (country or continent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,11 +67,11 @@ impl GeoResolver {
 
     /// The client's place; `headers` is consulted only for the geo header,
     /// which the trust boundary has already dropped from untrusted peers.
-    pub(crate) fn locate(&self, ip: IpAddr, headers: &HeaderMap) -> Place {
+    pub(crate) fn locate(&self, ip: IpAddr, headers: &Fields) -> Place {
         let country = self
             .header
             .as_ref()
-            .and_then(|h| headers.get(h))
+            .and_then(|h| headers.get_named(h))
             .and_then(|v| v.to_str().ok())
             .and_then(Code::parse)
             .or_else(|| {
@@ -163,10 +164,16 @@ mod tests {
     #[test]
     fn most_specific_network_wins_when_sorted() {
         let r = resolver(None);
-        let p = r.locate("127.0.0.2".parse().expect("ip"), &HeaderMap::new());
+        let p = r.locate(
+            "127.0.0.2".parse().expect("ip"),
+            &Fields::new(&http::HeaderMap::new()),
+        );
         assert_eq!(p.country, Code::parse("DE"));
         assert_eq!(p.continent, Code::parse("EU"));
-        let p = r.locate("127.0.0.9".parse().expect("ip"), &HeaderMap::new());
+        let p = r.locate(
+            "127.0.0.9".parse().expect("ip"),
+            &Fields::new(&http::HeaderMap::new()),
+        );
         assert_eq!(p.country, Code::parse("US"));
         assert_eq!(p.continent, Code::parse("NA"));
     }
@@ -174,9 +181,9 @@ mod tests {
     #[test]
     fn trusted_header_takes_precedence() {
         let r = resolver(Some("CF-IPCountry"));
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.insert("cf-ipcountry", "jp".parse().expect("value"));
-        let p = r.locate("127.0.0.2".parse().expect("ip"), &h);
+        let p = r.locate("127.0.0.2".parse().expect("ip"), &Fields::new(&h));
         assert_eq!(p.country, Code::parse("JP"));
         assert_eq!(p.continent, Code::parse("AS"));
     }
@@ -185,7 +192,10 @@ mod tests {
     fn unknown_client_has_no_place() {
         let r = resolver(None);
         assert_eq!(
-            r.locate("10.1.1.1".parse().expect("ip"), &HeaderMap::new()),
+            r.locate(
+                "10.1.1.1".parse().expect("ip"),
+                &Fields::new(&http::HeaderMap::new())
+            ),
             Place::default()
         );
     }

@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue};
 use smallvec::SmallVec;
 use switchyard_config::Limits;
 
-use crate::route::headers::{FENCING_TOKEN, FORWARDED_FOR, REQUEST_ID, RYW, SWITCHYARD_PREFIX};
+use crate::route::fields::{self, Field, Fields};
+use crate::route::headers::{FENCING_TOKEN, RYW, SWITCHYARD_PREFIX};
 use crate::route::reject::Reject;
 
 /// Checks the header section against the limits: over either → `431`.
@@ -46,9 +46,9 @@ pub(crate) fn check_limits(
 /// not, and a request it would frame differently is a smuggling vector, so
 /// any repetition is refused (as nginx does). Such a request is never
 /// forwarded.
-pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), Reject> {
+pub(crate) fn check_framing(headers: &Fields) -> Result<(), Reject> {
     let has_te = check_transfer_encoding(headers)?;
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let mut lengths = headers.get_all(fields::CONTENT_LENGTH);
     let Some(first) = lengths.next() else {
         return Ok(());
     };
@@ -94,8 +94,8 @@ pub(crate) fn check_target(method: &http::Method, raw_target: &[u8]) -> Result<(
 /// saying exactly `chunked`. A list (`identity, chunked`, `chunked, chunked`)
 /// or a repeated field is framed differently by different parsers; any
 /// other coding is one the router does not implement.
-fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, Reject> {
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+fn check_transfer_encoding(headers: &Fields) -> Result<bool, Reject> {
+    let mut codings = headers.get_all(fields::TRANSFER_ENCODING);
     let Some(first) = codings.next() else {
         return Ok(false);
     };
@@ -136,9 +136,9 @@ const PROTECTED: &[&str] = &[
 
 /// HTTP/1.1's own rules: exactly one `Host` (RFC 9112 §3.2), and a
 /// `Connection` header that names no header the router relies on.
-pub(crate) fn check_http1(version: http::Version, headers: &HeaderMap) -> Result<(), Reject> {
+pub(crate) fn check_http1(version: http::Version, headers: &Fields) -> Result<(), Reject> {
     if version == http::Version::HTTP_11 {
-        match headers.get_all(http::header::HOST).iter().count() {
+        match headers.get_all(fields::HOST).count() {
             0 => {
                 return Err(Reject::bad_request(
                     "HTTP/1.1 request without a Host header",
@@ -180,10 +180,9 @@ fn is_tchar(b: u8) -> bool {
 
 /// The header names a `Connection` header lists, lowercased (`close` and
 /// `keep-alive` are options, not names, but dropping such headers is harmless).
-fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+fn connection_names<'a>(headers: &Fields<'a>) -> impl Iterator<Item = String> + 'a {
     headers
-        .get_all(http::header::CONNECTION)
-        .iter()
+        .get_all(fields::CONNECTION)
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(|n| String::from_utf8_lossy(n.trim_ascii()).to_ascii_lowercase())
         .filter(|n| !n.is_empty())
@@ -193,63 +192,50 @@ fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 /// forwarded: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Upgrade`, and `TE` unless it asks only for
 /// trailers (which gRPC needs end to end).
-fn hop_by_hop(headers: &HeaderMap) -> SmallVec<[http::HeaderName; 4]> {
+fn hop_by_hop(headers: &Fields) -> SmallVec<[http::HeaderName; 4]> {
     let mut out: SmallVec<[http::HeaderName; 4]> = SmallVec::new();
-    let present = carried(headers, &HOP_BY_HOP);
-    if present == 0 {
+    let present = headers.present();
+    if !HOP_BY_HOP.iter().any(|f| present.has(*f)) {
         return out;
     }
-    if present & 1 != 0 {
+    if present.has(fields::CONNECTION) {
         for name in connection_names(headers) {
             if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
-                if headers.contains_key(&n) && !out.contains(&n) {
+                if headers.contains_named(&n) && !out.contains(&n) {
                     out.push(n);
                 }
             }
         }
     }
-    let te_trailers_only = headers.get_all(http::header::TE).iter().all(|v| {
+    let te_trailers_only = headers.get_all(fields::TE).all(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
                 .all(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        let te_kept = *name == http::header::TE && te_trailers_only;
-        if present & (1 << i) != 0 && !te_kept && !out.contains(name) {
-            out.push(name.clone());
+    for field in HOP_BY_HOP {
+        let te_kept = field == fields::TE && te_trailers_only;
+        if present.has(field) && !te_kept && !out.contains(field.name()) {
+            out.push(field.name().clone());
         }
     }
     out
 }
 
 /// The hop-by-hop fields a request may carry besides those its
-/// `Connection` names (`Connection` first).
-const HOP_BY_HOP: [http::HeaderName; 5] = [
-    http::header::CONNECTION,
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
-    http::header::UPGRADE,
-    http::header::TE,
+/// `Connection` names.
+const HOP_BY_HOP: [Field; 5] = [
+    fields::CONNECTION,
+    fields::KEEP_ALIVE,
+    fields::PROXY_CONNECTION,
+    fields::UPGRADE,
+    fields::TE,
 ];
-
-/// Which of `names` (at most 32) a request carries, bit `i` for `names[i]`:
-/// one pass over its fields, on every request's path, instead of a hashed
-/// lookup for each name.
-fn carried(headers: &HeaderMap, names: &[http::HeaderName]) -> u32 {
-    let mut found = 0;
-    for key in headers.keys() {
-        if let Some(i) = names.iter().position(|n| n == key) {
-            found |= 1 << i;
-        }
-    }
-    found
-}
 
 /// Whether a request asks to upgrade to WebSocket (`Upgrade: websocket`,
 /// with `Connection: upgrade`).
-pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+pub(crate) fn is_websocket_upgrade(headers: &Fields) -> bool {
+    let upgrade = headers.get_all(fields::UPGRADE).any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
@@ -274,11 +260,18 @@ pub(crate) fn raw_has_content_length(raw: &[u8]) -> bool {
 /// Names of client headers that only Switchyard may set. The synthetic
 /// marker (`marker`) is kept only when it carried the right token (`authentic`).
 pub(crate) fn reserved_headers(
-    headers: &HeaderMap,
+    headers: &Fields,
     marker: Option<&http::HeaderName>,
     authentic: bool,
 ) -> SmallVec<[http::HeaderName; 4]> {
+    // No reserved name but the marker is a `Field`, so a request that
+    // carries only `Field`s has none of them.
+    let present = headers.present();
+    if !present.carries_unlisted() && !marker.is_some_and(|m| present.may_carry(m)) {
+        return SmallVec::new();
+    }
     headers
+        .map()
         .keys()
         .filter(|k| {
             if Some(*k) == marker {
@@ -292,11 +285,11 @@ pub(crate) fn reserved_headers(
 }
 
 /// Headers that say where a request came from: only a trusted proxy may set them.
-const FORWARDING: [http::HeaderName; 4] = [
-    http::HeaderName::from_static("x-forwarded-for"),
-    http::HeaderName::from_static("forwarded"),
-    http::HeaderName::from_static("x-forwarded-proto"),
-    http::HeaderName::from_static("x-real-ip"),
+const FORWARDING: [Field; 4] = [
+    fields::FORWARDED_FOR,
+    fields::FORWARDED,
+    fields::FORWARDED_PROTO,
+    fields::REAL_IP,
 ];
 
 /// Where a request comes from, by the trust boundary: the client address
@@ -316,22 +309,21 @@ pub(crate) struct Origin {
 /// to be dropped, and the client is the peer. Hop-by-hop headers are
 /// dropped whoever sent them. The proxy and explain both start here.
 pub(crate) fn origin(
-    headers: &HeaderMap,
+    headers: &Fields,
     peer: IpAddr,
     geo_header: Option<&http::HeaderName>,
     trusts: impl Fn(IpAddr) -> bool,
 ) -> Origin {
     let mut drop = hop_by_hop(headers);
     if !trusts(peer) {
-        let forwarding = carried(headers, &FORWARDING);
+        let present = headers.present();
         drop.extend(
             FORWARDING
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| forwarding & (1 << i) != 0)
-                .map(|(_, h)| h.clone()),
+                .filter(|f| present.has(**f))
+                .map(|f| f.name().clone()),
         );
-        if let Some(h) = geo_header.filter(|h| headers.contains_key(*h)) {
+        if let Some(h) = geo_header.filter(|h| headers.contains_named(h)) {
             drop.push(h.clone());
         }
         return Origin { client: peer, drop };
@@ -345,10 +337,9 @@ pub(crate) fn origin(
 /// The right-most `X-Forwarded-For` address that is not a trusted proxy;
 /// `peer` when every hop is trusted, or when a hop cannot be read (the chain
 /// before it cannot be believed either).
-fn client_behind(headers: &HeaderMap, peer: IpAddr, trusts: &impl Fn(IpAddr) -> bool) -> IpAddr {
+fn client_behind(headers: &Fields, peer: IpAddr, trusts: &impl Fn(IpAddr) -> bool) -> IpAddr {
     let hops: Vec<&str> = headers
-        .get_all(FORWARDED_FOR)
-        .iter()
+        .get_all(fields::FORWARDED_FOR)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -395,9 +386,9 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// `X-Forwarded-For` with the client appended to what earlier hops wrote.
-pub(crate) fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
+pub(crate) fn forwarded_for(headers: &Fields, client: IpAddr) -> HeaderValue {
     let mut out = String::with_capacity(64);
-    for v in headers.get_all(FORWARDED_FOR) {
+    for v in headers.get_all(fields::FORWARDED_FOR) {
         if let Ok(s) = v.to_str() {
             if !s.trim().is_empty() {
                 out.push_str(s.trim());
@@ -410,8 +401,8 @@ pub(crate) fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue 
 }
 
 /// A fresh request id (a random UUID) when the client sent none.
-pub(crate) fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    if headers.contains_key(REQUEST_ID) {
+pub(crate) fn request_id(headers: &Fields) -> Option<HeaderValue> {
+    if headers.contains(fields::REQUEST_ID) {
         return None;
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -422,6 +413,38 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::headers::{FORWARDED_FOR, REQUEST_ID};
+
+    // The checks as the proxy calls them: on a map with the fields found in
+    // it by one pass.
+    fn check_framing(h: &HeaderMap) -> Result<(), Reject> {
+        super::check_framing(&Fields::new(h))
+    }
+
+    fn check_http1(version: http::Version, h: &HeaderMap) -> Result<(), Reject> {
+        super::check_http1(version, &Fields::new(h))
+    }
+
+    fn origin(
+        h: &HeaderMap,
+        peer: IpAddr,
+        geo: Option<&http::HeaderName>,
+        trusts: impl Fn(IpAddr) -> bool,
+    ) -> Origin {
+        super::origin(&Fields::new(h), peer, geo, trusts)
+    }
+
+    fn reserved_headers(
+        h: &HeaderMap,
+        marker: Option<&http::HeaderName>,
+        authentic: bool,
+    ) -> SmallVec<[http::HeaderName; 4]> {
+        super::reserved_headers(&Fields::new(h), marker, authentic)
+    }
+
+    fn forwarded_for(h: &HeaderMap, client: IpAddr) -> HeaderValue {
+        super::forwarded_for(&Fields::new(h), client)
+    }
 
     #[test]
     fn the_headers_the_router_adds_are_protected() {
@@ -533,6 +556,23 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(names, vec!["x-switchyard-region", "x-fencing-token"]);
+        // Found whatever else the request carries: alone, or beside only
+        // fields the one-pass set lists.
+        for name in ["x-switchyard-region", "x-fencing-token"] {
+            for beside in [None, Some("host"), Some("x-switchyard-ryw")] {
+                let mut pairs = vec![(name, "v")];
+                pairs.extend(beside.map(|b| (b, "v")));
+                let found = reserved_headers(&map(&pairs), None, false);
+                assert_eq!(found.len(), 1, "{name} beside {beside:?}");
+            }
+        }
+        // The synthetic marker may be a listed name, and is still found.
+        let marker = http::HeaderName::from_static("x-request-id");
+        let h = map(&[("x-request-id", "spoofed"), ("host", "a")]);
+        assert_eq!(
+            reserved_headers(&h, Some(&marker), false).as_slice(),
+            [marker]
+        );
     }
 
     fn trusted(ip: IpAddr) -> bool {
@@ -639,7 +679,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_found() {
         let names = |pairs: &[(&str, &str)]| -> Vec<String> {
-            hop_by_hop(&map(pairs))
+            hop_by_hop(&Fields::new(&map(pairs)))
                 .iter()
                 .map(|n| n.to_string())
                 .collect()

@@ -10,6 +10,7 @@ pub(crate) mod classify;
 pub(crate) mod concurrency;
 pub(crate) mod decide;
 pub(crate) mod explain;
+pub(crate) mod fields;
 pub(crate) mod geo;
 pub(crate) mod headers;
 pub(crate) mod hygiene;

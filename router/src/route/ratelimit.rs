@@ -306,13 +306,22 @@ impl ClientLimiter {
 pub(crate) struct PerClientLimit {
     pub(crate) spec: switchyard_config::PerClient,
     pub(crate) limiter: ClientLimiter,
+    /// With `key: header:NAME`, NAME parsed once (the config checked it).
+    key_header: Option<http::HeaderName>,
 }
 
 impl PerClientLimit {
     pub(crate) fn new(spec: &switchyard_config::PerClient) -> Self {
+        let key_header = match &spec.key {
+            switchyard_config::ClientKey::Ip => None,
+            switchyard_config::ClientKey::Header(name) => {
+                http::HeaderName::from_bytes(name.as_bytes()).ok()
+            }
+        };
         PerClientLimit {
             limiter: ClientLimiter::new(spec.rps, spec.burst),
             spec: spec.clone(),
+            key_header,
         }
     }
 
@@ -321,7 +330,7 @@ impl PerClientLimit {
     /// `key: header:NAME`, a request without the header is keyed by address.
     pub(crate) fn admit(
         &self,
-        headers: &http::HeaderMap,
+        headers: &crate::route::fields::Fields,
         client: std::net::IpAddr,
         now: u64,
     ) -> Result<(), crate::route::reject::Reject> {
@@ -330,10 +339,10 @@ impl PerClientLimit {
             std::net::IpAddr::V4(v4) => xxh3_64(&v4.octets()),
             std::net::IpAddr::V6(v6) => xxh3_64(&v6.octets()),
         };
-        let key = match &self.spec.key {
-            switchyard_config::ClientKey::Ip => by_ip(),
-            switchyard_config::ClientKey::Header(name) => headers
-                .get(name.as_str())
+        let key = match &self.key_header {
+            None => by_ip(),
+            Some(name) => headers
+                .get_named(name)
                 .map_or_else(by_ip, |v| xxh3_64(v.as_bytes()) ^ 0x5EED),
         };
         self.limiter.try_take(key, now).map_err(|wait| {

@@ -6,9 +6,10 @@
 //! what repair on read replays. Tokens are signed with HMAC-SHA256 so a
 //! client cannot forge one; a token that does not verify is ignored.
 
-use http::HeaderMap;
 use ring::hmac;
 use switchyard_oplog::OpId;
+
+use crate::route::fields::{self, Fields};
 
 /// The cookie that carries the token.
 pub(crate) const COOKIE: &str = "sy_ryw";
@@ -149,14 +150,11 @@ impl Signer {
     }
 
     /// The token a request carries (header first, then the cookie), verified.
-    pub(crate) fn token_in(&self, headers: &HeaderMap) -> Option<Token> {
-        if let Some(v) = headers
-            .get(crate::route::headers::RYW)
-            .and_then(|v| v.to_str().ok())
-        {
+    pub(crate) fn token_in(&self, headers: &Fields) -> Option<Token> {
+        if let Some(v) = headers.get(fields::RYW).and_then(|v| v.to_str().ok()) {
             return self.verify(v);
         }
-        for cookies in headers.get_all(http::header::COOKIE) {
+        for cookies in headers.get_all(fields::COOKIE) {
             let Ok(text) = cookies.to_str() else {
                 continue;
             };
@@ -262,14 +260,14 @@ mod tests {
             key: hmac::Key::new(hmac::HMAC_SHA256, b"other key"),
         };
         assert_eq!(other.verify(&text), None);
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.insert(
             http::header::COOKIE,
             format!("a=1; {COOKIE}={text}; b=2")
                 .parse()
                 .expect("cookie"),
         );
-        assert_eq!(s.token_in(&h).map(|t| t.epoch), Some(3));
+        assert_eq!(s.token_in(&Fields::new(&h)).map(|t| t.epoch), Some(3));
     }
 
     #[test]
