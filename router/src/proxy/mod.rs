@@ -187,11 +187,13 @@ impl Edge {
                     .to_string(),
             );
         }
-        if ctx.class == RequestClass::Read && !ctx.synthetic {
+        let targets = (ctx.class == RequestClass::Read && !ctx.synthetic)
+            .then(|| self.state.shadow_active.load())
+            .filter(|t| !t.is_empty());
+        if let Some(targets) = targets {
             // Shadows follow the read's own candidate rules (residency first),
             // all but brownout ejection: shadow answers are what a ramp's gates
             // judge, and `max_inflight` already bounds what a slow region gets.
-            let targets = self.state.shadow_active.load();
             let owner = ctx.topo.owner_of(classified.partition);
             ctx.shadow_ok = targets
                 .iter()
