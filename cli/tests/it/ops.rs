@@ -177,10 +177,17 @@ async fn reload_under_load_drops_nothing_and_bad_configs_are_kept_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let (a, b) = (region("a").await, region("b").await);
-    a.set("delay", json!(1000)).await;
     let dir = TempDir::new();
     let cfg = slow_health(&weighted(&a, &b, &dir, 1, 0));
     let mut router = Router::start_in(dir, &cfg);
+    // Slow only once its first probe has answered: a read is not sent to a
+    // region whose lag is not known yet, and would be answered at once by
+    // the other.
+    eventually(Duration::from_secs(5), || async {
+        router.status().await["regions"]["a"]["lag_known"] == true
+    })
+    .await;
+    a.set("delay", json!(1000)).await;
     let url = router.url("/kv/x");
     let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     router.wait_inflight(1).await;
