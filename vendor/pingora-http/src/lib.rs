@@ -41,6 +41,9 @@ pub use http::HeaderMap as HMap;
 pub mod authority;
 use authority::{raw_target_authority, RawTargetAuthority};
 
+pub mod fields;
+use fields::FieldSet;
+
 mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
@@ -85,6 +88,8 @@ pub enum HeaderNameVariant<'a> {
 pub struct RequestHeader {
     base: ReqParts,
     header_name_map: Option<CaseMap>,
+    /// The [fields] the header may carry, kept as fields are added.
+    fields: FieldSet,
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -153,6 +158,7 @@ impl RequestHeader {
         RequestHeader {
             base,
             header_name_map: None,
+            fields: FieldSet::default(),
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
         }
@@ -206,6 +212,7 @@ impl RequestHeader {
         append_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
+            &mut self.fields,
             name,
             header_value,
         )
@@ -226,6 +233,7 @@ impl RequestHeader {
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
+            &mut self.fields,
             name,
             header_value,
         )
@@ -237,6 +245,13 @@ impl RequestHeader {
         &'a N: 'a + AsHeaderName,
     {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+    }
+
+    /// Which of the [fields] a proxy reads on every message this header may
+    /// carry: a field it says is absent need not be looked up.
+    #[inline]
+    pub fn fields(&self) -> FieldSet {
+        self.fields
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -407,6 +422,7 @@ impl Clone for RequestHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            fields: self.fields,
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
         }
@@ -420,6 +436,7 @@ impl Clone for RequestHeader {
 impl From<ReqParts> for RequestHeader {
     fn from(parts: ReqParts) -> RequestHeader {
         Self {
+            fields: FieldSet::of(&parts.headers),
             base: parts,
             header_name_map: None,
             // The Uri is the only target available here, so it is the one that serializes.
@@ -453,6 +470,8 @@ pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
     header_name_map: Option<CaseMap>,
+    /// The [fields] the header may carry, kept as fields are added.
+    fields: FieldSet,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -476,6 +495,7 @@ impl Clone for ResponseHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            fields: self.fields,
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -485,6 +505,7 @@ impl Clone for ResponseHeader {
 impl From<RespParts> for ResponseHeader {
     fn from(parts: RespParts) -> ResponseHeader {
         Self {
+            fields: FieldSet::of(&parts.headers),
             base: parts,
             header_name_map: None,
             reason_phrase: None,
@@ -519,6 +540,7 @@ impl ResponseHeader {
         ResponseHeader {
             base,
             header_name_map: None,
+            fields: FieldSet::default(),
             reason_phrase: None,
         }
     }
@@ -560,6 +582,7 @@ impl ResponseHeader {
         append_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
+            &mut self.fields,
             name,
             header_value,
         )
@@ -580,6 +603,7 @@ impl ResponseHeader {
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
+            &mut self.fields,
             name,
             header_value,
         )
@@ -591,6 +615,13 @@ impl ResponseHeader {
         &'a N: 'a + AsHeaderName,
     {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+    }
+
+    /// Which of the [fields] a proxy reads on every message this header may
+    /// carry: a field it says is absent need not be looked up.
+    #[inline]
+    pub fn fields(&self) -> FieldSet {
+        self.fields
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -849,10 +880,12 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
 fn append_header_value<T>(
     name_map: Option<&mut CaseMap>,
     value_map: &mut HMap<T>,
+    fields: &mut FieldSet,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
     let (header_name, case_header_name) = names(name, name_map.is_some())?;
+    fields.add(&header_name);
     // store the original case in the map
     if let (Some(name_map), Some(case_header_name)) = (name_map, case_header_name) {
         // Use the non-panicking `try_append`: the infallible `append` calls
@@ -903,10 +936,12 @@ fn names(
 fn insert_header_value<T>(
     name_map: Option<&mut CaseMap>,
     value_map: &mut HMap<T>,
+    fields: &mut FieldSet,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
     let (header_name, case_header_name) = names(name, name_map.is_some())?;
+    fields.add(&header_name);
     if let (Some(name_map), Some(case_header_name)) = (name_map, case_header_name) {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);

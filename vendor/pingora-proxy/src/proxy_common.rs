@@ -16,6 +16,7 @@ use http::header::{self, HeaderName};
 use pingora_core::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora_core::upstreams::peer::{H1UpgradePolicy, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
+use pingora_http::fields as field;
 use pingora_http::RequestHeader;
 
 const MAX_CONNECTION_NOMINATIONS: usize = 10;
@@ -101,10 +102,13 @@ impl ConnectionNominations {
 
         // This is inspired by Envoy's defensive Connection-header sanitization checks. Bound the
         // amount of token processing so it cannot become a request-time DoS vector.
-        for token in req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
+        let connection = req
+            .fields()
+            .may_carry(field::CONNECTION)
+            .then(|| req.headers.get_all(header::CONNECTION));
+        for token in connection
+            .into_iter()
+            .flatten()
             .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
             .map(|token| token.trim_ascii())
             .filter(|token| !token.is_empty())
@@ -366,7 +370,10 @@ pub(crate) fn sanitize_h1_upstream_request(
         .then(|| ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations))
         .transpose()?;
 
-    if policy.h1_upgrade == H1UpgradePolicy::Preserve && req.headers.contains_key(header::UPGRADE) {
+    if policy.h1_upgrade == H1UpgradePolicy::Preserve
+        && req.fields().may_carry(field::UPGRADE)
+        && req.headers.contains_key(header::UPGRADE)
+    {
         // An arbitrary upgrade may require any of the connection-nominated fields. Preserve the
         // complete request metadata rather than forwarding a partial handshake.
         return Ok(());
@@ -411,9 +418,12 @@ pub(crate) fn finalize_h1_upstream_request_framing(
     req: &mut RequestHeader,
     downstream_has_body: bool,
 ) -> Result<()> {
+    let fields = req.fields();
     if downstream_has_body
-        && req.headers.get(header::CONTENT_LENGTH).is_none()
-        && req.headers.get(header::TRANSFER_ENCODING).is_none()
+        && !(fields.may_carry(field::CONTENT_LENGTH)
+            && req.headers.contains_key(header::CONTENT_LENGTH))
+        && !(fields.may_carry(field::TRANSFER_ENCODING)
+            && req.headers.contains_key(header::TRANSFER_ENCODING))
     {
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }

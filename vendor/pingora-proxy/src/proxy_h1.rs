@@ -24,6 +24,7 @@ use pingora_core::protocols::http::{
     custom::CUSTOM_MESSAGE_QUEUE_SIZE,
     v1::common::is_upgrade_req as is_h1_upgrade_req,
 };
+use pingora_http::fields as field;
 
 impl<SV, C> HttpProxy<SV, C>
 where
@@ -1120,15 +1121,12 @@ where
                 // these status codes / method cannot have body, so no need to add chunked encoding
                 let no_body = session.req_header().method == http::method::Method::HEAD
                     || matches!(header.status.as_u16(), 204 | 304);
-                if !no_body
-                    && !header.status.is_informational()
-                    && header
-                        .headers
-                        .get(http::header::TRANSFER_ENCODING)
-                        .is_none()
-                    && header.headers.get(http::header::CONTENT_LENGTH).is_none()
-                    && !end
-                {
+                let fields = header.fields();
+                let framed = (fields.may_carry(field::TRANSFER_ENCODING)
+                    && header.headers.contains_key(http::header::TRANSFER_ENCODING))
+                    || (fields.may_carry(field::CONTENT_LENGTH)
+                        && header.headers.contains_key(http::header::CONTENT_LENGTH));
+                if !no_body && !header.status.is_informational() && !framed && !end {
                     // Upgrade the http version to 1.1 because 1.0/0.9 doesn't support chunked
                     header.set_version(Version::HTTP_11);
                     header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;

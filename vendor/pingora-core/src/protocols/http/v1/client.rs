@@ -18,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
+use pingora_http::fields::{self as field, FieldSet};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use super::timeout::timeout;
 use std::io::ErrorKind;
@@ -224,7 +225,9 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
+        if let Err(e) =
+            super::common::validate_content_length(&resp_header.headers, resp_header.fields())
+        {
             if self.allow_h1_response_invalid_content_length
                 && super::common::content_length_is_single_token(&resp_header.headers)
             {
@@ -350,11 +353,13 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
+                        let fields = response_header.fields();
+                        let contains_transfer_encoding = fields.may_carry(field::TRANSFER_ENCODING)
+                            && response_header
+                                .headers
+                                .contains_key(header::TRANSFER_ENCODING);
+                        let contains_content_length = fields.may_carry(field::CONTENT_LENGTH)
+                            && response_header.headers.contains_key(header::CONTENT_LENGTH);
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -635,6 +640,7 @@ impl HttpSession {
         if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
             && self
                 .resp_header()
+                .filter(|h| h.fields().may_carry(field::TRANSFER_ENCODING))
                 .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
                 .is_some()
         {
@@ -664,12 +670,17 @@ impl HttpSession {
         let request_keepalive = self
             .request_written
             .as_ref()
+            .filter(|req| req.fields().may_carry(field::CONNECTION))
             .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(
+                self.resp_header()
+                    .filter(|h| h.fields().may_carry(field::CONNECTION))
+                    .and_then(|h| h.headers.get(header::CONNECTION)),
+            ),
         }
     }
 
@@ -680,7 +691,11 @@ impl HttpSession {
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
         // Looked up by a ready name: a `&str` is parsed and lower-cased per lookup.
         const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE) else {
+        let keep_alive = self
+            .resp_header()
+            .filter(|h| h.fields().may_carry(field::KEEP_ALIVE))
+            .and_then(|h| h.headers.get(KEEP_ALIVE));
+        let Some(keep_alive_header) = keep_alive else {
             return (None, None);
         };
 
@@ -821,23 +836,23 @@ impl HttpSession {
 
     fn get_content_length(&self) -> Result<Option<usize>> {
         match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
+            Some(h) => framing_content_length(&h.headers, h.fields()),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
         self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
+            .map(|h| is_chunked(&h.headers, h.fields()))
             .unwrap_or(false)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
+        self.init_body_writer_comm(&header.headers, header.fields())
     }
 
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
-        if is_chunked_encoding_from_headers(headers) {
+    fn init_body_writer_comm(&mut self, headers: &HMap, fields: FieldSet) {
+        if is_chunked(headers, fields) {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
             return;
@@ -847,7 +862,7 @@ impl HttpSession {
         // truncated. Per RFC 9112, requests are never close-delimited: an absent
         // or unusable Content-Length means a zero-length body. Headers are
         // expected to be validated on read.
-        match content_length_for_framing(headers) {
+        match framing_content_length(headers, fields) {
             Ok(Some(length)) => self.body_writer.init_content_length(length),
             Ok(None) => self.body_writer.init_content_length(0),
             Err(e) => {

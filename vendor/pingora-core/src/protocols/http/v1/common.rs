@@ -17,6 +17,7 @@
 use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
+use pingora_http::fields::{self as field, FieldSet};
 use pingora_http::{HMap, RequestHeader, ResponseHeader};
 use std::str;
 use std::time::Duration;
@@ -126,8 +127,12 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
-    if is_chunked_encoding_from_headers(headers) {
+pub(crate) fn init_body_writer_comm(
+    body_writer: &mut BodyWriter,
+    headers: &HMap,
+    fields: FieldSet,
+) {
+    if is_chunked(headers, fields) {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
         return;
@@ -138,7 +143,7 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
     // An invalid value should have been rejected on read; if validation was
     // bypassed, log the anomaly and fall back to close-delimited rather than
     // risk misframing the body.
-    match content_length_for_framing(headers) {
+    match framing_content_length(headers, fields) {
         Ok(Some(length)) => body_writer.init_content_length(length),
         Ok(None) => {
             /* TODO: 1. connection: keepalive cannot be used,
@@ -169,6 +174,23 @@ fn find_last_te_token(bytes: &[u8]) -> &[u8] {
 }
 
 /// Check if chunked encoding is the final encoding across all transfer-encoding headers
+/// [`is_chunked_encoding_from_headers`], without a lookup when `fields`
+/// says the message has no `Transfer-Encoding`.
+#[inline]
+pub(crate) fn is_chunked(headers: &HMap, fields: FieldSet) -> bool {
+    fields.may_carry(field::TRANSFER_ENCODING) && is_chunked_encoding_from_headers(headers)
+}
+
+/// [`content_length_for_framing`], without a lookup when `fields` says the
+/// message has no `Content-Length`.
+#[inline]
+pub(crate) fn framing_content_length(headers: &HMap, fields: FieldSet) -> Result<Option<usize>> {
+    if !fields.may_carry(field::CONTENT_LENGTH) {
+        return Ok(None);
+    }
+    content_length_for_framing(headers)
+}
+
 pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
     // Get the last Transfer-Encoding header value
     let last_te = headers
@@ -192,12 +214,15 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11 && req.headers.get(header::UPGRADE).is_some()
+    req.version == http::Version::HTTP_11
+        && req.fields().may_carry(field::UPGRADE)
+        && req.headers.get(header::UPGRADE).is_some()
 }
 
 pub fn is_expect_continue_req(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         // https://www.rfc-editor.org/rfc/rfc9110#section-10.1.1
+        && req.fields().may_carry(field::EXPECT)
         && req.headers.get(header::EXPECT).is_some_and(|v| {
             v.as_bytes().eq_ignore_ascii_case(b"100-continue")
         })
@@ -424,12 +449,14 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
 /// ambiguous values before they cross a proxy boundary.
-pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
+pub(crate) fn validate_content_length(headers: &HMap, fields: FieldSet) -> Result<()> {
+    if fields.may_carry(field::TRANSFER_ENCODING)
+        && headers.get(header::TRANSFER_ENCODING).is_some()
+    {
         // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
         return Ok(());
     }
-    content_length_for_framing(headers).map(|_| ())
+    framing_content_length(headers, fields).map(|_| ())
 }
 
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not

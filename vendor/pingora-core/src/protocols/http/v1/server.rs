@@ -24,6 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
+use pingora_http::fields as field;
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use super::timeout::timeout;
 use regex::bytes::Regex;
@@ -498,10 +499,11 @@ impl HttpSession {
                             appended.or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
-                        let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                        let fields = request_header.fields();
+                        let contains_transfer_encoding = fields.may_carry(field::TRANSFER_ENCODING)
+                            && request_header.headers.contains_key(TRANSFER_ENCODING);
+                        let contains_content_length = fields.may_carry(field::CONTENT_LENGTH)
+                            && request_header.headers.contains_key(CONTENT_LENGTH);
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -593,9 +595,11 @@ impl HttpSession {
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
         // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
+        super::common::validate_content_length(&req_header.headers, req_header.fields())?;
 
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if req_header.fields().may_carry(field::TRANSFER_ENCODING)
+            && req_header.headers.contains_key(TRANSFER_ENCODING)
+        {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -879,7 +883,12 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        is_buf_keepalive(self.get_header(header::CONNECTION))
+        let connection = self
+            .request_header
+            .as_ref()
+            .filter(|h| h.fields().may_carry(field::CONNECTION))
+            .and_then(|h| h.headers.get(header::CONNECTION));
+        is_buf_keepalive(connection)
     }
 
     // calculate write timeout from min_send_rate if set, otherwise return write_timeout
@@ -1023,6 +1032,7 @@ impl HttpSession {
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
         let should_flush = header.status.is_informational()
+            || !header.fields().may_carry(field::CONTENT_LENGTH)
             || header.headers.get(header::CONTENT_LENGTH).is_none();
 
         Ok(Some((write_buf.freeze(), should_flush)))
@@ -1048,7 +1058,7 @@ impl HttpSession {
         if self.is_upgrade(header) == Some(true) {
             self.body_writer.init_close_delimited();
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            init_body_writer_comm(&mut self.body_writer, &header.headers, header.fields());
         }
     }
 
@@ -1211,11 +1221,13 @@ impl HttpSession {
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        is_chunked_encoding_from_headers(&self.req_header().headers)
+        let req = self.req_header();
+        is_chunked(&req.headers, req.fields())
     }
 
     fn get_content_length(&self) -> Result<Option<usize>> {
-        content_length_for_framing(&self.req_header().headers)
+        let req = self.req_header();
+        framing_content_length(&req.headers, req.fields())
     }
 
     fn init_body_reader(&mut self) {
