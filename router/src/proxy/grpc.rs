@@ -14,7 +14,6 @@ use pingora::proxy::Session;
 use crate::route::fields::{self, Fields};
 
 pub(super) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-pub(super) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
 /// gRPC status codes the router answers with itself.

@@ -28,7 +28,7 @@ use crate::route::decide::{
 };
 use crate::route::fields::{self, Fields};
 use crate::route::headers::{
-    COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, REGION, REQUEST_ID, STALE,
+    COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, GRPC_TIMEOUT, REGION, REQUEST_ID, STALE,
 };
 use crate::route::hygiene;
 use crate::route::live::{EndpointCount, RegionCount};
@@ -568,7 +568,7 @@ impl ProxyHttp for Edge {
         }
         if let Some(deadline) = ctx.seen.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            upstream_request.insert_header(grpc::GRPC_TIMEOUT, grpc::format_timeout(left))?;
+            upstream_request.insert_header(GRPC_TIMEOUT, grpc::format_timeout(left))?;
         }
         if let Some(traceparent) = access::attempt_traceparent(ctx) {
             upstream_request.insert_header(crate::route::trace::TRACEPARENT, traceparent)?;

@@ -69,7 +69,7 @@ static NAMES: [HeaderName; 20] = [
     crate::route::trace::TRACEPARENT,
     HeaderName::from_static("x-request-timeout"),
     http::header::CONTENT_TYPE,
-    HeaderName::from_static("grpc-timeout"),
+    crate::route::headers::GRPC_TIMEOUT,
 ];
 
 /// The set of fields a request may carry: a clear bit means the request

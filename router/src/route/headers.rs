@@ -10,6 +10,8 @@ pub(crate) const FENCING_TOKEN: http::HeaderName = http::HeaderName::from_static
 pub(crate) const FRESHNESS: http::HeaderName = http::HeaderName::from_static("x-freshness");
 pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 pub(crate) const FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+/// A gRPC call's deadline, as the client sends it and as the region is told what is left of it.
+pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 /// A region's mark on a write it refused for carrying an old fencing token.
 pub(crate) const FENCED: http::HeaderName = http::HeaderName::from_static("x-fenced");
 /// On a read served beyond its freshness bound (`stale` fallback): the replica's lag.
