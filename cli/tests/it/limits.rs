@@ -241,6 +241,15 @@ async fn a_header_of_any_size_over_the_limit_is_answered_431() {
     assert_eq!(a.requests(), 0);
 }
 
+/// Sends `GET /kv/x` on `s` and reads the answer's status (5 s at most).
+fn get(s: &mut TcpStream) -> Option<u16> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    read_answer(s)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_over_max_connections_are_refused_and_open_ones_keep_working() {
     let a = region("a").await;
@@ -252,13 +261,7 @@ async fn connections_over_max_connections_are_refused_and_open_ones_keep_working
     // closed, and may still wait to be accepted: a request answered on a
     // new connection was accepted after them, from the same queue.
     let mut first = TcpStream::connect(router.http).expect("connect");
-    first
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    first
-        .write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    assert_eq!(read_answer(&mut first), Some(404));
+    assert_eq!(get(&mut first), Some(404));
     drop(first);
     eventually(Duration::from_secs(5), || async {
         router.status().await["connections"]["open"] == 0
@@ -273,12 +276,11 @@ async fn connections_over_max_connections_are_refused_and_open_ones_keep_working
     .await;
     let mut sixth = TcpStream::connect(router.http).expect("the kernel accepts it");
     closed_after(&mut sixth, Duration::from_secs(5));
-    let s = &mut open[0];
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
-        .expect("write");
-    assert_eq!(read_answer(s), Some(404), "an open connection still works");
+    assert_eq!(
+        get(&mut open[0]),
+        Some(404),
+        "an open connection still works"
+    );
     let status = router.status().await;
     assert_eq!(status["connections"]["refused"], 1, "{status}");
     drop(open);
@@ -287,17 +289,7 @@ async fn connections_over_max_connections_are_refused_and_open_ones_keep_working
     })
     .await;
     let mut again = TcpStream::connect(router.http).expect("connect");
-    again
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    again
-        .write_all(b"GET /kv/x HTTP/1.1\r\nHost: a\r\n\r\n")
-        .expect("write");
-    assert_eq!(
-        read_answer(&mut again),
-        Some(404),
-        "room again once they closed"
-    );
+    assert_eq!(get(&mut again), Some(404), "room again once they closed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
