@@ -6,6 +6,8 @@
 # the calls ask for) and each proxy's own.
 #   syscalls.sh                                   # N1=500 N2=2500, all three
 #   TARGETS=switchyard BIN_DIR=target/dist syscalls.sh
+#   FEATURES=1 TARGETS=switchyard syscalls.sh     # routing features on, one request in four
+#                                                 # a logged write (compare.sh's features-*)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${N1:-500}; N2=${N2:-2500}
@@ -17,23 +19,27 @@ proxy_binaries
 start_backend $BACKEND
 switchyard_config $PROXY $BACKEND 1m
 nginx_proxy_config $PROXY $BACKEND
+SY_CONFIG=$WORK/switchyard.yaml; WRITES=0
+if [[ -n "${FEATURES:-}" ]]; then
+  features_config $PROXY; SY_CONFIG=$WORK/features.yaml; WRITES=${WRITE_EVERY:-4}
+fi
 
 start() { # target -> TARGET_PID, serving and warmed up
   case "$1" in
-    switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error "$BIN/switchyard" run --config "$WORK/switchyard.yaml" >/dev/null 2>&1 & ;;
+    switchyard) SWITCHYARD_THREADS=1 SWITCHYARD_LOG=error "$BIN/switchyard" run --config "$SY_CONFIG" >/dev/null 2>&1 & ;;
     bare) "$BIN/bare-proxy" 127.0.0.1:$PROXY 127.0.0.1:$BACKEND 1 >/dev/null 2>&1 & ;;
     nginx) nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & ;;
   esac
   TARGET_PID=$!
   wait_port $PROXY
-  python3 loadtests/peers/client.py 127.0.0.1 $PROXY 200 4 0
+  python3 loadtests/peers/client.py 127.0.0.1 $PROXY 200 4 "$WRITES"
 }
 calls() { # requests -> "syscall count" lines, counted in every thread and child of the target
   local out="$WORK/strace.$1" pids
   pids=$(echo "$TARGET_PID" $(pgrep -P "$TARGET_PID") | tr ' ' ',')
   strace -f -c -o "$out" -p "$pids" 2>/dev/null & local tracer=$!
   sleep 1 # attached to every thread before the first request
-  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$1" 4 0
+  python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$1" 4 "$WRITES"
   kill -INT "$tracer"; wait "$tracer" || true
   awk '/^ *[0-9]/ && NF >= 5 && $NF != "total" {print $NF, $4}' "$out" | sort
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::proxy::Session;
 use switchyard_config::Idempotency;
 use switchyard_oplog::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Record};
@@ -101,6 +102,23 @@ pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> 
         .and_then(|v| v.trim().parse::<usize>().ok());
     if session.as_downstream_mut().is_body_empty() {
         return Ok(WriteBody::Whole(Bytes::new()));
+    }
+    // A client waiting for `100 Continue` before it sends its body hears it
+    // from the router, which reads the body itself; the region is then sent
+    // the body with the header and not asked to continue again. (Unanswered,
+    // such a client waits: curl for a second, others until they time out.)
+    if is_expect_continue_req(session.req_header()) {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|mut e| {
+                e.as_down();
+                e
+            })?;
+        session
+            .req_header_mut()
+            .remove_header(&http::header::EXPECT);
     }
     // What is read here is kept in the retry buffer, which pingora sends
     // upstream first, then the rest of the body as it comes.
