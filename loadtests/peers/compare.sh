@@ -9,6 +9,8 @@
 #   compare.sh OLD_BIN_DIR [NEW_BIN_DIR]    # ROUNDS=3 DURATION=5s CONNECTIONS=32
 #   WORKERS=2 compare.sh ...                # two workers each, on both CPUs
 #                                           # beside the client (as run.sh)
+#   ONLY=features compare.sh ...            # nginx and one pair (bare, switchyard
+#                                           # or features) only
 #
 # A BIN_DIR holds `switchyard` and `bare-proxy` (e.g. target/dist of an
 # older checkout: `git worktree add /tmp/old REV`, then build it there with
@@ -67,6 +69,9 @@ for build in old new; do
   PID[features-$build]=$!
 done
 TARGETS=(nginx bare-old bare-new switchyard-old switchyard-new features-old features-new)
+# ONLY=features (or bare, switchyard): nginx and that pair only, for more
+# rounds of one comparison in the same time.
+if [[ -n "${ONLY:-}" ]]; then TARGETS=(nginx "$ONLY-old" "$ONLY-new"); fi
 for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
 sleep 1.5
 

@@ -20,6 +20,7 @@ mod ops;
 mod overload;
 mod reconcile;
 mod repair;
+mod request_sends;
 mod routing;
 mod spans;
 mod support;

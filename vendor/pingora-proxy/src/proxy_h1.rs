@@ -121,7 +121,20 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        match client_session.write_request_header(Box::new(req)).await {
+        // A body already whole in hand goes out right after the header (the
+        // direct path below): the header is kept to leave with it, in one
+        // send rather than two.
+        let body_in_hand = session.downstream_session.as_custom_mut().is_none()
+            && matches!(
+                direct_request_body(session, upstream_is_upgrade),
+                Some(Some(ref body)) if !body.is_empty()
+            );
+        let written = if body_in_hand {
+            client_session.write_request_header_before_body(Box::new(req))
+        } else {
+            client_session.write_request_header(Box::new(req)).await
+        };
+        match written {
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));

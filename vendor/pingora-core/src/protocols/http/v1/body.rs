@@ -21,6 +21,7 @@ use pingora_error::{
 };
 use std::fmt::Debug;
 use std::future::Future;
+use std::io;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -1340,6 +1341,36 @@ impl BodyWriter {
         }
     }
 
+    /// Writes `header` (a message header not sent yet), then `buf` as
+    /// [`Self::write_body()`] does. When `buf` is the whole of a
+    /// `Content-Length` body, the two go in one vectored write (one system
+    /// call on a TCP or Unix stream); otherwise the header is written first.
+    pub async fn write_body_after<S>(
+        &mut self,
+        stream: &mut S,
+        header: &[u8],
+        buf: &[u8],
+    ) -> Result<Option<usize>>
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
+        if let BM::ContentLength(total, 0) = self.body_mode {
+            if buf.len() == total {
+                write_all_both(stream, header, buf)
+                    .await
+                    .or_err(WriteError, "while writing request header and body")?;
+                self.body_mode = BM::ContentLength(total, total);
+                stream.flush().await.or_err(WriteError, "flushing body")?;
+                return Ok(Some(total));
+            }
+        }
+        stream
+            .write_all(header)
+            .await
+            .or_err(WriteError, "while writing request headers")?;
+        self.write_body(stream, buf).await
+    }
+
     pub fn finished(&self) -> bool {
         match self.body_mode {
             BM::Complete(_) => true,
@@ -2032,6 +2063,26 @@ impl BodyWriter {
             }
         }
     }
+}
+
+/// Writes all of `first`, then all of `second`, as vectored writes: one
+/// write where the stream takes both at once.
+async fn write_all_both<S>(stream: &mut S, mut first: &[u8], mut second: &[u8]) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin + Send,
+{
+    while !first.is_empty() {
+        let bufs = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        match stream.write_vectored(&bufs).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n < first.len() => first = &first[n..],
+            n => {
+                second = &second[n - first.len()..];
+                first = &[];
+            }
+        }
+    }
+    stream.write_all(second).await
 }
 
 #[cfg(test)]

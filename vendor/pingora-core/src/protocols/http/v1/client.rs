@@ -59,6 +59,9 @@ pub struct HttpSession {
     /// keep-alive its fields asked for (`None`: close).
     handed_over: Option<(StatusCode, Option<u64>)>,
     request_written: Option<Box<RequestHeader>>,
+    /// A request header written by [`Self::write_request_header_before_body()`]
+    /// and not sent yet: it leaves with the body's first write.
+    unsent_header: Option<BytesMut>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -99,6 +102,7 @@ impl HttpSession {
             response_header: None,
             handed_over: None,
             request_written: None,
+            unsent_header: None,
             read_timeout: None,
             write_timeout: None,
             digest,
@@ -132,12 +136,7 @@ impl HttpSession {
         // init body writer
         self.init_req_body_writer(&req);
 
-        let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
-            Error::explain(
-                InvalidHTTPHeader,
-                "request-line contains forbidden delimiter bytes or unsupported HTTP version",
-            )
-        })?;
+        let to_wire = request_header_to_wire(&req)?;
         trace!("Writing request header: {to_wire:?}");
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
@@ -165,11 +164,64 @@ impl HttpSession {
         Ok(to_wire.len())
     }
 
+    /// Like [`Self::write_request_header()`], for a caller that has the
+    /// whole body in hand and writes it next: the header is kept, and sent
+    /// with the body's first write ([`Self::write_body()`]), in one system
+    /// call where the stream takes vectored writes, instead of two.
+    /// [`Self::finish_body()`] and [`Self::read_response()`] send a header
+    /// still kept.
+    ///
+    /// Use it only when the body is not waited for: were it a slow upload,
+    /// or a client waiting for `100 Continue`, the upstream would not see
+    /// the header meanwhile.
+    pub fn write_request_header_before_body(&mut self, req: Box<RequestHeader>) -> Result<usize> {
+        self.init_req_body_writer(&req);
+        let to_wire = request_header_to_wire(&req)?;
+        trace!("Keeping request header to write with the body: {to_wire:?}");
+        let written = to_wire.len();
+        self.unsent_header = Some(to_wire);
+        self.request_written = Some(req);
+        Ok(written)
+    }
+
+    /// Sends a header [`Self::write_request_header_before_body()`] kept, if
+    /// one is.
+    async fn send_unsent_header(&mut self) -> Result<()> {
+        let Some(header) = self.unsent_header.take() else {
+            return Ok(());
+        };
+        let write = async {
+            self.underlying_stream.write_all(&header).await?;
+            self.underlying_stream.flush().await
+        };
+        match self.write_timeout {
+            Some(t) => match timeout(t, write).await {
+                Ok(res) => res,
+                Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
+            },
+            None => write.await,
+        }
+        .map_err(|e| match e.kind() {
+            ErrorKind::TimedOut => {
+                Error::because(WriteTimedout, "while writing request headers (timeout)", e)
+            }
+            _ => Error::because(WriteError, "while writing request headers", e),
+        })
+    }
+
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
-        let written = self
-            .body_writer
-            .write_body(&mut self.underlying_stream, buf)
-            .await;
+        let written = match self.unsent_header.take() {
+            Some(header) => {
+                self.body_writer
+                    .write_body_after(&mut self.underlying_stream, &header, buf)
+                    .await
+            }
+            None => {
+                self.body_writer
+                    .write_body(&mut self.underlying_stream, buf)
+                    .await
+            }
+        };
 
         if let Ok(Some(num_bytes)) = written {
             self.bytes_sent += num_bytes;
@@ -201,6 +253,7 @@ impl HttpSession {
     /// Flush local buffer and notify the server by sending the last chunk if chunked encoding is
     /// used.
     pub async fn finish_body(&mut self) -> Result<Option<usize>> {
+        self.send_unsent_header().await?;
         let res = self.body_writer.finish(&mut self.underlying_stream).await?;
         self.underlying_stream
             .flush()
@@ -257,6 +310,7 @@ impl HttpSession {
     /// This function can be called multiple times, if the headers received are just informational
     /// headers.
     pub async fn read_response(&mut self) -> Result<usize> {
+        self.send_unsent_header().await?;
         let mut parse_existing_buffer = true;
 
         if self.response_header_read_buf.is_empty() {
@@ -995,6 +1049,17 @@ pub(crate) fn request_target_has_forbidden_byte(path: &[u8]) -> bool {
 
 // TODO: change it to to_buf
 #[inline]
+/// [`http_req_header_to_wire()`], or the error that a request header it
+/// cannot write is.
+fn request_header_to_wire(req: &RequestHeader) -> Result<BytesMut> {
+    http_req_header_to_wire(req).ok_or_else(|| {
+        Error::explain(
+            InvalidHTTPHeader,
+            "request-line contains forbidden delimiter bytes or unsupported HTTP version",
+        )
+    })
+}
+
 pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(512);
 
