@@ -40,26 +40,16 @@ async fn counting_region() -> (std::net::SocketAddr, Arrivals) {
                     let mut buf = Vec::new();
                     let mut reads = 0;
                     // Reads until one whole request is in `buf`.
-                    let (head, head_end, length) = loop {
+                    let (head, body) = loop {
                         match conn.read(&mut chunk).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                         reads += 1;
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + length {
-                            break (head, end, length);
+                        if let Some(message) = whole_message(&buf) {
+                            break message;
                         }
                     };
-                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
                     if head.starts_with("post /w ") {
                         seen.lock()
                             .expect("arrivals")
@@ -88,22 +78,28 @@ async fn router_before(addr: std::net::SocketAddr) -> Router {
     router
 }
 
+/// The first HTTP/1 message in `buf` (its header block, lowercased, and its
+/// `Content-Length` body), once `buf` holds all of it.
+fn whole_message(buf: &[u8]) -> Option<(String, Vec<u8>)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let body = buf.get(end + 4..end + 4 + length)?.to_vec();
+    Some((head, body))
+}
+
 /// Reads one answer (a header block and its `Content-Length` body).
 async fn read_answer(conn: &mut tokio::net::TcpStream) -> String {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
     let read = async {
         loop {
-            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if answer.len() >= end + 4 + length {
-                    return;
-                }
+            if whole_message(&answer).is_some() {
+                return;
             }
             match conn.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,

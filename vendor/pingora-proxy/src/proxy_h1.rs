@@ -124,7 +124,8 @@ where
         // A body already whole in hand goes out right after the header (the
         // direct path below): the header is kept to leave with it, in one
         // send rather than two.
-        let body_in_hand = session.downstream_session.as_custom_mut().is_none()
+        let body_in_hand = !session.is_body_empty()
+            && session.downstream_session.as_custom_mut().is_none()
             && matches!(
                 direct_request_body(session, upstream_is_upgrade),
                 Some(Some(ref body)) if !body.is_empty()

@@ -241,6 +241,17 @@ pub trait GetTimingDigest {
     fn get_write_pending_time(&self) -> Duration {
         Duration::ZERO
     }
+    /// The digest a session made of this stream and gave back when it was
+    /// done with it ([`Self::keep_digest`]), if the stream kept one.
+    fn take_kept_digest(&mut self) -> Option<Box<Digest>> {
+        None
+    }
+    /// Keeps the digest of a session that is done with this stream, for the
+    /// next session on it to take instead of making its own: what a digest
+    /// holds is fixed once the connection is established, so a connection
+    /// that serves many requests needs to make it once, not per request. A
+    /// stream that does not keep one drops it.
+    fn keep_digest(&mut self, _digest: Box<Digest>) {}
 }
 
 /// The interface to set or return proxy information

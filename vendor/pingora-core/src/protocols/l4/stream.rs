@@ -40,7 +40,7 @@ use crate::protocols::l4::ext::{set_tcp_keepalive, TcpKeepalive};
 use crate::protocols::l4::virt;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
 use crate::upstreams::peer::Tracer;
@@ -547,6 +547,10 @@ pub struct Stream {
     /// registered with: the one it was made on, until
     /// [`Stream::register_on_this_thread`] moves it.
     registered_on: u32,
+    /// The digest the last session on this stream made, kept for the next
+    /// ([`GetTimingDigest::keep_digest`]); dropped when what it was made
+    /// from changes.
+    kept_digest: Option<Box<Digest>>,
 }
 
 impl Stream {
@@ -566,6 +570,7 @@ impl Stream {
     ) {
         self.establishment_duration = Some(establishment_duration);
         self.offload_wait_duration = offload_wait_duration;
+        self.kept_digest = None;
     }
 
     /// set TCP nodelay for this connection if `self` is TCP
@@ -736,6 +741,7 @@ impl From<TcpStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             registered_on: thread_slot(),
+            kept_digest: None,
         }
     }
 }
@@ -761,6 +767,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             registered_on: thread_slot(),
+            kept_digest: None,
         }
     }
 }
@@ -787,6 +794,7 @@ impl From<UnixStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             registered_on: thread_slot(),
+            kept_digest: None,
         }
     }
 }
@@ -919,6 +927,14 @@ impl GetTimingDigest for Stream {
     fn get_write_pending_time(&self) -> Duration {
         self.write_pending_time.total
     }
+
+    fn take_kept_digest(&mut self) -> Option<Box<Digest>> {
+        self.kept_digest.take()
+    }
+
+    fn keep_digest(&mut self, digest: Box<Digest>) {
+        self.kept_digest = Some(digest);
+    }
 }
 
 impl GetProxyDigest for Stream {
@@ -928,6 +944,7 @@ impl GetProxyDigest for Stream {
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
         self.proxy_digest = Some(Arc::new(digest));
+        self.kept_digest = None;
     }
 }
 
@@ -937,7 +954,8 @@ impl GetSocketDigest for Stream {
     }
 
     fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.socket_digest = Some(Arc::new(socket_digest))
+        self.socket_digest = Some(Arc::new(socket_digest));
+        self.kept_digest = None;
     }
 }
 

@@ -82,14 +82,8 @@ pub struct HttpSession {
 /// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
-    pub fn new(stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
+    pub fn new(mut stream: Stream) -> Self {
+        let digest = digest_of(&mut stream);
         HttpSession {
             underlying_stream: stream,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
@@ -253,7 +247,9 @@ impl HttpSession {
     /// Flush local buffer and notify the server by sending the last chunk if chunked encoding is
     /// used.
     pub async fn finish_body(&mut self) -> Result<Option<usize>> {
-        self.send_unsent_header().await?;
+        if self.unsent_header.is_some() {
+            self.send_unsent_header().await?;
+        }
         let res = self.body_writer.finish(&mut self.underlying_stream).await?;
         self.underlying_stream
             .flush()
@@ -310,7 +306,9 @@ impl HttpSession {
     /// This function can be called multiple times, if the headers received are just informational
     /// headers.
     pub async fn read_response(&mut self) -> Result<usize> {
-        self.send_unsent_header().await?;
+        if self.unsent_header.is_some() {
+            self.send_unsent_header().await?;
+        }
         let mut parse_existing_buffer = true;
 
         if self.response_header_read_buf.is_empty() {
@@ -803,7 +801,12 @@ impl HttpSession {
         }
         match self.keepalive_timeout {
             KeepaliveStatus::Off => Err(self.underlying_stream),
-            _ => Ok(self.underlying_stream),
+            _ => {
+                let mut stream = self.underlying_stream;
+                // The next session on the pooled connection takes it.
+                stream.keep_digest(self.digest);
+                Ok(stream)
+            }
         }
     }
 

@@ -23,9 +23,25 @@ use std::str;
 use std::time::Duration;
 
 use super::body::BodyWriter;
+use crate::protocols::{Digest, Stream};
 use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
+
+/// The digest for a new HTTP/1 session on `stream`: the one its last session
+/// gave back ([`GetTimingDigest::keep_digest`]), or one made now. A
+/// connection's digest does not change after it is established, so a
+/// kept-alive connection makes it once rather than once per request.
+pub(super) fn digest_of(stream: &mut Stream) -> Box<Digest> {
+    stream.take_kept_digest().unwrap_or_else(|| {
+        Box::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        })
+    })
+}
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 /// Room left in a parsed message's header map for the fields a proxy adds on its way through

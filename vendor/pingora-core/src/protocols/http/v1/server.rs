@@ -207,14 +207,8 @@ impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
-    pub fn new(underlying_stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: underlying_stream.get_ssl_digest(),
-            timing_digest: underlying_stream.get_timing_digest(),
-            proxy_digest: underlying_stream.get_proxy_digest(),
-            socket_digest: underlying_stream.get_socket_digest(),
-        });
+    pub fn new(mut underlying_stream: Stream) -> Self {
+        let digest = digest_of(&mut underlying_stream);
 
         HttpSession {
             underlying_stream,
@@ -1629,7 +1623,10 @@ impl HttpSession {
     /// The stream to serve the next request on, once [`Self::ready_for_reuse()`]
     /// said it can be reused (with the prefix it returned).
     pub fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
-        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
+        let mut stream = self.underlying_stream;
+        // The next request's session takes it instead of making its own.
+        stream.keep_digest(self.digest);
+        ReusableHttpStream::new(stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
