@@ -121,15 +121,14 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        // A body already whole in hand goes out right after the header (the
-        // direct path below): the header is kept to leave with it, in one
-        // send rather than two.
-        let body_in_hand = !session.is_body_empty()
-            && session.downstream_session.as_custom_mut().is_none()
-            && matches!(
-                direct_request_body(session, upstream_is_upgrade),
-                Some(Some(ref body)) if !body.is_empty()
-            );
+        session.as_mut().enable_retry_buffering();
+        // Whether the direct path below can take the request is known
+        // before its header is written. A body already whole in hand goes
+        // out right after the header: the header is kept to leave with it,
+        // in one send rather than two.
+        let direct_body = direct_request_body(session, upstream_is_upgrade);
+        let body_in_hand = session.downstream_session.as_custom_mut().is_none()
+            && matches!(direct_body, Some(Some(ref body)) if !body.is_empty());
         let written = if body_in_hand {
             client_session.write_request_header_before_body(Box::new(req))
         } else {
@@ -155,11 +154,9 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
-        session.as_mut().enable_retry_buffering();
-
         if downstream_custom_message_writer.is_none() && downstream_custom_message_reader.is_none()
         {
-            if let Some(body) = direct_request_body(session, upstream_is_upgrade) {
+            if let Some(body) = direct_body {
                 return self
                     .proxy_1to1_direct(session, client_session, body, ctx)
                     .await;

@@ -132,8 +132,17 @@ impl HttpSession {
 
         let to_wire = request_header_to_wire(&req)?;
         trace!("Writing request header: {to_wire:?}");
+        self.send_request_header(&to_wire).await?;
 
-        let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
+        // write was successful
+        self.request_written = Some(req);
+        Ok(to_wire.len())
+    }
+
+    /// Writes a serialized request header, under the write timeout, and
+    /// flushes it.
+    async fn send_request_header(&mut self, to_wire: &[u8]) -> Result<()> {
+        let write_fut = self.underlying_stream.write_all(to_wire);
         match self.write_timeout {
             Some(t) => match timeout(t, write_fut).await {
                 Ok(res) => res,
@@ -151,11 +160,7 @@ impl HttpSession {
         self.underlying_stream
             .flush()
             .await
-            .or_err(WriteError, "flushing request header")?;
-
-        // write was successful
-        self.request_written = Some(req);
-        Ok(to_wire.len())
+            .or_err(WriteError, "flushing request header")
     }
 
     /// Like [`Self::write_request_header()`], for a caller that has the
@@ -181,26 +186,10 @@ impl HttpSession {
     /// Sends a header [`Self::write_request_header_before_body()`] kept, if
     /// one is.
     async fn send_unsent_header(&mut self) -> Result<()> {
-        let Some(header) = self.unsent_header.take() else {
-            return Ok(());
-        };
-        let write = async {
-            self.underlying_stream.write_all(&header).await?;
-            self.underlying_stream.flush().await
-        };
-        match self.write_timeout {
-            Some(t) => match timeout(t, write).await {
-                Ok(res) => res,
-                Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
-            },
-            None => write.await,
+        match self.unsent_header.take() {
+            Some(header) => self.send_request_header(&header).await,
+            None => Ok(()),
         }
-        .map_err(|e| match e.kind() {
-            ErrorKind::TimedOut => {
-                Error::because(WriteTimedout, "while writing request headers (timeout)", e)
-            }
-            _ => Error::because(WriteError, "while writing request headers", e),
-        })
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
