@@ -85,12 +85,17 @@ pub fn watch(
         let mut lat = Vec::new();
         let mut failures = 0;
         let mut peak = 0;
-        while !stop.load(Ordering::Relaxed) {
+        // At least one fresh request and one memory sample, even when the
+        // proxy ends a flood before this thread first looks.
+        loop {
             match fresh_get(plain, &path) {
                 Some(d) => lat.push(d.as_secs_f64() * 1000.0),
                 None => failures += 1,
             }
             peak = peak.max(tree_rss_kib(pid));
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         lat.sort_by(f64::total_cmp);
