@@ -256,7 +256,7 @@ impl Edge {
             let _reading = crate::control::Counted::new(&self.state.writes_reading_body);
             write::read_write_body(session).await?
         };
-        if let Some(reject) = write::admit_write(&self.state, session, ctx, &body).await? {
+        if let Some(reject) = write::admit_write(&self.state, session, ctx, &body)? {
             return Ok(Some(reject));
         }
         Ok(write::log_intent(&self.state, session, ctx, body).await)
@@ -855,10 +855,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.op.is_some() {
-            // Boxed: only a logged write waits here, and its state inline
-            // would be allocated and copied for every request.
-            Box::pin(write::log_outcome(&self.state, ctx)).await;
+        if let Some((op, record)) = write::log_outcome(&self.state, ctx) {
+            // Boxed: only an outcome that finds the op log's queue full
+            // waits here, and its state inline would be allocated and
+            // copied for every request.
+            Box::pin(write::log_outcome_waiting(&self.state, op, record)).await;
         }
         if let Some(plan) = ctx.shadow.take() {
             // Mirrored only after the client has its whole answer.

@@ -146,7 +146,7 @@ pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> 
 
 /// A write's idempotency key: taken from the client, generated, or
 /// required; then checked against the keys in flight and seen.
-pub(super) async fn admit_write(
+pub(super) fn admit_write(
     state: &RouterState,
     session: &mut Session,
     ctx: &mut Ctx,
@@ -297,10 +297,14 @@ pub(super) async fn log_intent(
     state
         .repairs
         .note_write(&intent.owner_entry, intent.epoch, intent.resource());
-    if let Err(why) = log.intent(Record::Intent(intent)).await {
-        return Some(Reject::unavailable(format!(
-            "this write was not forwarded: {why}"
-        )));
+    if let Some(record) = log.intent_now(Record::Intent(intent)) {
+        // Boxed: only a write that must wait for the log (`fsync: always`,
+        // a full queue, a failing disk) carries this future.
+        if let Err(why) = Box::pin(log.intent(record)).await {
+            return Some(Reject::unavailable(format!(
+                "this write was not forwarded: {why}"
+            )));
+        }
     }
     ctx.op = Some(Box::new(OpInFlight {
         id,
@@ -311,10 +315,12 @@ pub(super) async fn log_intent(
     None
 }
 
-/// Logs how a write ended.
-pub(super) async fn log_outcome(state: &RouterState, ctx: &mut Ctx) {
+/// Logs how a write ended, at once when the op log's queue has room. When
+/// it has none, the record comes back with its op id, for
+/// [`log_outcome_waiting`].
+pub(super) fn log_outcome(state: &RouterState, ctx: &mut Ctx) -> Option<(OpId, Record)> {
     let (Some(log), Some(op)) = (state.oplog.as_ref(), ctx.op.take()) else {
-        return;
+        return None;
     };
     let op = *op;
     let outcome = match op.status {
@@ -332,8 +338,16 @@ pub(super) async fn log_outcome(state: &RouterState, ctx: &mut Ctx) {
         commit_position: op.commit_position,
         body: op.streamed.map(StreamedBody::finish),
     });
+    log.outcome_now(record).map(|record| (op.id, record))
+}
+
+/// Logs an outcome the queue had no room for, waiting for room.
+pub(super) async fn log_outcome_waiting(state: &RouterState, op: OpId, record: Record) {
+    let Some(log) = state.oplog.as_ref() else {
+        return;
+    };
     if let Err(e) = log.outcome(record).await {
-        tracing::error!(op = %op.id, error = %e, "write outcome not logged");
+        tracing::error!(op = %op, error = %e, "write outcome not logged");
     }
 }
 

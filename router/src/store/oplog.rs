@@ -157,6 +157,36 @@ impl OpLog {
         self.send(record).await
     }
 
+    /// Queues a write's intent at once when that is all it takes: the log
+    /// is writable, `fsync` is not `always`, and the queue has room. `None`
+    /// when it is queued; otherwise the record comes back, for
+    /// [`Self::intent`], which waits or says why not.
+    ///
+    /// A write's records go through here rather than straight to the async
+    /// calls: their futures carry the record and the queue's wait (~1 KiB),
+    /// and each is moved into place, for every write, before it is polled
+    /// once.
+    pub fn intent_now(&self, record: Record) -> Option<Record> {
+        if self.fsync == Fsync::Always || self.unavailable().is_some() {
+            return Some(record);
+        }
+        self.queue_now(record)
+    }
+
+    /// Queues an outcome at once if the queue has room (`None`); otherwise
+    /// the record comes back, for [`Self::outcome`].
+    pub fn outcome_now(&self, record: Record) -> Option<Record> {
+        self.queue_now(record)
+    }
+
+    fn queue_now(&self, record: Record) -> Option<Record> {
+        let refused = self.tx.try_send(Msg::Append { record, ack: None }).err()?;
+        match refused.into_inner() {
+            Msg::Append { record, .. } => Some(record),
+            Msg::Flush(_) => unreachable!("only a record was offered"),
+        }
+    }
+
     /// Logs `record` and waits until it is on disk, whatever the fsync mode.
     pub async fn durable(&self, record: Record) -> Result<u64, String> {
         self.append_acked(record).await
@@ -675,6 +705,66 @@ mod tests {
             switchyard_oplog::read_dir(&dir.join("oplog"), 0, |_, _| n += 1).expect("read");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(n, 300);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Records offered at once either go in the queue or come back whole;
+    /// sent on the waiting way, those that came back are logged too, and
+    /// with `fsync: always` every intent comes back to wait for the disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_offered_at_once_are_queued_or_given_back_never_lost() {
+        let outcome = |i: u64| {
+            Record::Outcome(Outcome {
+                op_id: OpId::new(),
+                at_ms: i,
+                status: 201,
+                outcome: OutcomeKind::Acked,
+                commit_position: Some(i),
+                body: None,
+            })
+        };
+        let dir = std::env::temp_dir().join(format!("sy-oplog-now-{}", OpId::new()));
+        let cfg = switchyard_config::Oplog {
+            queue: 1,
+            fsync: Fsync::Batch,
+            ..Default::default()
+        };
+        let log = OpLog::start(&dir, &cfg, "edge-t".into(), None).expect("start");
+        let mut given_back = 0;
+        for i in 0..500u64 {
+            let offered = if i % 2 == 0 {
+                log.intent_now(outcome(i))
+            } else {
+                log.outcome_now(outcome(i))
+            };
+            if let Some(record) = offered {
+                given_back += 1;
+                assert!(matches!(&record, Record::Outcome(o) if o.at_ms == i));
+                log.outcome(record).await.expect("logged");
+            }
+        }
+        log.flush().await;
+        let mut at = Vec::new();
+        let problems = switchyard_oplog::read_dir(&dir.join("oplog"), 0, |_, r| {
+            if let Record::Outcome(o) = r {
+                at.push(o.at_ms);
+            }
+        })
+        .expect("read");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(at, (0..500).collect::<Vec<_>>(), "{given_back} given back");
+        assert!(given_back > 0, "a queue of one never filled");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = std::env::temp_dir().join(format!("sy-oplog-now-always-{}", OpId::new()));
+        let cfg = switchyard_config::Oplog {
+            fsync: Fsync::Always,
+            ..Default::default()
+        };
+        let log = OpLog::start(&dir, &cfg, "edge-t".into(), None).expect("start");
+        assert!(log.intent_now(outcome(1)).is_some());
+        assert!(log.outcome_now(outcome(2)).is_none());
+        log.flush().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
