@@ -668,6 +668,18 @@ mod tests {
     use super::*;
     use switchyard_oplog::{OpId, Outcome, OutcomeKind};
 
+    /// A record for test `i`: an outcome that says when by `i`.
+    fn outcome(i: u64) -> Record {
+        Record::Outcome(Outcome {
+            op_id: OpId::new(),
+            at_ms: i,
+            status: 201,
+            outcome: OutcomeKind::Acked,
+            commit_position: Some(i),
+            body: None,
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_makes_writers_wait_and_loses_nothing() {
         let dir = std::env::temp_dir().join(format!("sy-oplog-queue-{}", OpId::new()));
@@ -681,14 +693,7 @@ mod tests {
         for i in 0..300u64 {
             let log = log.clone();
             tasks.push(tokio::spawn(async move {
-                let r = Record::Outcome(Outcome {
-                    op_id: OpId::new(),
-                    at_ms: i,
-                    status: 201,
-                    outcome: OutcomeKind::Acked,
-                    commit_position: Some(i),
-                    body: None,
-                });
+                let r = outcome(i);
                 if i % 2 == 0 {
                     log.intent(r).await
                 } else {
@@ -713,16 +718,6 @@ mod tests {
     /// with `fsync: always` every intent comes back to wait for the disk.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_offered_at_once_are_queued_or_given_back_never_lost() {
-        let outcome = |i: u64| {
-            Record::Outcome(Outcome {
-                op_id: OpId::new(),
-                at_ms: i,
-                status: 201,
-                outcome: OutcomeKind::Acked,
-                commit_position: Some(i),
-                body: None,
-            })
-        };
         let dir = std::env::temp_dir().join(format!("sy-oplog-now-{}", OpId::new()));
         let cfg = switchyard_config::Oplog {
             queue: 1,
