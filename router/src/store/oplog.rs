@@ -163,9 +163,9 @@ impl OpLog {
     /// [`Self::intent`], which waits or says why not.
     ///
     /// A write's records go through here rather than straight to the async
-    /// calls: their futures carry the record and the queue's wait (~1 KiB),
-    /// and each is moved into place, for every write, before it is polled
-    /// once.
+    /// calls: their futures carry the record (~270 bytes) and the queue's
+    /// wait, and each was moved into place, for every write, before it was
+    /// polled once.
     pub fn intent_now(&self, record: Record) -> Option<Record> {
         if self.fsync == Fsync::Always || self.unavailable().is_some() {
             return Some(record);
