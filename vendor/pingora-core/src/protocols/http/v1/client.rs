@@ -1039,8 +1039,6 @@ pub(crate) fn request_target_has_forbidden_byte(path: &[u8]) -> bool {
     path.iter().any(|&b| matches!(b, 0x00 | 0x0a | 0x0d | 0x20))
 }
 
-// TODO: change it to to_buf
-#[inline]
 /// [`http_req_header_to_wire()`], or the error that a request header it
 /// cannot write is.
 fn request_header_to_wire(req: &RequestHeader) -> Result<BytesMut> {
@@ -1052,6 +1050,8 @@ fn request_header_to_wire(req: &RequestHeader) -> Result<BytesMut> {
     })
 }
 
+// TODO: change it to to_buf
+#[inline]
 pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(512);
 
