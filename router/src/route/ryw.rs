@@ -62,9 +62,7 @@ impl Signer {
     fn mac(&self, body: &[u8]) -> [u8; 2 * MAC_BYTES] {
         let tag = hmac::sign(&self.key, body);
         let mut out = [0; 2 * MAC_BYTES];
-        for (pair, b) in out.chunks_exact_mut(2).zip(&tag.as_ref()[..MAC_BYTES]) {
-            pair.copy_from_slice(&hex_pair(*b));
-        }
+        write_hex(&mut out, &tag.as_ref()[..MAC_BYTES]);
         out
     }
 
@@ -184,10 +182,16 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     let mut digits = [0u8; 64];
     for run in bytes.chunks(digits.len() / 2) {
         let len = 2 * run.len();
-        for (pair, &b) in digits.chunks_exact_mut(2).zip(run) {
-            pair.copy_from_slice(&hex_pair(b));
-        }
+        write_hex(&mut digits, run);
         out.push_str(std::str::from_utf8(&digits[..len]).expect("hex digits are ASCII"));
+    }
+}
+
+/// Writes `bytes` in lower-case hex at the start of `digits`, which has
+/// room for two digits a byte.
+fn write_hex(digits: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&hex_pair(b));
     }
 }
 
