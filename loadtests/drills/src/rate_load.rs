@@ -5,14 +5,23 @@
 //! request held back by the one before it (still unanswered when it was
 //! due) counts its latency from when it was due, not from when it was sent.
 //! A stall therefore shows in every request it delayed (coordinated omission
-//! corrected, as wrk2 does). A request sent late only by the client's own
-//! timer (tokio's has millisecond ticks) counts from when it was sent: that
+//! corrected, as wrk2 does). Requests are released by one pacer, on a
+//! `timerfd` ticking every `--tick-us` (100 µs): the runtime's own timer
+//! rounds every wait up to its next millisecond tick, which would send a
+//! millisecond's requests of all the connections at once, a burst the server
+//! has to queue (at 36,000 requests a second, 36 at a time), so the latency
+//! measured would be mostly that queue, growing with the server's CPU cost
+//! per request, rather than what the server adds to one request. A timer per
+//! request would spread them exactly but costs the client more than the
+//! server it measures (each a hardware timer programmed, ~12 µs here). A
+//! request sent late by the client itself counts from when it was sent: that
 //! lateness is the client's, not the server's. Latencies are kept whole and sorted
 //! for exact percentiles: a run holds at most a few hundred thousand, less
 //! than a histogram crate's configuration would cost to get right.
 //!
 //! ```text
 //! rate-load --addr 127.0.0.1:8080 --rate 20000 [--connections 32] [--secs 5] [--path /kv/x]
+//!           [--tick-us 100]
 //!           [--write-every 4]
 //! ```
 //!
@@ -23,14 +32,22 @@
 //! Prints one `key=value` line: the rate asked and achieved, latency
 //! percentiles in ms, and the requests that failed.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +69,9 @@ struct Args {
     /// Every Nth request is a write (`POST`); 0, none.
     #[arg(long, default_value_t = 0)]
     write_every: u64,
+    /// How often the pacer releases the requests that are due, in µs.
+    #[arg(long, default_value_t = 100)]
+    tick_us: u64,
 }
 
 /// The body every write carries.
@@ -65,6 +85,8 @@ async fn run_connection(
     interval: Duration,
     start: Instant,
     until: Instant,
+    pacer: Arc<Pacer>,
+    index: usize,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
@@ -76,7 +98,7 @@ async fn run_connection(
     let mut previous_answered = start;
     let mut sent_count: u64 = 0;
     while due < until {
-        tokio::time::sleep_until(due.into()).await;
+        pacer.wait_until(index, due).await;
         let sent = Instant::now();
         let counted_from = if previous_answered > due { due } else { sent };
         sent_count += 1;
@@ -113,6 +135,93 @@ async fn run_connection(
     Ok((latencies, failed))
 }
 
+/// Releases each connection's next request once it is due, checked on
+/// every tick of a periodic `timerfd` (the kernel's high-resolution timer,
+/// read through the runtime's reactor like a socket). `tokio-timerfd` wraps
+/// the same call through two more crates (`timerfd`, `slab`); on `rustix`,
+/// already a dependency, it is these lines.
+struct Pacer {
+    /// The periodic timer.
+    ticks: AsyncFd<OwnedFd>,
+    /// (when, connection): the requests waiting for their time, soonest first.
+    waiting: Mutex<BinaryHeap<Reverse<(Instant, usize)>>>,
+    /// One per connection: its request may go.
+    release: Vec<Notify>,
+}
+
+impl Pacer {
+    /// A pacer for `connections`, its timer ticking every `tick` from now.
+    fn new(connections: usize, tick: Duration) -> io::Result<Arc<Self>> {
+        use rustix::time::{
+            timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+            TimerfdTimerFlags, Timespec,
+        };
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        let every = Timespec {
+            tv_sec: tick.as_secs() as i64,
+            tv_nsec: i64::from(tick.subsec_nanos()),
+        };
+        timerfd_settime(
+            &fd,
+            TimerfdTimerFlags::empty(),
+            &Itimerspec {
+                it_interval: every,
+                it_value: every,
+            },
+        )?;
+        // SAFETY: the descriptor is an `OwnedFd` the `AsyncFd` owns: it stays
+        // open, and the same, until the `AsyncFd` is dropped.
+        #[allow(unsafe_code)]
+        let ticks = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Arc::new(Pacer {
+            ticks,
+            waiting: Mutex::new(BinaryHeap::with_capacity(connections)),
+            release: (0..connections).map(|_| Notify::new()).collect(),
+        }))
+    }
+
+    /// Returns once `due` has passed (at once if it has), to within a tick.
+    async fn wait_until(&self, connection: usize, due: Instant) {
+        if due <= Instant::now() {
+            return;
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Reverse((due, connection)));
+        // A release made before this waits is kept as a permit: none is lost.
+        self.release[connection].notified().await;
+    }
+
+    /// Releases what is due at each tick, until aborted.
+    async fn run(self: Arc<Self>) -> io::Result<()> {
+        loop {
+            let mut ready = self.ticks.readable().await?;
+            // The count of ticks since the last read: "would block" until one.
+            if let Ok(read) = ready
+                .try_io(|fd| rustix::io::read(fd.get_ref(), &mut [0u8; 8]).map_err(io::Error::from))
+            {
+                read?;
+            } else {
+                continue;
+            }
+            let now = Instant::now();
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            while let Some(Reverse((due, connection))) = waiting.peek().copied() {
+                if due > now {
+                    break;
+                }
+                waiting.pop();
+                self.release[connection].notify_one();
+            }
+        }
+    }
+}
+
 fn quantile(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -122,8 +231,8 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.rate.is_nan() || args.rate <= 0.0 || args.connections == 0 {
-        eprintln!("rate-load: --rate and --connections must be above 0");
+    if args.rate.is_nan() || args.rate <= 0.0 || args.connections == 0 || args.tick_us == 0 {
+        eprintln!("rate-load: --rate, --connections and --tick-us must be above 0");
         std::process::exit(2);
     }
     // One thread: the client's own cost stays on the CPU it is pinned to.
@@ -134,6 +243,8 @@ fn main() -> anyhow::Result<()> {
         let interval = Duration::from_secs_f64(args.connections as f64 / args.rate);
         let start = Instant::now() + Duration::from_millis(100);
         let until = start + Duration::from_secs(args.secs);
+        let pacer = Pacer::new(args.connections, Duration::from_micros(args.tick_us))?;
+        let ticking = tokio::spawn(pacer.clone().run());
         let mut tasks = Vec::new();
         for i in 0..args.connections {
             // Spread the connections' schedules over one interval.
@@ -145,6 +256,8 @@ fn main() -> anyhow::Result<()> {
                 interval,
                 start + offset,
                 until,
+                pacer.clone(),
+                i,
             )));
         }
         let mut all = Vec::new();
@@ -153,6 +266,11 @@ fn main() -> anyhow::Result<()> {
             let (latencies, f) = t.await??;
             all.extend(latencies);
             failed += f;
+        }
+        if ticking.is_finished() {
+            ticking.await??; // it ends only on an error
+        } else {
+            ticking.abort();
         }
         let elapsed = start.elapsed().as_secs_f64();
         all.sort_unstable();
