@@ -23,8 +23,9 @@ struct Seen {
 /// A region whose answer depends on the path: `/hold` never answers and
 /// notes when the router closes the connection; `/interim` sends a `103`
 /// before its `200`; `/pieces` sends its body in two writes 100 ms apart;
-/// `/cut` promises 10 bytes, sends 3 and closes. Anything else (health
-/// checks included) is `200 ok`.
+/// `/cut` promises 10 bytes, sends 3 and closes; `/then-close` answers
+/// `200 ok` as if to keep the connection, then closes it. Anything else
+/// (health checks included) is `200 ok`.
 async fn scripted_region() -> (std::net::SocketAddr, Arc<Seen>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -70,6 +71,12 @@ async fn scripted_region() -> (std::net::SocketAddr, Arc<Seen>) {
                                     Ok(()) => conn.write_all(b"56789").await,
                                     e => e,
                                 }
+                            }
+                            "/then-close" => {
+                                let _ = conn
+                                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                    .await;
+                                return;
                             }
                             "/cut" => {
                                 let _ = conn
@@ -187,4 +194,31 @@ async fn an_answer_cut_short_is_never_passed_off_as_whole() {
     }
     let answer = String::from_utf8_lossy(&exchange(&router, "/fine").await).into_owned();
     assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+}
+
+/// A region that closes each connection right after an answer that did
+/// not say so (no `Connection: close`): the pooled connection is found
+/// closed when the next request would take it, and a new one is made. No
+/// request is sent on a closed connection (none is retried) and every one
+/// is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_a_region_closes_after_answering_are_not_handed_out_again() {
+    let (addr, _seen) = scripted_region().await;
+    let router = router_before(addr).await;
+    for i in 0..20 {
+        let answer = String::from_utf8_lossy(&exchange(&router, "/then-close").await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "request {i}: {answer}");
+    }
+    let m = router.metrics_text().await;
+    let reused = metric(
+        &m,
+        "switchyard_upstream_connections_total{region=\"scripted\",reused=\"true\"}",
+    );
+    let new = metric(
+        &m,
+        "switchyard_upstream_connections_total{region=\"scripted\",reused=\"false\"}",
+    );
+    assert_eq!(reused, 0.0, "a closed connection was handed out\n{m}");
+    assert_eq!(new, 20.0, "{m}");
 }

@@ -285,15 +285,17 @@ impl TransportConnector {
     /// to be reused.
     ///
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
+    ///
+    /// The stream is not checked here: the pool checks a connection when it
+    /// is taken (closed by the server, or holding data it did not ask for)
+    /// and its sweeper closes the ones that fail while they wait, so a check
+    /// on release as well would only read the socket once more per request.
     pub fn release_stream(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
-            return;
-        }
         debug!("Try to keepalive client session");
         let evicted = self.idle_pool.put(key, stream, idle_timeout);
         if let Some(callback) = &self.keepalive_pool_callback {
