@@ -10,6 +10,7 @@ use crate::metrics::class_label;
 use crate::proxy::ctx::Ctx;
 use crate::route::fields::{self, Fields};
 use crate::route::headers::REQUEST_ID;
+use crate::route::ids;
 use crate::route::trace::TraceContext;
 use crate::store::access_log::{rfc3339_ms, AccessEntry, Decision};
 
@@ -19,13 +20,13 @@ pub(super) fn start_trace(session: &Session, ctx: &mut Ctx) {
         .get(fields::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
     let sample = ctx.topo.config.tracing.as_ref().map_or(0.0, |t| t.sample);
-    ctx.seen.trace = Some(TraceContext::start(incoming, sample, rand::random::<u64>));
+    ctx.seen.trace = Some(TraceContext::start(incoming, sample, ids::random_u64));
 }
 
 /// The `traceparent` for a new attempt: a child span of the request's.
 pub(super) fn attempt_traceparent(ctx: &mut Ctx) -> Option<http::HeaderValue> {
     let trace = ctx.seen.trace?;
-    let mut span = rand::random::<u64>().to_be_bytes();
+    let mut span = ids::random_u64().to_be_bytes();
     if span == [0; 8] {
         span[7] = 1;
     }

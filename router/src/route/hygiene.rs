@@ -406,7 +406,8 @@ pub(crate) fn request_id(headers: &Fields) -> Option<HeaderValue> {
         return None;
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let id = uuid::Builder::from_random_bytes(super::ids::random_u128().to_le_bytes()).into_uuid();
+    let text = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(text).ok()
 }
 

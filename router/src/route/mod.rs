@@ -14,6 +14,7 @@ pub(crate) mod fields;
 pub(crate) mod geo;
 pub(crate) mod headers;
 pub(crate) mod hygiene;
+pub(crate) mod ids;
 pub(crate) mod live;
 pub(crate) mod owners;
 pub(crate) mod policy;
