@@ -77,17 +77,30 @@ struct Args {
 /// The body every write carries.
 const WRITE_BODY: &[u8] = br#"{"v":1}"#;
 
-/// One connection's share: latencies in µs, and failures.
-async fn run_connection(
-    addr: SocketAddr,
-    path: String,
-    write_every: u64,
+/// When one connection sends: request `i` at `start + i * interval`, before
+/// `until`, each released by `pacer` as connection number `index`.
+struct Schedule {
     interval: Duration,
     start: Instant,
     until: Instant,
     pacer: Arc<Pacer>,
     index: usize,
+}
+
+/// One connection's share: latencies in µs, and failures.
+async fn run_connection(
+    addr: SocketAddr,
+    path: String,
+    write_every: u64,
+    schedule: Schedule,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
+    let Schedule {
+        interval,
+        start,
+        until,
+        pacer,
+        index,
+    } = schedule;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
@@ -253,11 +266,13 @@ fn main() -> anyhow::Result<()> {
                 args.addr,
                 args.path.clone(),
                 args.write_every,
-                interval,
-                start + offset,
-                until,
-                pacer.clone(),
-                i,
+                Schedule {
+                    interval,
+                    start: start + offset,
+                    until,
+                    pacer: pacer.clone(),
+                    index: i,
+                },
             )));
         }
         let mut all = Vec::new();
