@@ -257,7 +257,7 @@ fn main() -> anyhow::Result<()> {
         let start = Instant::now() + Duration::from_millis(100);
         let until = start + Duration::from_secs(args.secs);
         let pacer = Pacer::new(args.connections, Duration::from_micros(args.tick_us))?;
-        let ticking = tokio::spawn(pacer.clone().run());
+        let mut ticking = tokio::spawn(pacer.clone().run());
         let mut tasks = Vec::new();
         for i in 0..args.connections {
             // Spread the connections' schedules over one interval.
@@ -275,18 +275,26 @@ fn main() -> anyhow::Result<()> {
                 },
             )));
         }
-        let mut all = Vec::new();
-        let mut failed = 0;
-        for t in tasks {
-            let (latencies, f) = t.await??;
-            all.extend(latencies);
-            failed += f;
-        }
-        if ticking.is_finished() {
-            ticking.await??; // it ends only on an error
-        } else {
-            ticking.abort();
-        }
+        let collected = async {
+            let mut all = Vec::new();
+            let mut failed = 0;
+            for t in tasks {
+                let (latencies, f) = t.await??;
+                all.extend(latencies);
+                failed += f;
+            }
+            anyhow::Ok((all, failed))
+        };
+        // The pacer ends only on an error, and then no connection would be
+        // released again: the run ends with that error rather than waiting.
+        let (mut all, failed) = tokio::select! {
+            collected = collected => collected?,
+            stopped = &mut ticking => {
+                stopped??;
+                anyhow::bail!("rate-load: the pacer stopped");
+            }
+        };
+        ticking.abort();
         let elapsed = start.elapsed().as_secs_f64();
         all.sort_unstable();
         println!(
