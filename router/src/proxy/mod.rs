@@ -855,11 +855,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some((op, record)) = write::log_outcome(&self.state, ctx) {
+        if let Some((log, op, record)) = write::log_outcome(&self.state, ctx) {
             // Boxed: only an outcome that finds the op log's queue full
             // waits here, and its state inline would be allocated and
             // copied for every request.
-            Box::pin(write::log_outcome_waiting(&self.state, op, record)).await;
+            Box::pin(write::log_outcome_waiting(log, op, record)).await;
         }
         if let Some(plan) = ctx.shadow.take() {
             // Mirrored only after the client has its whole answer.

@@ -18,6 +18,7 @@ use crate::proxy::ctx::Ctx;
 use crate::route::headers::{COMMIT_POSITION, REPLAYED_ON_READ, RYW, WRITE_PENDING};
 use crate::route::reject::Reject;
 use crate::route::ryw::Mark;
+use crate::store::oplog::OpLog;
 
 /// What the op log needs to write a write's outcome.
 pub(super) struct OpInFlight {
@@ -316,9 +317,12 @@ pub(super) async fn log_intent(
 }
 
 /// Logs how a write ended, at once when the op log's queue has room. When
-/// it has none, the record comes back with its op id, for
+/// it has none, the record comes back with the log and its op id, for
 /// [`log_outcome_waiting`].
-pub(super) fn log_outcome(state: &RouterState, ctx: &mut Ctx) -> Option<(OpId, Record)> {
+pub(super) fn log_outcome<'a>(
+    state: &'a RouterState,
+    ctx: &mut Ctx,
+) -> Option<(&'a OpLog, OpId, Record)> {
     let (Some(log), Some(op)) = (state.oplog.as_ref(), ctx.op.take()) else {
         return None;
     };
@@ -338,14 +342,12 @@ pub(super) fn log_outcome(state: &RouterState, ctx: &mut Ctx) -> Option<(OpId, R
         commit_position: op.commit_position,
         body: op.streamed.map(StreamedBody::finish),
     });
-    log.outcome_now(record).map(|record| (op.id, record))
+    log.outcome_now(record)
+        .map(|record| (&**log, op.id, record))
 }
 
 /// Logs an outcome the queue had no room for, waiting for room.
-pub(super) async fn log_outcome_waiting(state: &RouterState, op: OpId, record: Record) {
-    let Some(log) = state.oplog.as_ref() else {
-        return;
-    };
+pub(super) async fn log_outcome_waiting(log: &OpLog, op: OpId, record: Record) {
     if let Err(e) = log.outcome(record).await {
         tracing::error!(op = %op, error = %e, "write outcome not logged");
     }
