@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchyard_config::Fsync;
-use switchyard_oplog::OpId;
+use switchyard_oplog::{EncodedRecord, OpId};
 use switchyard_router::oplog::OpLog;
 
 /// Senders running at once, like requests in flight.
@@ -43,9 +43,9 @@ fn through_the_queue(c: &mut Criterion) {
                         let log = log.clone();
                         tasks.push(tokio::spawn(async move {
                             for i in 0..PER_SENDER {
-                                log.intent(records::intent(OpId::new(), s * PER_SENDER + i))
-                                    .await
-                                    .expect("logged");
+                                let record = records::intent(OpId::new(), s * PER_SENDER + i);
+                                let record = EncodedRecord::of(&record).expect("encode");
+                                log.intent(record).await.expect("logged");
                             }
                         }));
                     }

@@ -29,19 +29,38 @@ pub const NO_SALT: u64 = 0;
 
 /// Appends `record`'s frame, checked with `salt`, to `out`.
 pub fn encode(record: &Record, salt: u64, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    let start = open_frame(out);
+    let mut out_vec = std::mem::take(out);
+    out_vec = postcard::to_extend(record, out_vec)?;
+    *out = out_vec;
+    seal_frame(out, start, salt);
+    Ok(())
+}
+
+/// Appends the frame of a record already encoded (`payload`, as
+/// [`crate::EncodedRecord`] holds it), checked with `salt`, to `out`.
+pub fn frame(payload: &[u8], salt: u64, out: &mut Vec<u8>) {
+    let start = open_frame(out);
+    out.extend_from_slice(payload);
+    seal_frame(out, start, salt);
+}
+
+/// Appends a frame header whose length and checksum [`seal_frame`] fills
+/// in once the payload follows it; where the frame starts.
+fn open_frame(out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&[0; 8]);
-    let payload_at = out.len();
-    let mut out_vec = std::mem::take(out);
-    out_vec = postcard::to_extend(record, out_vec)?;
-    *out = out_vec;
+    start
+}
+
+fn seal_frame(out: &mut [u8], start: usize, salt: u64) {
+    let payload_at = start + HEADER;
     let len = ((out.len() - payload_at) as u32).to_le_bytes();
     out[start + 3..start + 7].copy_from_slice(&len);
     let crc = checksum(salt, VERSION, len, &out[payload_at..]);
     out[start + 7..start + 11].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
 }
 
 /// What the bytes at the start of a buffer hold.

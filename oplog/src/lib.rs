@@ -4,6 +4,7 @@
 //! retention and torn-tail recovery, and the reader.
 
 pub mod codec;
+pub mod encoded;
 pub mod read;
 pub mod record;
 pub mod segment;
@@ -11,6 +12,7 @@ pub mod segment;
 pub mod stream;
 pub mod writer;
 
+pub use encoded::{BodyRef, EncodedRecord, IntentRef, RecordKind};
 pub use read::{bytes_from, read_dir, Tail};
 pub use record::{
     normalize_path, unix_ms, Body, Gap, Intent, OpId, Outcome, OutcomeKind, Promotion, Record,

@@ -102,7 +102,7 @@ pub struct Intent {
 impl Intent {
     /// The path without its query: what a conflict is judged on.
     pub fn resource(&self) -> &str {
-        self.path.split('?').next().unwrap_or(&self.path)
+        resource_of(&self.path)
     }
 
     /// The resource as a region would resolve it (RFC 3986 §6.2.2): repeated
@@ -125,6 +125,11 @@ impl Intent {
 
 /// The header a replayed write carries (to the region, and kept in its
 /// intent): the op id of the write it replays.
+/// A path and query's path: the resource a write is to.
+pub fn resource_of(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
 pub const REPLAY_OF: &str = "x-switchyard-replay";
 
 /// See [`Intent::normalized_resource`].
@@ -221,13 +226,10 @@ pub enum Body {
 impl Body {
     /// The logged form of `bytes` under `max` bytes.
     pub fn of(bytes: &[u8], max: usize) -> Body {
-        if bytes.len() <= max {
-            Body::Inline(bytes.to_vec())
-        } else {
-            Body::Hashed {
-                len: bytes.len() as u64,
-                sha256: sha256(bytes),
-            }
+        match crate::encoded::BodyRef::of(bytes, max) {
+            crate::encoded::BodyRef::Inline(b) => Body::Inline(b.to_vec()),
+            crate::encoded::BodyRef::InOutcome => Body::InOutcome,
+            crate::encoded::BodyRef::Hashed { len, sha256 } => Body::Hashed { len, sha256 },
         }
     }
 

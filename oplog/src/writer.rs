@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::codec;
+use crate::encoded::EncodedRecord;
 use crate::record::Record;
 use crate::segment::{self, Problem};
 
@@ -268,15 +269,50 @@ impl Writer {
         self.buffer(record, true)
     }
 
+    /// Buffers a record encoded elsewhere (see [`EncodedRecord`]), as
+    /// [`Self::append`] does an owned one.
+    pub fn append_encoded(&mut self, record: &EncodedRecord) -> io::Result<u64> {
+        self.buffer_encoded(record, false)
+    }
+
+    /// [`Self::append_or_forget`], for a record encoded elsewhere.
+    pub fn append_encoded_or_forget(&mut self, record: &EncodedRecord) -> io::Result<u64> {
+        self.buffer_encoded(record, true)
+    }
+
     fn buffer(&mut self, record: &Record, forget_on_failure: bool) -> io::Result<u64> {
+        self.buffer_with(forget_on_failure, |salt, pending| {
+            codec::encode(record, salt, pending)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+    }
+
+    fn buffer_encoded(
+        &mut self,
+        record: &EncodedRecord,
+        forget_on_failure: bool,
+    ) -> io::Result<u64> {
+        self.buffer_with(forget_on_failure, |salt, pending| {
+            codec::frame(record.payload(), salt, pending);
+            Ok(())
+        })
+    }
+
+    /// Buffers the frame `write` appends to the pending bytes (given the
+    /// segment's salt); its sequence number.
+    fn buffer_with(
+        &mut self,
+        forget_on_failure: bool,
+        write: impl FnOnce(u64, &mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<u64> {
         self.refuse_if_poisoned()?;
         if self.segment_len() >= self.opts.segment_bytes {
             self.rotate()?;
         }
         let before = self.pending.len();
-        if let Err(e) = codec::encode(record, self.salt, &mut self.pending) {
+        if let Err(e) = write(self.salt, &mut self.pending) {
             self.pending.truncate(before);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(e);
         }
         let seq = self.next_seq;
         self.pending_records.push(Pending {

@@ -379,22 +379,22 @@ async fn apply(
         }
         crate::metrics::promotion(if reason == "manual" { "manual" } else { "auto" });
         if let Some(log) = &state.oplog {
-            let logged = log
-                .durable(switchyard_oplog::Record::Promotion(
-                    switchyard_oplog::Promotion {
-                        at_ms: r.at_ms,
-                        edge_id: log.edge_id.clone(),
-                        partition: r.partition.clone(),
-                        from: r.from.clone(),
-                        to: r.to.clone(),
-                        from_epoch: r.from_epoch,
-                        to_epoch: r.to_epoch,
-                        applied_position: r.applied_position,
-                        forced: r.forced,
-                        reason: r.reason.clone(),
-                    },
-                ))
-                .await;
+            let record = switchyard_oplog::Record::Promotion(switchyard_oplog::Promotion {
+                at_ms: r.at_ms,
+                edge_id: log.edge_id.clone(),
+                partition: r.partition.clone(),
+                from: r.from.clone(),
+                to: r.to.clone(),
+                from_epoch: r.from_epoch,
+                to_epoch: r.to_epoch,
+                applied_position: r.applied_position,
+                forced: r.forced,
+                reason: r.reason.clone(),
+            });
+            let logged = match crate::store::oplog::encode(&record) {
+                Ok(record) => log.durable(record).await,
+                Err(why) => Err(why),
+            };
             if let Err(e) = logged {
                 // The promotion holds (it is in the ownership table); the
                 // reconciler will not see it in this log.

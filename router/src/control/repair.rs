@@ -33,6 +33,7 @@ use crate::control::{region_client, RouterState};
 use crate::route::headers::{COMMIT_POSITION, FENCING_TOKEN};
 use crate::route::ryw::Mark;
 use crate::route::topology::Topology;
+use crate::store::oplog;
 use crate::store::oplog_scan::{self, FailoverWindow, Stranded};
 
 /// How long one replay may take before the read is served marked instead.
@@ -381,7 +382,11 @@ async fn replay(
         epoch,
     };
     let replay_id = intent.op_id;
-    if let Err(why) = log.intent(Record::Intent(intent.clone())).await {
+    let logged = match oplog::encode(&Record::Intent(intent.clone())) {
+        Ok(record) => log.intent(record).await,
+        Err(why) => Err(why),
+    };
+    if let Err(why) = logged {
         return pending(format!("the replay could not be logged: {why}"));
     }
     let peer = region.transport.peer(
@@ -407,16 +412,17 @@ async fn replay(
         400..=499 => OutcomeKind::Rejected,
         _ => OutcomeKind::Failed,
     };
-    let logged = log
-        .outcome(Record::Outcome(Outcome {
-            op_id: replay_id,
-            at_ms: unix_ms(),
-            status,
-            outcome,
-            commit_position: position,
-            body: None,
-        }))
-        .await;
+    let logged = match oplog::encode(&Record::Outcome(Outcome {
+        op_id: replay_id,
+        at_ms: unix_ms(),
+        status,
+        outcome,
+        commit_position: position,
+        body: None,
+    })) {
+        Ok(record) => log.outcome(record).await,
+        Err(why) => Err(why),
+    };
     if let Err(e) = logged {
         tracing::error!(op = %replay_id, error = %e, "replay outcome not logged");
     }

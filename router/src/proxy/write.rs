@@ -9,7 +9,9 @@ use pingora::prelude::*;
 use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::proxy::Session;
 use switchyard_config::Idempotency;
-use switchyard_oplog::{unix_ms, Body, Intent, OpId, Outcome, OutcomeKind, Record};
+use switchyard_oplog::{
+    unix_ms, Body, BodyRef, EncodedRecord, IntentRef, OpId, Outcome, OutcomeKind, Record,
+};
 
 use crate::control::idempotency::{self, Admit};
 use crate::control::repair::Repair;
@@ -18,7 +20,7 @@ use crate::proxy::ctx::Ctx;
 use crate::route::headers::{COMMIT_POSITION, REPLAYED_ON_READ, RYW, WRITE_PENDING};
 use crate::route::reject::Reject;
 use crate::route::ryw::Mark;
-use crate::store::oplog::OpLog;
+use crate::store::oplog::{self, OpLog};
 
 /// What the op log needs to write a write's outcome.
 pub(super) struct OpInFlight {
@@ -62,9 +64,10 @@ impl StreamedBody {
     }
 }
 
+const KEPT_FOR_REPLAY_COUNT: usize = 4;
 /// Request headers an op log record keeps, so a replay means the same thing.
 /// Credentials are never kept.
-const KEPT_FOR_REPLAY: [http::HeaderName; 4] = [
+const KEPT_FOR_REPLAY: [http::HeaderName; KEPT_FOR_REPLAY_COUNT] = [
     http::header::CONTENT_TYPE,
     http::header::CONTENT_ENCODING,
     http::header::CONTENT_LANGUAGE,
@@ -244,20 +247,11 @@ pub(super) async fn log_intent(
 ) -> Option<Reject> {
     let log = state.oplog.as_ref()?;
     let req = session.req_header();
-    let owner = ctx
-        .order
-        .first()
-        .map_or("", |i| ctx.topo.name(*i))
-        .to_string();
-    let partition = ctx
-        .partition
-        .clone()
-        .unwrap_or_else(|| crate::route::owners::DEFAULT.to_string());
     let max = ctx.topo.config.oplog.max_body_bytes;
-    let (logged_body, streamed) = match body {
-        WriteBody::Whole(b) => (Body::of(&b, max), None),
+    let (logged_body, streamed) = match &body {
+        WriteBody::Whole(b) => (BodyRef::of(b, max), None),
         WriteBody::Streams { .. } => (
-            Body::InOutcome,
+            BodyRef::InOutcome,
             Some(StreamedBody {
                 kept: Vec::new(),
                 sha256: ring::digest::Context::new(&ring::digest::SHA256),
@@ -266,39 +260,49 @@ pub(super) async fn log_intent(
             }),
         ),
     };
+    let mut kept = [("", ""); KEPT_FOR_REPLAY_COUNT];
+    let mut n_kept = 0;
+    for name in &KEPT_FOR_REPLAY {
+        if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
+            kept[n_kept] = (name.as_str(), v);
+            n_kept += 1;
+        }
+    }
+    let partition = ctx
+        .partition
+        .as_deref()
+        .unwrap_or(crate::route::owners::DEFAULT);
     let id = OpId::new();
-    let intent = Intent {
+    // Encoded here, from the request's own fields (see `EncodedRecord`).
+    let intent = IntentRef {
         op_id: id,
-        edge_id: log.edge_id.clone(),
+        edge_id: &log.edge_id,
         at_ms: unix_ms(),
-        owner_entry: ctx.topo.owner_entry(&partition).to_string(),
         partition,
-        method: req.method.as_str().to_string(),
-        path: req
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        owner_entry: ctx.topo.owner_entry(partition),
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         idempotency_key: req
             .headers
             .get(idempotency::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        headers: KEPT_FOR_REPLAY
-            .iter()
-            .filter_map(|name| {
-                let v = req.headers.get(name)?.to_str().ok()?;
-                Some((name.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
+            .and_then(|v| v.to_str().ok()),
+        headers: &kept[..n_kept],
         body: logged_body,
-        owner,
+        owner: ctx.order.first().map_or("", |i| ctx.topo.name(*i)),
         epoch: ctx.epoch,
     };
     state
         .repairs
-        .note_write(&intent.owner_entry, intent.epoch, intent.resource());
-    if let Some(record) = log.intent_now(Record::Intent(intent)) {
+        .note_write(intent.owner_entry, intent.epoch, intent.resource());
+    let record = match EncodedRecord::intent(&intent) {
+        Ok(record) => record,
+        Err(e) => {
+            return Some(Reject::unavailable(format!(
+                "this write was not forwarded: its intent could not be encoded for the op log: {e}"
+            )))
+        }
+    };
+    if let Some(record) = log.intent_now(record) {
         // Boxed: only a write that must wait for the log (`fsync: always`,
         // a full queue, a failing disk) carries this future.
         if let Err(why) = Box::pin(log.intent(record)).await {
@@ -322,7 +326,7 @@ pub(super) async fn log_intent(
 pub(super) fn log_outcome<'a>(
     state: &'a RouterState,
     ctx: &mut Ctx,
-) -> Option<(&'a OpLog, OpId, Record)> {
+) -> Option<(&'a OpLog, OpId, EncodedRecord)> {
     let (Some(log), Some(op)) = (state.oplog.as_ref(), ctx.op.take()) else {
         return None;
     };
@@ -342,12 +346,19 @@ pub(super) fn log_outcome<'a>(
         commit_position: op.commit_position,
         body: op.streamed.map(StreamedBody::finish),
     });
+    let record = match oplog::encode(&record) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::error!(op = %op.id, error = %e, "write outcome not logged");
+            return None;
+        }
+    };
     log.outcome_now(record)
         .map(|record| (&**log, op.id, record))
 }
 
 /// Logs an outcome the queue had no room for, waiting for room.
-pub(super) async fn log_outcome_waiting(log: &OpLog, op: OpId, record: Record) {
+pub(super) async fn log_outcome_waiting(log: &OpLog, op: OpId, record: EncodedRecord) {
     if let Err(e) = log.outcome(record).await {
         tracing::error!(op = %op, error = %e, "write outcome not logged");
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use switchyard_config::Fsync;
-use switchyard_oplog::{Options, Record, SyncTicket, Writer};
+use switchyard_oplog::{EncodedRecord, Options, Record, RecordKind, SyncTicket, Writer};
 use tokio::sync::{mpsc, oneshot};
 
 /// How often `fsync: batch` makes the log durable while records arrive.
@@ -39,12 +39,10 @@ const MAX_GROUP: usize = 4096;
 /// the disk within `BATCH_SYNC` plus this; `fsync: always` does not linger.
 const LINGER: Duration = Duration::from_millis(1);
 
-// Nearly every message is an `Append`: boxing its record would allocate per write.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
     /// A record; a sender holding `ack` waits until it is written and synced.
     Append {
-        record: Record,
+        record: EncodedRecord,
         ack: Option<oneshot::Sender<Result<u64, String>>>,
     },
     /// Write and sync everything queued before it.
@@ -64,6 +62,11 @@ pub struct OpLog {
     /// Set while the disk refuses writes.
     failing: Arc<AtomicBool>,
     capacity: usize,
+}
+
+/// `record` encoded for the log's queue (see [`EncodedRecord`]).
+pub(crate) fn encode(record: &Record) -> Result<EncodedRecord, String> {
+    EncodedRecord::of(record).map_err(|e| format!("the record could not be encoded: {e}"))
 }
 
 /// The folder of the log under `state_dir`.
@@ -141,7 +144,7 @@ impl OpLog {
 
     /// Logs a write's intent: returns once it may be forwarded (durable with
     /// `fsync: always`, queued otherwise).
-    pub async fn intent(&self, record: Record) -> Result<(), String> {
+    pub async fn intent(&self, record: EncodedRecord) -> Result<(), String> {
         if let Some(why) = self.unavailable() {
             return Err(why.into());
         }
@@ -153,7 +156,7 @@ impl OpLog {
     }
 
     /// Logs an outcome (waits only for room in the queue).
-    pub async fn outcome(&self, record: Record) -> Result<(), String> {
+    pub async fn outcome(&self, record: EncodedRecord) -> Result<(), String> {
         self.send(record).await
     }
 
@@ -163,10 +166,9 @@ impl OpLog {
     /// [`Self::intent`], which waits or says why not.
     ///
     /// A write's records go through here rather than straight to the async
-    /// calls: their futures carry the record (~270 bytes) and the queue's
-    /// wait, and each was moved into place, for every write, before it was
-    /// polled once.
-    pub fn intent_now(&self, record: Record) -> Option<Record> {
+    /// calls: their futures carry the queue's wait, and each was moved into
+    /// place, for every write, before it was polled once.
+    pub fn intent_now(&self, record: EncodedRecord) -> Option<EncodedRecord> {
         if self.fsync == Fsync::Always || self.unavailable().is_some() {
             return Some(record);
         }
@@ -175,11 +177,11 @@ impl OpLog {
 
     /// Queues an outcome at once if the queue has room (`None`); otherwise
     /// the record comes back, for [`Self::outcome`].
-    pub fn outcome_now(&self, record: Record) -> Option<Record> {
+    pub fn outcome_now(&self, record: EncodedRecord) -> Option<EncodedRecord> {
         self.queue_now(record)
     }
 
-    fn queue_now(&self, record: Record) -> Option<Record> {
+    fn queue_now(&self, record: EncodedRecord) -> Option<EncodedRecord> {
         let refused = self.tx.try_send(Msg::Append { record, ack: None }).err()?;
         match refused.into_inner() {
             Msg::Append { record, .. } => Some(record),
@@ -188,7 +190,7 @@ impl OpLog {
     }
 
     /// Logs `record` and waits until it is on disk, whatever the fsync mode.
-    pub async fn durable(&self, record: Record) -> Result<u64, String> {
+    pub async fn durable(&self, record: EncodedRecord) -> Result<u64, String> {
         self.append_acked(record).await
     }
 
@@ -241,7 +243,7 @@ impl OpLog {
         switchyard_oplog::bytes_from(&self.dir, self.forwarded.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
-    async fn send(&self, record: Record) -> Result<(), String> {
+    async fn send(&self, record: EncodedRecord) -> Result<(), String> {
         let msg = Msg::Append { record, ack: None };
         self.tx
             .send(msg)
@@ -250,7 +252,7 @@ impl OpLog {
     }
 
     /// Sends `record` and waits until it is on disk.
-    async fn append_acked(&self, record: Record) -> Result<u64, String> {
+    async fn append_acked(&self, record: EncodedRecord) -> Result<u64, String> {
         let (tx, rx) = oneshot::channel();
         let msg = Msg::Append {
             record,
@@ -392,14 +394,14 @@ fn run_writer(
                 match msg {
                     Msg::Append { record, ack } => {
                         must_sync |= ack.is_some();
-                        meters.record(&record).increment(1);
+                        meters.record(record.kind()).increment(1);
                         // A sender waiting for durability hears of a failure
                         // and its record is dropped; one already forwarded
                         // (`batch`, `off`) stays buffered for the next try.
                         let appended = if ack.is_some() {
-                            writer.append_or_forget(&record)
+                            writer.append_encoded_or_forget(&record)
                         } else {
-                            writer.append(&record)
+                            writer.append_encoded(&record)
                         };
                         match appended {
                             Ok(seq) => {
@@ -653,12 +655,12 @@ impl WriterMetrics {
         }
     }
 
-    fn record(&self, r: &Record) -> &metrics::Counter {
-        match r {
-            Record::Intent(_) => &self.intent,
-            Record::Outcome(_) => &self.outcome,
-            Record::Promotion(_) => &self.promotion,
-            Record::Gap(_) => &self.gap,
+    fn record(&self, kind: RecordKind) -> &metrics::Counter {
+        match kind {
+            RecordKind::Intent => &self.intent,
+            RecordKind::Outcome => &self.outcome,
+            RecordKind::Promotion => &self.promotion,
+            RecordKind::Gap => &self.gap,
         }
     }
 }
@@ -669,15 +671,16 @@ mod tests {
     use switchyard_oplog::{OpId, Outcome, OutcomeKind};
 
     /// A record for test `i`: an outcome that says when by `i`.
-    fn outcome(i: u64) -> Record {
-        Record::Outcome(Outcome {
+    fn outcome(i: u64) -> EncodedRecord {
+        EncodedRecord::of(&Record::Outcome(Outcome {
             op_id: OpId::new(),
             at_ms: i,
             status: 201,
             outcome: OutcomeKind::Acked,
             commit_position: Some(i),
             body: None,
-        })
+        }))
+        .expect("encode")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,7 +737,7 @@ mod tests {
             };
             if let Some(record) = offered {
                 given_back += 1;
-                assert!(matches!(&record, Record::Outcome(o) if o.at_ms == i));
+                assert!(matches!(record.decode(), Ok(Record::Outcome(o)) if o.at_ms == i));
                 log.outcome(record).await.expect("logged");
             }
         }
