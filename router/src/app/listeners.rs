@@ -325,6 +325,10 @@ impl Proxy {
             ..ServerConf::default()
         };
         conf.upstream_keepalive_pool_size = 1024;
+        // The router logs no socket's waiting time: measured, it costs two
+        // clock readings per wait, and a proxied request waits at least
+        // twice (for the request, for the region's answer).
+        pingora::protocols::l4::stream::set_pending_time_measured(false);
         let opt = Opt {
             upgrade,
             ..Opt::default()

@@ -26,6 +26,7 @@ use std::os::unix::io::AsRawFd;
 #[cfg(windows)]
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -1079,6 +1080,22 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Whether streams measure how long their reads and writes wait (two clock
+/// readings per wait); see [`set_pending_time_measured`].
+static PENDING_TIME_MEASURED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the measuring of how long each stream's reads and writes wait on
+/// or off, for every stream from then on (on by default).
+///
+/// Off, a wait costs no clock readings (two per wait otherwise: a proxied
+/// HTTP/1 request waits at least twice, for the request and for the
+/// response), and `get_read_pending_time` and `get_write_pending_time`
+/// report only what was measured while it was on. For a proxy that does
+/// not log these figures.
+pub fn set_pending_time_measured(on: bool) {
+    PENDING_TIME_MEASURED.store(on, Ordering::Relaxed);
+}
+
 #[derive(Debug)]
 struct AccumulatedDuration {
     total: Duration,
@@ -1094,7 +1111,7 @@ impl AccumulatedDuration {
     }
 
     fn start(&mut self) {
-        if self.last_start.is_none() {
+        if self.last_start.is_none() && PENDING_TIME_MEASURED.load(Ordering::Relaxed) {
             self.last_start = Some(Instant::now());
         }
     }
@@ -1141,6 +1158,20 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
+
+    #[test]
+    fn a_wait_is_timed_only_while_pending_time_is_measured() {
+        let pending: Poll<io::Result<()>> = Poll::Pending;
+        let mut waited = AccumulatedDuration::new();
+        set_pending_time_measured(false);
+        waited.poll_time(&pending);
+        assert!(waited.last_start.is_none(), "timed while off");
+        set_pending_time_measured(true);
+        waited.poll_time(&pending);
+        assert!(waited.last_start.is_some(), "not timed while on");
+        waited.poll_time(&Poll::Ready(Ok(())));
+        assert!(waited.last_start.is_none());
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
