@@ -291,9 +291,6 @@ pub(super) async fn log_intent(
         owner: ctx.order.first().map_or("", |i| ctx.topo.name(*i)),
         epoch: ctx.epoch,
     };
-    state
-        .repairs
-        .note_write(intent.owner_entry, intent.epoch, intent.resource());
     let record = match EncodedRecord::intent(&intent) {
         Ok(record) => record,
         Err(e) => {
@@ -302,6 +299,9 @@ pub(super) async fn log_intent(
             )))
         }
     };
+    state
+        .repairs
+        .note_write(intent.owner_entry, intent.epoch, intent.resource());
     if let Some(record) = log.intent_now(record) {
         // Boxed: only a write that must wait for the log (`fsync: always`,
         // a full queue, a failing disk) carries this future.
