@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoded::BodyRef;
+
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -123,13 +125,13 @@ impl Intent {
     }
 }
 
-/// The header a replayed write carries (to the region, and kept in its
-/// intent): the op id of the write it replays.
 /// A path and query's path: the resource a write is to.
 pub fn resource_of(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 
+/// The header a replayed write carries (to the region, and kept in its
+/// intent): the op id of the write it replays.
 pub const REPLAY_OF: &str = "x-switchyard-replay";
 
 /// See [`Intent::normalized_resource`].
@@ -226,10 +228,10 @@ pub enum Body {
 impl Body {
     /// The logged form of `bytes` under `max` bytes.
     pub fn of(bytes: &[u8], max: usize) -> Body {
-        match crate::encoded::BodyRef::of(bytes, max) {
-            crate::encoded::BodyRef::Inline(b) => Body::Inline(b.to_vec()),
-            crate::encoded::BodyRef::InOutcome => Body::InOutcome,
-            crate::encoded::BodyRef::Hashed { len, sha256 } => Body::Hashed { len, sha256 },
+        match BodyRef::of(bytes, max) {
+            BodyRef::Inline(b) => Body::Inline(b.to_vec()),
+            BodyRef::InOutcome => Body::InOutcome,
+            BodyRef::Hashed { len, sha256 } => Body::Hashed { len, sha256 },
         }
     }
 

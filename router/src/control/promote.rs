@@ -391,11 +391,8 @@ async fn apply(
                 forced: r.forced,
                 reason: r.reason.clone(),
             });
-            let logged = match crate::store::oplog::encode(&record) {
-                Ok(record) => log.durable(record).await,
-                Err(why) => Err(why),
-            };
-            if let Err(e) = logged {
+            let logged = async { log.durable(crate::store::oplog::encode(&record)?).await };
+            if let Err(e) = logged.await {
                 // The promotion holds (it is in the ownership table); the
                 // reconciler will not see it in this log.
                 tracing::error!(partition = %r.partition, error = %e, "promotion not recorded in the op log");

@@ -382,11 +382,11 @@ async fn replay(
         epoch,
     };
     let replay_id = intent.op_id;
-    let logged = match oplog::encode(&Record::Intent(intent.clone())) {
-        Ok(record) => log.intent(record).await,
-        Err(why) => Err(why),
+    let logged = async {
+        log.intent(oplog::encode(&Record::Intent(intent.clone()))?)
+            .await
     };
-    if let Err(why) = logged {
+    if let Err(why) = logged.await {
         return pending(format!("the replay could not be logged: {why}"));
     }
     let peer = region.transport.peer(
@@ -412,18 +412,16 @@ async fn replay(
         400..=499 => OutcomeKind::Rejected,
         _ => OutcomeKind::Failed,
     };
-    let logged = match oplog::encode(&Record::Outcome(Outcome {
+    let record = Record::Outcome(Outcome {
         op_id: replay_id,
         at_ms: unix_ms(),
         status,
         outcome,
         commit_position: position,
         body: None,
-    })) {
-        Ok(record) => log.outcome(record).await,
-        Err(why) => Err(why),
-    };
-    if let Err(e) = logged {
+    });
+    let logged = async { log.outcome(oplog::encode(&record)?).await };
+    if let Err(e) = logged.await {
         tracing::error!(op = %replay_id, error = %e, "replay outcome not logged");
     }
     match sent {
