@@ -397,7 +397,7 @@ pub(crate) fn forwarded_for(headers: &Fields, client: IpAddr) -> HeaderValue {
         }
     }
     push_ip(&mut out, client);
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    shared_value(out).unwrap_or_else(|| HeaderValue::from_static("unknown"))
 }
 
 /// A fresh request id (a random UUID) when the client sent none.
@@ -407,8 +407,18 @@ pub(crate) fn request_id(headers: &Fields) -> Option<HeaderValue> {
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Builder::from_random_bytes(super::ids::random_u128().to_le_bytes()).into_uuid();
-    let text = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).ok()
+    id.hyphenated().encode_lower(&mut buf);
+    shared_value(buf)
+}
+
+/// A header value that owns `text` and is shared, not copied, when cloned.
+/// The router's own values in a client's request are cloned into the
+/// region's request on every attempt; a value made by
+/// `HeaderValue::from_str` is a copy that its first clone copies again into
+/// a shared allocation, one more allocation and free per value per request.
+/// `None` when `text` is not a valid header value.
+fn shared_value(text: impl AsRef<[u8]> + Send + 'static) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).ok()
 }
 
 #[cfg(test)]
@@ -706,6 +716,22 @@ mod tests {
         );
         assert!(names(&[("te", "trailers"), ("accept", "*/*")]).is_empty());
         assert!(names(&[]).is_empty());
+    }
+
+    #[test]
+    fn shared_values_carry_their_text_and_refuse_what_a_header_cannot() {
+        let v = super::shared_value(String::from("10.0.0.1, 10.0.0.2")).expect("valid");
+        assert_eq!(v.clone(), "10.0.0.1, 10.0.0.2");
+        assert!(super::shared_value(String::from("a\r\nInjected: 1")).is_none());
+        assert!(super::shared_value(*b"a\0b").is_none());
+        let none = HeaderMap::new();
+        let fields = Fields::new(&none);
+        let id = super::request_id(&fields).expect("an id");
+        let text = id.to_str().expect("ascii");
+        assert!(uuid::Uuid::parse_str(text).is_ok(), "{text}");
+        assert_ne!(super::request_id(&fields), Some(id));
+        let sent = map(&[("x-request-id", "mine")]);
+        assert!(super::request_id(&Fields::new(&sent)).is_none());
     }
 
     #[test]
