@@ -56,6 +56,28 @@ async fn client_headers_are_cleaned_and_forwarding_headers_set() {
         .await
         .expect("json");
     assert!(echo["headers"].to_string().contains("abc-123"));
+    // Names are the same names in any case: the router's own are stripped and
+    // the client's request id kept, however the client spells them.
+    let (code, text) = raw(
+        router.http,
+        b"GET /_echo HTTP/1.1\r\nHost: a\r\nX-SWITCHYARD-REGION: forged\r\nx-Fencing-TOKEN: 99\r\n\
+          X-REQUEST-ID: Case-Kept-Id\r\nX-Forwarded-FOR: 203.0.113.9\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200, "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(
+        body.contains(r#"["x-request-id","Case-Kept-Id"]"#),
+        "{body}"
+    );
+    assert_eq!(body.matches("x-request-id").count(), 1, "{body}");
+    assert!(
+        body.contains(r#"["x-forwarded-for","127.0.0.1"]"#),
+        "{body}"
+    );
+    assert!(
+        !body.contains("forged") && !body.contains("x-fencing-token"),
+        "{body}"
+    );
     // A trusted proxy's X-Forwarded-For is appended to.
     let echo: Value = client_from("127.0.0.5")
         .get(router.url("/_echo"))

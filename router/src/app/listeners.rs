@@ -329,6 +329,9 @@ impl Proxy {
         // clock readings per wait, and a proxied request waits at least
         // twice (for the request, for the region's answer).
         pingora::protocols::l4::stream::set_pending_time_measured(false);
+        // Registered once per process: a reload that names a new partition
+        // header has it parsed per message, as any other name.
+        pingora::http::set_known_header_names(crate::route::headers::expected_names(config));
         let opt = Opt {
             upgrade,
             ..Opt::default()

@@ -49,7 +49,7 @@ pub(crate) const CONTENT_TYPE: Field = Field(18);
 pub(crate) const GRPC_TIMEOUT: Field = Field(19);
 
 /// Each [`Field`]'s name, `NAMES[i]` for `Field(i)`.
-static NAMES: [HeaderName; 20] = [
+pub(crate) static NAMES: [HeaderName; 20] = [
     http::header::CONTENT_LENGTH,
     http::header::TRANSFER_ENCODING,
     http::header::HOST,

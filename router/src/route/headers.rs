@@ -27,3 +27,62 @@ pub(crate) const WRITE_PENDING: http::HeaderName =
 /// write's op id.
 pub(crate) const REPLAYED_ON_READ: http::HeaderName =
     http::HeaderName::from_static("x-switchyard-replayed-on-read");
+
+/// Every header name the router expects clients and regions to send often:
+/// the names it reads, its own, the ones its configuration names, and the
+/// common ones of requests and answers. The HTTP/1 parsers take these
+/// ready-made rather than parse them, and a name `http` does not know
+/// (`x-request-id`, the partition header) is then not copied per message
+/// (pingora's `set_known_header_names`).
+pub(crate) fn expected_names(config: &switchyard_config::Config) -> Vec<http::HeaderName> {
+    use http::header;
+    let mut names: Vec<http::HeaderName> = crate::route::fields::NAMES.to_vec();
+    names.extend([
+        REGION,
+        RYW,
+        FENCING_TOKEN,
+        FRESHNESS,
+        REQUEST_ID,
+        FORWARDED_FOR,
+        GRPC_TIMEOUT,
+        FENCED,
+        STALE,
+        COMMIT_POSITION,
+        WRITE_PENDING,
+        REPLAYED_ON_READ,
+        crate::control::idempotency::HEADER,
+        crate::route::trace::TRACEPARENT,
+        http::HeaderName::from_static("tracestate"),
+        header::ACCEPT,
+        header::ACCEPT_ENCODING,
+        header::ACCEPT_LANGUAGE,
+        header::AUTHORIZATION,
+        header::CACHE_CONTROL,
+        header::CONTENT_ENCODING,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::LOCATION,
+        header::ORIGIN,
+        header::REFERER,
+        header::SERVER,
+        header::SET_COOKIE,
+        header::USER_AGENT,
+        header::VARY,
+    ]);
+    let configured = [
+        config.consistency.partition.header.as_deref(),
+        config.routing.geo.header.as_deref(),
+        config.synthetic.as_ref().map(|s| s.header.as_str()),
+    ];
+    // A configured name was checked when the configuration was read; one
+    // that would not parse is simply not registered.
+    names.extend(
+        configured
+            .into_iter()
+            .flatten()
+            .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()),
+    );
+    names
+}

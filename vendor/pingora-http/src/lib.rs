@@ -44,6 +44,9 @@ use authority::{raw_target_authority, RawTargetAuthority};
 pub mod fields;
 use fields::FieldSet;
 
+mod known_names;
+pub use known_names::{header_name_from_bytes, known_header_name, set_known_header_names};
+
 mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;

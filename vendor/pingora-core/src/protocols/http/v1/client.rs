@@ -380,8 +380,9 @@ impl HttpSession {
                             } else {
                                 // No case to keep: the name is parsed from the
                                 // buffer, not from a reference-counted slice of it
-                                // that would only be dropped again.
-                                http::HeaderName::from_bytes(header.get_name(&buf))
+                                // that would only be dropped again, unless the
+                                // application registered it as one to take ready-made.
+                                pingora_http::header_name_from_bytes(header.get_name(&buf))
                                     .or_err(InvalidHTTPHeader, "invalid header name")
                                     .and_then(|name| {
                                         response_header.append_header(name, header_value)
