@@ -13,10 +13,12 @@ fn reconcile(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-fn temp() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sy-reconcile-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+/// A folder of its own for a test, removed when the test ends.
+fn temp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sy-reconcile-")
+        .tempdir()
+        .expect("dir")
 }
 
 #[test]
@@ -25,13 +27,13 @@ fn missing_arguments_exit_2() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--config"), "{err}");
     let dir = temp();
-    let cfg = dir.join("ok.yaml");
+    let cfg = dir.path().join("ok.yaml");
     std::fs::write(&cfg, "listen: { http: 127.0.0.1:1 }\nregions:\n  a: { type: full, endpoints: [\"127.0.0.1:2\"], services: [api] }\nrouting: { policy: weighted }\n").expect("write");
     let c = cfg.to_str().expect("utf8");
     let (code, err) = reconcile(&["--config", c]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--oplog DIR"), "{err}");
-    let empty = dir.join("empty");
+    let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).expect("dir");
     let e = empty.to_str().expect("utf8");
     let (code, err) = reconcile(&["--oplog", e, "--config", c]);
@@ -48,7 +50,7 @@ fn missing_arguments_exit_2() {
 #[test]
 fn bad_input_exits_2_with_the_reason() {
     let dir = temp();
-    let cfg = dir.join("sy.yaml");
+    let cfg = dir.path().join("sy.yaml");
     std::fs::write(&cfg, "listen: { http: 127.0.0.1:1 }\nregions:\n  a: { type: fulll, endpoints: [\"127.0.0.1:2\"], services: [api] }\nrouting: { policy: weighted }\n").expect("write");
     let (code, err) = reconcile(&[
         "--oplog",
@@ -58,7 +60,7 @@ fn bad_input_exits_2_with_the_reason() {
     ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--oplog /nonexistent: not a folder"), "{err}");
-    let d = dir.to_str().expect("utf8");
+    let d = dir.path().to_str().expect("utf8");
     let (code, err) = reconcile(&["--oplog", d, "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("sy.yaml:3:14: `regions.a.type`"), "{err}");

@@ -29,13 +29,29 @@ fn config(a: &TestRegion, b: &TestRegion, c: &TestRegion, dir: &TempDir) -> Stri
     )
 }
 
-pub(crate) fn browser() -> Browser {
+/// A headless Chromium, and the temporary folder it runs with: what it
+/// leaves there (its singleton socket folder) goes when the test ends.
+pub(crate) struct Chromium {
+    // Declared first, so it is dropped (and the browser stopped) first.
+    browser: Browser,
+    _tmp: TempDir,
+}
+
+impl std::ops::Deref for Chromium {
+    type Target = Browser;
+    fn deref(&self) -> &Browser {
+        &self.browser
+    }
+}
+
+pub(crate) fn browser() -> Chromium {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
         .expect("Chromium is installed (`scripts/setup --test` installs Debian's chromium)");
-    Browser::new(
+    let tmp = TempDir::new();
+    let browser = Browser::new(
         LaunchOptions::default_builder()
             .path(Some(chromium))
             .headless(true)
@@ -43,10 +59,14 @@ pub(crate) fn browser() -> Browser {
             .sandbox(false)
             .window_size(Some((1400, 1000)))
             .idle_browser_timeout(Duration::from_secs(120))
+            .process_envs(Some(
+                [("TMPDIR".to_string(), tmp.0.to_string_lossy().into_owned())].into(),
+            ))
             .build()
             .expect("launch options"),
     )
-    .expect("Chromium starts")
+    .expect("Chromium starts");
+    Chromium { browser, _tmp: tmp }
 }
 
 fn screenshots() -> PathBuf {

@@ -225,16 +225,18 @@ routing: {{ policy: weighted }}
         file
     }
 
-    fn tempdir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("sy-upstream-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        dir
+    /// A folder of its own for a test, removed when the test ends.
+    fn tempdir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("sy-upstream-{name}-"))
+            .tempdir()
+            .expect("dir")
     }
 
     #[test]
     fn an_https_endpoint_verifies_its_own_name_by_default() {
         let dir = tempdir("default");
-        let spec = region("", &dir);
+        let spec = region("", dir.path());
         let t = Transport::load(&spec).expect("loads");
         let addr: SocketAddr = "127.0.0.1:2".parse().expect("addr");
         let peer = t.peer(
@@ -253,11 +255,11 @@ routing: {{ policy: weighted }}
     #[test]
     fn a_rotated_ca_changes_the_pool_group() {
         let dir = tempdir("rotate");
-        write_ca(&dir);
-        let spec = region("    tls: { ca: ca.pem, sni: api.internal }", &dir);
+        write_ca(dir.path());
+        let spec = region("    tls: { ca: ca.pem, sni: api.internal }", dir.path());
         let first = Transport::load(&spec).expect("loads");
         assert_eq!(first.tls.ca.as_ref().map(|c| c.len()), Some(1));
-        write_ca(&dir);
+        write_ca(dir.path());
         let second = Transport::load(&spec).expect("loads");
         assert_ne!(first.group, second.group);
         let addr: SocketAddr = "127.0.0.1:2".parse().expect("addr");
@@ -274,9 +276,9 @@ routing: {{ policy: weighted }}
     #[test]
     fn a_file_that_is_no_certificate_is_an_error_naming_the_key() {
         let dir = tempdir("garbage");
-        write_ca(&dir);
-        let spec = region("    tls: { ca: ca.pem }", &dir);
-        std::fs::write(dir.join("ca.pem"), "not a certificate\n").expect("write");
+        write_ca(dir.path());
+        let spec = region("    tls: { ca: ca.pem }", dir.path());
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("write");
         let err = Transport::load(&spec).err().expect("refused");
         let text = format!("{err:#}");
         assert!(text.contains("regions.a.tls.ca"), "{text}");
