@@ -200,6 +200,35 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// [Self::build()] with the request-target given as shared bytes, such as a slice of the
+    /// buffer the request was read into. See [Self::set_raw_path_shared()].
+    pub fn build_shared(
+        method: impl TryInto<Method>,
+        target: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        let mut req = Self::build_no_case_shared(method, target, size_hint)?;
+        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
+            size_hint,
+        )));
+        Ok(req)
+    }
+
+    /// [Self::build_no_case()] with the request-target given as shared bytes, such as a slice
+    /// of the buffer the request was read into. See [Self::set_raw_path_shared()].
+    pub fn build_no_case_shared(
+        method: impl TryInto<Method>,
+        target: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        let mut req = Self::new_no_case(size_hint);
+        req.base.method = method
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+        req.set_raw_path_shared(target)?;
+        Ok(req)
+    }
+
     /// Append the header name and value to `self`.
     ///
     /// If there are already some headers under the same name, a new value will be added without
@@ -347,6 +376,18 @@ impl RequestHeader {
         // Origin-form and asterisk-form store RawTarget::FromUri, so a reused header
         // (e.g. a CONNECT mutated into a normal request) cannot serialize a stale
         // target.
+        self.raw_target = parsed.raw_target;
+        Ok(())
+    }
+
+    /// [Self::set_raw_path()] with the request-target given as shared bytes: an origin-form,
+    /// asterisk-form or query-only target that is valid UTF-8 (nearly every request's) is kept
+    /// in the URI as a slice of `target` rather than copied into a new allocation, and a clone
+    /// of this header shares it rather than copying it again. Any other target is stored as by
+    /// [Self::set_raw_path()]; the result is the same either way.
+    pub fn set_raw_path_shared(&mut self, target: bytes::Bytes) -> Result<()> {
+        let parsed = parse_request_target_shared(target)?;
+        self.base.uri = parsed.uri;
         self.raw_target = parsed.raw_target;
         Ok(())
     }
@@ -739,6 +780,32 @@ struct ParsedRequestTarget {
     uri: Uri,
     /// How the target is recovered for the wire.
     raw_target: RawTarget,
+}
+
+/// [parse_request_target], keeping a non-empty origin-form, asterisk-form or query-only target
+/// that is valid UTF-8 as a slice of `target` in the Uri: the same Uri, parsed by the same
+/// parser, without the copy. Every other target goes through [parse_request_target].
+fn parse_request_target_shared(target: bytes::Bytes) -> Result<ParsedRequestTarget> {
+    // The fragment is cut as parse_request_target cuts it.
+    let end = target
+        .iter()
+        .position(|&byte| byte == b'#')
+        .unwrap_or(target.len());
+    let kept = &target[..end];
+    // An empty target (one the fragment cut left empty) has no bytes to keep.
+    let uri_form = matches!(kept.first(), Some(b'/' | b'?')) || kept == b"*";
+    if !uri_form || std::str::from_utf8(kept).is_err() {
+        return parse_request_target(&target);
+    }
+    let uri = http::uri::PathAndQuery::from_maybe_shared(target.slice(..end))
+        .map(Uri::from)
+        .explain_err(InvalidHTTPHeader, |_| {
+            format!("invalid uri {}", String::from_utf8_lossy(&target[..end]))
+        })?;
+    Ok(ParsedRequestTarget {
+        uri,
+        raw_target: RawTarget::FromUri,
+    })
 }
 
 /// Parse a request-target (RFC 9112 §3.2) into the pieces to store on the header.
@@ -1497,6 +1564,65 @@ mod tests {
         req.set_uri("/replaced".parse().unwrap());
         assert_eq!(b"/replaced", req.raw_path());
         assert!(req.raw_path_is_utf8());
+    }
+
+    #[test]
+    fn a_target_given_shared_is_stored_as_one_given_copied() {
+        let targets: &[&[u8]] = &[
+            b"/",
+            b"/kv/x",
+            b"/a/b?c=d&e=f",
+            b"?q=1",
+            b"*",
+            b"",
+            b"/p#frag",
+            b"#only-a-fragment",
+            b"/caf\xc3\xa9",
+            b"/not-utf8-\xff",
+            b"/space here",
+            b"/ctl\x01",
+            b"http://example.com/abs?x=1",
+            b"example.com:443",
+            b"foo:bar://host/admin",
+        ];
+        for &target in targets {
+            for method in ["GET", "CONNECT", "OPTIONS"] {
+                let copied = RequestHeader::build_no_case(method, target, None);
+                let shared = RequestHeader::build_no_case_shared(
+                    method,
+                    bytes::Bytes::copy_from_slice(target),
+                    None,
+                );
+                match (copied, shared) {
+                    (Ok(c), Ok(s)) => {
+                        assert_eq!(c.uri, s.uri, "{:?}", target.escape_ascii());
+                        assert_eq!(c.raw_path(), s.raw_path(), "{:?}", target.escape_ascii());
+                        assert_eq!(c.raw_target, s.raw_target, "{:?}", target.escape_ascii());
+                    }
+                    (Err(_), Err(_)) => {}
+                    (c, s) => panic!(
+                        "{:?}: copied {:?}, shared {:?}",
+                        target.escape_ascii(),
+                        c.map(|h| h.uri.clone()),
+                        s.map(|h| h.uri.clone())
+                    ),
+                }
+            }
+        }
+        let keeping_case = RequestHeader::build_shared("GET", bytes::Bytes::from_static(b"/x"), None)
+            .unwrap();
+        assert!(keeping_case.header_name_map.is_some());
+        assert_eq!(keeping_case.uri, "/x");
+    }
+
+    #[test]
+    fn an_origin_form_target_given_shared_is_not_copied() {
+        let buf = bytes::Bytes::from(b"/kv/x?y=1 trailing".to_vec());
+        let target = buf.slice(..9);
+        let req = RequestHeader::build_no_case_shared("GET", target, None).unwrap();
+        let stored = req.uri.path_and_query().unwrap().as_str().as_ptr();
+        assert_eq!(stored, buf.as_ptr(), "the Uri keeps the buffer's bytes");
+        assert_eq!(req.raw_path(), b"/kv/x?y=1");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::protocols::http::{
     ReusableHttpStream,
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
-use crate::utils::{BufRef, KVRef};
+use crate::utils::BufRef;
 
 /// Tracks which writer is currently processing a task.
 ///
@@ -427,26 +427,28 @@ impl HttpSession {
                         // `KVRef`s to record the offset of each piece of data, drop `req`, convert
                         // buf, the do the 0 copy update
                         let base = buf.as_ptr() as usize;
-                        let mut header_refs = Vec::<KVRef>::with_capacity(req.headers.len());
+                        let mut header_refs = HeaderRefs::new();
                         // Note: req.headers has the correct number of headers
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let method = req.method.unwrap_or("");
+                        let method: Method = req
+                            .method
+                            .unwrap_or("")
+                            .try_into()
+                            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
                         // we path httparse to allow unsafe bytes in the str
-                        let path = req.path.unwrap_or("").as_bytes();
+                        // The target is taken from the buffer once it is frozen,
+                        // as a shared slice rather than a copy.
+                        let target = req
+                            .path
+                            .map(|path| BufRef::new(path.as_ptr() as usize - base, path.len()));
                         let size_hint = Some(req.headers.len() + HEADER_ROOM_FOR_PROXY);
-                        let mut request_header = Box::new(if self.keep_header_case {
-                            RequestHeader::build(method, path, size_hint)?
-                        } else {
-                            RequestHeader::build_no_case(method, path, size_hint)?
-                        });
-
-                        request_header.set_version(match req.version {
+                        let version = match req.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
                             _ => Version::HTTP_09,
-                        });
+                        };
 
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
@@ -468,7 +470,15 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
-                        for header in header_refs {
+                        let target = target.map_or_else(Bytes::new, |t| t.get_bytes(&buf));
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build_shared(method, target, size_hint)?
+                        } else {
+                            RequestHeader::build_no_case_shared(method, target, size_hint)?
+                        });
+                        request_header.set_version(version);
+
+                        for header in header_refs.iter() {
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
