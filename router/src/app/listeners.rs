@@ -331,7 +331,7 @@ impl Proxy {
         pingora::protocols::l4::stream::set_pending_time_measured(false);
         // Registered once per process: a reload that names a new partition
         // header has it parsed per message, as any other name.
-        pingora::http::set_known_header_names(crate::route::headers::expected_names(config));
+        pingora::http::set_known_header_names(expected_header_names(config));
         let opt = Opt {
             upgrade,
             ..Opt::default()
@@ -494,4 +494,64 @@ fn check_tls_files(cert: &Path, key: &Path) -> anyhow::Result<()> {
     };
     read(cert, "cert", "CERTIFICATE")?;
     read(key, "key", "PRIVATE KEY")
+}
+
+/// Every header name the router expects clients and regions to send often:
+/// the names it reads, its own, the ones its configuration names, and the
+/// common ones of requests and answers. The HTTP/1 parsers take these
+/// ready-made rather than parse them, and a name `http` does not know
+/// (`x-request-id`, the partition header) is then not copied per message
+/// (pingora's `set_known_header_names`).
+fn expected_header_names(config: &switchyard_config::Config) -> Vec<http::HeaderName> {
+    use crate::route::headers::*;
+    use http::header;
+    let mut names: Vec<http::HeaderName> = crate::route::fields::NAMES.to_vec();
+    names.extend([
+        REGION,
+        RYW,
+        FENCING_TOKEN,
+        FRESHNESS,
+        REQUEST_ID,
+        FORWARDED_FOR,
+        GRPC_TIMEOUT,
+        FENCED,
+        STALE,
+        COMMIT_POSITION,
+        WRITE_PENDING,
+        REPLAYED_ON_READ,
+        crate::control::idempotency::HEADER,
+        crate::route::trace::TRACEPARENT,
+        http::HeaderName::from_static("tracestate"),
+        header::ACCEPT,
+        header::ACCEPT_ENCODING,
+        header::ACCEPT_LANGUAGE,
+        header::AUTHORIZATION,
+        header::CACHE_CONTROL,
+        header::CONTENT_ENCODING,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::LOCATION,
+        header::ORIGIN,
+        header::REFERER,
+        header::SERVER,
+        header::SET_COOKIE,
+        header::USER_AGENT,
+        header::VARY,
+    ]);
+    let configured = [
+        config.consistency.partition.header.as_deref(),
+        config.routing.geo.header.as_deref(),
+        config.synthetic.as_ref().map(|s| s.header.as_str()),
+    ];
+    // A configured name was checked when the configuration was read; one
+    // that would not parse is simply not registered.
+    names.extend(
+        configured
+            .into_iter()
+            .flatten()
+            .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()),
+    );
+    names
 }
