@@ -505,22 +505,18 @@ fn check_tls_files(cert: &Path, key: &Path) -> anyhow::Result<()> {
 fn expected_header_names(config: &switchyard_config::Config) -> Vec<http::HeaderName> {
     use crate::route::headers::*;
     use http::header;
+    // The fields the router reads (X-Forwarded-For, X-Request-Id,
+    // X-Freshness, the read-your-writes token, traceparent...), then the rest.
     let mut names: Vec<http::HeaderName> = crate::route::fields::NAMES.to_vec();
     names.extend([
         REGION,
-        RYW,
         FENCING_TOKEN,
-        FRESHNESS,
-        REQUEST_ID,
-        FORWARDED_FOR,
-        GRPC_TIMEOUT,
         FENCED,
         STALE,
         COMMIT_POSITION,
         WRITE_PENDING,
         REPLAYED_ON_READ,
         crate::control::idempotency::HEADER,
-        crate::route::trace::TRACEPARENT,
         http::HeaderName::from_static("tracestate"),
         header::ACCEPT,
         header::ACCEPT_ENCODING,
