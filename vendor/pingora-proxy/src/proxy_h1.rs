@@ -20,7 +20,6 @@ use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::proxy_common::*;
 use pingora_cache::CachePhase;
 use pingora_core::protocols::http::{
-    authority::{raw_target_authority, validate_request_authority},
     custom::CUSTOM_MESSAGE_QUEUE_SIZE,
     v1::common::is_upgrade_req as is_h1_upgrade_req,
 };
@@ -92,20 +91,8 @@ where
 
         // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
         if authority_policy.is_standard() {
-            if let Err(e) = reconcile_upstream_authority(&mut req) {
-                return (false, true, Some(e.into_in()));
-            }
-            // A filter may delete Host. Restore it for requests that originally carried one or
-            // whose URI or absolute-form target has an authority, without adding a new empty Host
-            // to Host-less HTTP/1.0 origin-form.
-            let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
-            if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
-                if let Err(e) = set_h1_host_from_authority(&mut req) {
-                    return (false, true, Some(e.into_in()));
-                }
-            }
-            if let Err(e) = validate_request_authority(&req) {
-                // The final filter-produced request is invalid, so classify this as internal.
+            // The final filter-produced request is invalid, so classify this as internal.
+            if let Err(e) = standard_h1_upstream_authority(&mut req, downstream_had_host) {
                 return (false, true, Some(e.into_in()));
             }
         }
