@@ -471,13 +471,20 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
 /// ambiguous values before they cross a proxy boundary.
 pub(crate) fn validate_content_length(headers: &HMap, fields: FieldSet) -> Result<()> {
+    validated_content_length(headers, fields).map(|_| ())
+}
+
+/// [`validate_content_length`], returning the valid `Content-Length`: `None`
+/// when the message has none or carries `Transfer-Encoding`, which takes
+/// precedence over it.
+pub(crate) fn validated_content_length(headers: &HMap, fields: FieldSet) -> Result<Option<usize>> {
     if fields.may_carry(field::TRANSFER_ENCODING)
         && headers.get(header::TRANSFER_ENCODING).is_some()
     {
         // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
-        return Ok(());
+        return Ok(None);
     }
-    framing_content_length(headers, fields).map(|_| ())
+    framing_content_length(headers, fields)
 }
 
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not
