@@ -6,6 +6,7 @@
 # the size and the first frame in our code or the vendored pingora.
 #   copies.sh                       # switchyard, N=10 MIN=256, release build
 #   PROFILE=dist TARGET=bare copies.sh
+#   WRITE_EVERY=1 BIN_DIR=target/dist copies.sh   # every request a small POST (a logged write)
 # Copies a background task makes (a judge's snapshot every tick) land in the
 # window too: a line that is not on the request path shows as a fraction per
 # request; only lines seen at least once per two requests are listed.
@@ -53,7 +54,7 @@ for _ in $(seq 300); do
     ! grep -q "tracing stop" "/proc/$PID/status" && break
   sleep 0.1
 done
-python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$N" 1 0
+python3 loadtests/peers/client.py 127.0.0.1 $PROXY "$N" 1 "${WRITE_EVERY:-0}"
 kill -INT "$GDB_PID" 2>/dev/null || true
 wait "$GDB_PID" 2>/dev/null || true
 

@@ -9,6 +9,7 @@
 #   FEATURES=1 TARGETS=switchyard instructions.sh      # Switchyard with its routing features on
 #                                                       # (compare.sh's features-*), one request in four a write
 #   FEATURES=1 WRITE_EVERY=0 TARGETS=switchyard instructions.sh  # the same, reads only
+#   WRITE_EVERY=1 TARGETS=switchyard instructions.sh  # plain Switchyard, every request a (logged) POST
 # Each proxy runs twice under callgrind (N1 then N2 requests over 4 kept-alive
 # connections); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
 # One start-up cost would not cancel: the metrics exporter's clock calibrates
@@ -25,8 +26,10 @@ command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
 source loadtests/peers/lib.sh
 proxy_binaries
 start_backend $BACKEND
-switchyard_config $PROXY $BACKEND 1m "${SY_EXTRA:-}"
-SY_CONFIG=$WORK/switchyard.yaml; WRITES=0
+# The op log under $WORK/state-*, emptied before each run (see count()).
+switchyard_config $PROXY $BACKEND 1m "state_dir: $WORK/state-plain
+${SY_EXTRA:-}"
+SY_CONFIG=$WORK/switchyard.yaml; WRITES=${WRITE_EVERY:-0}
 if [[ -n "${FEATURES:-}" ]]; then
   features_config $PROXY; SY_CONFIG=$WORK/features.yaml; WRITES=${WRITE_EVERY:-4}
 fi
