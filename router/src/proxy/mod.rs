@@ -28,7 +28,7 @@ use crate::route::decide::{
 };
 use crate::route::fields::{self, Fields};
 use crate::route::headers::{
-    COMMIT_POSITION, FENCED, FENCING_TOKEN, FORWARDED_FOR, GRPC_TIMEOUT, REGION, REQUEST_ID, STALE,
+    FENCED, FENCING_TOKEN, FORWARDED_FOR, GRPC_TIMEOUT, REGION, REQUEST_ID, STALE,
 };
 use crate::route::hygiene;
 use crate::route::live::{EndpointCount, RegionCount};
@@ -254,7 +254,7 @@ impl Edge {
     ) -> Result<Option<Reject>> {
         let body = {
             let _reading = crate::control::Counted::new(&self.state.writes_reading_body);
-            write::read_write_body(session).await?
+            write::read_write_body(session, ctx.present).await?
         };
         if let Some(reject) = write::admit_write(&self.state, session, ctx, &body)? {
             return Ok(Some(reject));
@@ -602,11 +602,7 @@ impl ProxyHttp for Edge {
         let entry = &topo.regions[idx as usize];
         if let Some(op) = &mut ctx.op {
             op.status = resp.status.as_u16();
-            op.commit_position = resp
-                .headers
-                .get(COMMIT_POSITION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+            op.commit_position = write::commit_position(resp);
         }
         if let Some(t) = ctx.upstream_started {
             let alpha = ctx.topo.config.routing.latency.ewma_alpha;

@@ -17,6 +17,7 @@ use crate::control::idempotency::{self, Admit};
 use crate::control::repair::Repair;
 use crate::control::RouterState;
 use crate::proxy::ctx::Ctx;
+use crate::route::fields::{self, Field, Fields, Present};
 use crate::route::headers::{COMMIT_POSITION, REPLAYED_ON_READ, RYW, WRITE_PENDING};
 use crate::route::reject::Reject;
 use crate::route::ryw::Mark;
@@ -67,11 +68,11 @@ impl StreamedBody {
 const KEPT_FOR_REPLAY_COUNT: usize = 4;
 /// Request headers an op log record keeps, so a replay means the same thing.
 /// Credentials are never kept.
-const KEPT_FOR_REPLAY: [http::HeaderName; KEPT_FOR_REPLAY_COUNT] = [
-    http::header::CONTENT_TYPE,
-    http::header::CONTENT_ENCODING,
-    http::header::CONTENT_LANGUAGE,
-    http::header::ACCEPT,
+const KEPT_FOR_REPLAY: [Field; KEPT_FOR_REPLAY_COUNT] = [
+    fields::CONTENT_TYPE,
+    fields::CONTENT_ENCODING,
+    fields::CONTENT_LANGUAGE,
+    fields::ACCEPT,
 ];
 
 /// A write's body as the router has it before forwarding.
@@ -97,11 +98,9 @@ const READ_HEADROOM: usize = 64 * 1024;
 /// Reads a write's body ahead of forwarding, whatever its framing
 /// (`Content-Length`, chunked, HTTP/2 frames), up to [`BUFFERED_BODY_LIMIT`];
 /// a larger one streams after what was read.
-pub(super) async fn read_write_body(session: &mut Session) -> Result<WriteBody> {
-    let length = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
+pub(super) async fn read_write_body(session: &mut Session, present: Present) -> Result<WriteBody> {
+    let length = Fields::with(&session.req_header().headers, present)
+        .get(fields::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     if session.as_downstream_mut().is_body_empty() {
@@ -160,10 +159,8 @@ pub(super) fn admit_write(
     if cfg.idempotency == Idempotency::Off {
         return Ok(None);
     }
-    let given = session
-        .req_header()
-        .headers
-        .get(idempotency::HEADER)
+    let given = Fields::with(&session.req_header().headers, ctx.present)
+        .get(fields::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
@@ -193,6 +190,7 @@ pub(super) fn admit_write(
             session
                 .req_header_mut()
                 .insert_header(idempotency::HEADER, uuid::Uuid::new_v4().to_string())?;
+            ctx.present.added(fields::IDEMPOTENCY_KEY);
             return Ok(None);
         }
     };
@@ -215,9 +213,8 @@ pub(super) fn admit_write(
     };
     // Scoped by the client's credentials: one client can neither block nor
     // probe another's keys.
-    let credentials = req
-        .headers
-        .get(http::header::AUTHORIZATION)
+    let credentials = Fields::with(&req.headers, ctx.present)
+        .get(fields::AUTHORIZATION)
         .map(|v| v.as_bytes());
     let scoped = idempotency::ScopedKey::new(credentials, &key);
     let (window, max_keys) = (cfg.idempotency_window, cfg.idempotency_max_keys);
@@ -260,11 +257,12 @@ pub(super) async fn log_intent(
             }),
         ),
     };
+    let carried = Fields::with(&req.headers, ctx.present);
     let mut kept = [("", ""); KEPT_FOR_REPLAY_COUNT];
     let mut n_kept = 0;
-    for name in &KEPT_FOR_REPLAY {
-        if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
-            kept[n_kept] = (name.as_str(), v);
+    for field in KEPT_FOR_REPLAY {
+        if let Some(v) = carried.get(field).and_then(|v| v.to_str().ok()) {
+            kept[n_kept] = (field.name().as_str(), v);
             n_kept += 1;
         }
     }
@@ -282,9 +280,8 @@ pub(super) async fn log_intent(
         owner_entry: ctx.topo.owner_entry(partition),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        idempotency_key: req
-            .headers
-            .get(idempotency::HEADER)
+        idempotency_key: carried
+            .get(fields::IDEMPOTENCY_KEY)
             .and_then(|v| v.to_str().ok()),
         headers: &kept[..n_kept],
         body: logged_body,
@@ -364,13 +361,13 @@ pub(super) async fn log_outcome_waiting(log: &OpLog, op: OpId, record: EncodedRe
     }
 }
 
-/// After a write: the read-your-writes token, as cookie and header.
+/// After a write: the read-your-writes token, as cookie and header. A
+/// logged write's commit position was read from this answer already.
 pub(super) fn issue_ryw(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    let position = resp
-        .headers
-        .get(COMMIT_POSITION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+    let position = match &ctx.op {
+        Some(op) => op.commit_position,
+        None => commit_position(resp),
+    };
     set_ryw(
         resp,
         ctx,
@@ -378,6 +375,14 @@ pub(super) fn issue_ryw(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         position,
         ctx.op.as_ref().map(|o| o.id),
     )
+}
+
+/// The commit position a region's answer to a write names, if any.
+pub(super) fn commit_position(resp: &ResponseHeader) -> Option<u64> {
+    resp.headers
+        .get(COMMIT_POSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// On a read repair on read judged: the op it replayed, with a token for
@@ -430,4 +435,15 @@ fn set_ryw(
     resp.append_header(http::header::SET_COOKIE, cookie)?;
     resp.insert_header(RYW, token)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idempotency_key_field_is_the_header_keys_are_taken_from() {
+        // `route` may not name `control`, so the field spells the name out.
+        assert_eq!(fields::IDEMPOTENCY_KEY.name(), &idempotency::HEADER);
+    }
 }

@@ -47,9 +47,16 @@ pub(crate) const TRACEPARENT: Field = Field(16);
 pub(crate) const REQUEST_TIMEOUT: Field = Field(17);
 pub(crate) const CONTENT_TYPE: Field = Field(18);
 pub(crate) const GRPC_TIMEOUT: Field = Field(19);
+// What a write's path reads: the op log keeps the first four with the
+// write, the last two scope and name its idempotency key.
+pub(crate) const CONTENT_ENCODING: Field = Field(20);
+pub(crate) const CONTENT_LANGUAGE: Field = Field(21);
+pub(crate) const ACCEPT: Field = Field(22);
+pub(crate) const AUTHORIZATION: Field = Field(23);
+pub(crate) const IDEMPOTENCY_KEY: Field = Field(24);
 
 /// Each [`Field`]'s name, `NAMES[i]` for `Field(i)`.
-pub(crate) static NAMES: [HeaderName; 20] = [
+pub(crate) static NAMES: [HeaderName; 25] = [
     http::header::CONTENT_LENGTH,
     http::header::TRANSFER_ENCODING,
     http::header::HOST,
@@ -70,6 +77,11 @@ pub(crate) static NAMES: [HeaderName; 20] = [
     HeaderName::from_static("x-request-timeout"),
     http::header::CONTENT_TYPE,
     crate::route::headers::GRPC_TIMEOUT,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_LANGUAGE,
+    http::header::ACCEPT,
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("idempotency-key"),
 ];
 
 /// The set of fields a request may carry: a clear bit means the request
@@ -147,6 +159,11 @@ fn bit(name: &HeaderName) -> u32 {
         "x-request-timeout" => REQUEST_TIMEOUT.bit(),
         "content-type" => CONTENT_TYPE.bit(),
         "grpc-timeout" => GRPC_TIMEOUT.bit(),
+        "content-encoding" => CONTENT_ENCODING.bit(),
+        "content-language" => CONTENT_LANGUAGE.bit(),
+        "accept" => ACCEPT.bit(),
+        "authorization" => AUTHORIZATION.bit(),
+        "idempotency-key" => IDEMPOTENCY_KEY.bit(),
         _ => Present::OTHER,
     }
 }
@@ -237,7 +254,7 @@ impl<'a> Iterator for Values<'a> {
 mod tests {
     use super::*;
 
-    const ALL: [Field; 20] = [
+    const ALL: [Field; 25] = [
         CONTENT_LENGTH,
         TRANSFER_ENCODING,
         HOST,
@@ -258,6 +275,11 @@ mod tests {
         REQUEST_TIMEOUT,
         CONTENT_TYPE,
         GRPC_TIMEOUT,
+        CONTENT_ENCODING,
+        CONTENT_LANGUAGE,
+        ACCEPT,
+        AUTHORIZATION,
+        IDEMPOTENCY_KEY,
     ];
 
     fn map(fields: &[(&str, &str)]) -> HeaderMap {
@@ -283,7 +305,7 @@ mod tests {
             "x-partition",
             "x-switchyard-region",
             "x-fencing-token",
-            "accept",
+            "user-agent",
         ] {
             assert_eq!(
                 bit(&HeaderName::from_static(other)),
