@@ -84,27 +84,13 @@ sleep 1.5
 
 declare -A CPU USER SYS RPS
 measure() { # target round
-  local t=$1 r=$2 script=() u0 s0 u1 s1 out n
-  [[ -n "${SCRIPT[$t]:-}" ]] && script=(-s "${SCRIPT[$t]}")
-  [[ $t == nginx* ]] && PID[$t]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x" >/dev/null 2>&1 || true
-  # shellcheck disable=SC2086 # PID lists are space-separated on purpose
-  read -r u0 s0 < <(cpu_split_of ${PID[$t]})
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:${PORT[$t]}/kv/x")
-  # shellcheck disable=SC2086
-  read -r u1 s1 < <(cpu_split_of ${PID[$t]})
-  if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers" >&2; fi
-  n=$(awk '/requests in/ {print $1}' <<<"$out")
-  CPU[$t,$r]=$(per_request $((u1 - u0 + s1 - s0)) "$n")
-  USER[$t,$r]=$(per_request $((u1 - u0)) "$n")
-  SYS[$t,$r]=$(per_request $((s1 - s0)) "$n")
-  RPS[$t,$r]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  [[ $1 == nginx* ]] && PID[$1]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+  wrk_cpu_round "$1" "$2" "${PORT[$1]}" 1 1 "${SCRIPT[$1]:-}"
 }
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do measure "$t" "$r"; done
 done
 
-median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 printf '\n%-12s %10s %12s %10s %8s   (1 worker; median of %s rounds of %s; ratios and +µs in the same round)\n' \
   target "req/s" "CPU µs/req" "vs nginx" "+µs" "$ROUNDS" "$DURATION"
 for t in "${TARGETS[@]}"; do

@@ -106,6 +106,30 @@ per_request() {
   awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" -v d="${3:-2}" 'BEGIN { printf "%." d "f", t / hz / n * 1e6 }'
 }
 
+# wrk_cpu_round TARGET ROUND PORT CLIENT_CPUS THREADS [LUA]: a 2 s warm-up,
+# then DURATION of `wrk -cCONNECTIONS` on CLIENT_CPUS against PORT, measuring
+# the processes in PID[TARGET]; fills CPU, USER, SYS (µs per request) and RPS
+# at [TARGET,ROUND], associative arrays the caller declares.
+wrk_cpu_round() {
+  local t=$1 r=$2 port=$3 cpus=$4 threads=$5 script=() u0 s0 u1 s1 out n
+  [[ -n "${6:-}" ]] && script=(-s "$6")
+  taskset -c "$cpus" wrk -t"$threads" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$port/kv/x" >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086 # PID lists are space-separated on purpose
+  read -r u0 s0 < <(cpu_split_of ${PID[$t]})
+  out=$(taskset -c "$cpus" wrk -t"$threads" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" "http://127.0.0.1:$port/kv/x")
+  # shellcheck disable=SC2086
+  read -r u1 s1 < <(cpu_split_of ${PID[$t]})
+  if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers" >&2; fi
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  CPU[$t,$r]=$(per_request $((u1 - u0 + s1 - s0)) "$n")
+  USER[$t,$r]=$(per_request $((u1 - u0)) "$n")
+  SYS[$t,$r]=$(per_request $((s1 - s0)) "$n")
+  RPS[$t,$r]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+}
+
+# median: the median of the numbers on standard input (space-separated).
+median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 # cpu_of PID...: CPU time (user + system, in clock ticks) of the processes.
 cpu_of() {
   local u s
