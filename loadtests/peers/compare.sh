@@ -83,21 +83,13 @@ measure() { # target round
   [[ $1 == nginx ]] && PID[nginx]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
   wrk_cpu_round "$1" "$2" "${PORT[$1]}" "$CLIENT" "$WORKERS" "$script"
 }
-for r in $(seq "$ROUNDS"); do
-  for t in "${TARGETS[@]}"; do measure "$t" "$r"; done
-done
+run_rounds "${TARGETS[@]}"
 
 printf '\n%-16s %10s %12s %10s   (%s worker(s); median of %s rounds of %s; ratio to nginx in the same round)\n' \
   target "req/s" "CPU µs/req" "vs nginx" "$WORKERS" "$ROUNDS" "$DURATION"
 for t in "${TARGETS[@]}"; do
-  rps=() cpu=() user=() sys=() ratio=()
-  for r in $(seq "$ROUNDS"); do
-    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}"); user+=("${USER[$t,$r]}"); sys+=("${SYS[$t,$r]}")
-    ratio+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[nginx,$r]}" 'BEGIN { printf "%.3f", a / b }')")
-  done
-  printf '%-16s %10.0f %12.2f %10.2f   user %5.2f  system %5.2f\n' "$t" "$(echo "${rps[*]}" | median)" \
-    "$(echo "${cpu[*]}" | median)" "$(echo "${ratio[*]}" | median)" "$(echo "${user[*]}" | median)" \
-    "$(echo "${sys[*]}" | median)"
+  read -r rps cpu ratio user sys < <(round_medians "$t")
+  printf '%-16s %10.0f %12.2f %10.2f   user %5.2f  system %5.2f\n' "$t" "$rps" "$cpu" "$ratio" "$user" "$sys"
 done
 echo "user, system: the CPU per request in user space and in the kernel (medians of their own)."
 echo "features-*: geo routing with residency, a dial, rate limits, one request in four a write logged with fsync: batch."

@@ -87,24 +87,15 @@ measure() { # target round
   [[ $1 == nginx* ]] && PID[$1]="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
   wrk_cpu_round "$1" "$2" "${PORT[$1]}" 1 1 "${SCRIPT[$1]:-}"
 }
-for r in $(seq "$ROUNDS"); do
-  for t in "${TARGETS[@]}"; do measure "$t" "$r"; done
-done
+run_rounds "${TARGETS[@]}"
 
 printf '\n%-12s %10s %12s %10s %8s   (1 worker; median of %s rounds of %s; ratios and +µs in the same round)\n' \
   target "req/s" "CPU µs/req" "vs nginx" "+µs" "$ROUNDS" "$DURATION"
 for t in "${TARGETS[@]}"; do
-  rps=() cpu=() user=() sys=() ratio=() added=()
-  for r in $(seq "$ROUNDS"); do
-    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}"); user+=("${USER[$t,$r]}"); sys+=("${SYS[$t,$r]}")
-    ratio+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[nginx,$r]}" 'BEGIN { printf "%.3f", a / b }')")
-    added+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[plain,$r]}" 'BEGIN { printf "%.2f", a - b }')")
-  done
-  plus=$(echo "${added[*]}" | median)
+  read -r rps cpu ratio user sys < <(round_medians "$t")
+  plus=$(printf '%.2f' "$(round_median_gap "$t" plain)")
   [[ $t == nginx* || $t == plain ]] && plus=-
-  printf '%-12s %10.0f %12.2f %10.2f %8s   user %5.2f  system %5.2f\n' "$t" "$(echo "${rps[*]}" | median)" \
-    "$(echo "${cpu[*]}" | median)" "$(echo "${ratio[*]}" | median)" "$plus" "$(echo "${user[*]}" | median)" \
-    "$(echo "${sys[*]}" | median)"
+  printf '%-12s %10.0f %12.2f %10.2f %8s   user %5.2f  system %5.2f\n' "$t" "$rps" "$cpu" "$ratio" "$plus" "$user" "$sys"
 done
 echo "+µs: the target's CPU per request less plain Switchyard's. nginx-posts, posts, writes, all: one request in four a POST."
 echo "vs nginx: to nginx's GETs in the same round (compare nginx-posts for what a POST costs nginx)."

@@ -130,6 +130,39 @@ wrk_cpu_round() {
 # median: the median of the numbers on standard input (space-separated).
 median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# run_rounds TARGET...: ROUNDS rounds; in each, the caller's `measure TARGET
+# ROUND` for every target in turn, so that a machine that gets busier halfway
+# moves every target alike.
+run_rounds() {
+  local r t
+  for r in $(seq "$ROUNDS"); do
+    for t in "$@"; do measure "$t" "$r"; done
+  done
+}
+
+# round_medians TARGET: "REQ/S CPU RATIO USER SYSTEM", the medians over
+# ROUNDS of what wrk_cpu_round filled in; RATIO is to nginx's CPU per request
+# in the same round.
+round_medians() {
+  local t=$1 r rps=() cpu=() user=() sys=() ratio=()
+  for r in $(seq "$ROUNDS"); do
+    rps+=("${RPS[$t,$r]}"); cpu+=("${CPU[$t,$r]}"); user+=("${USER[$t,$r]}"); sys+=("${SYS[$t,$r]}")
+    ratio+=("$(awk -v a="${CPU[$t,$r]}" -v b="${CPU[nginx,$r]}" 'BEGIN { printf "%.3f", a / b }')")
+  done
+  echo "$(echo "${rps[*]}" | median) $(echo "${cpu[*]}" | median) $(echo "${ratio[*]}" | median)" \
+    "$(echo "${user[*]}" | median) $(echo "${sys[*]}" | median)"
+}
+
+# round_median_gap TARGET BASE: the median over ROUNDS of TARGET's CPU per
+# request less BASE's in the same round.
+round_median_gap() {
+  local r gaps=()
+  for r in $(seq "$ROUNDS"); do
+    gaps+=("$(awk -v a="${CPU[$1,$r]}" -v b="${CPU[$2,$r]}" 'BEGIN { printf "%.2f", a - b }')")
+  done
+  echo "${gaps[*]}" | median
+}
+
 # cpu_of PID...: CPU time (user + system, in clock ticks) of the processes.
 cpu_of() {
   local u s
