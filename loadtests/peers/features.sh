@@ -16,9 +16,10 @@
 #   dial           two regions, a dial at 50% on the second; GETs
 #   ratelimit      one region, a rate limit that never refuses; GETs
 #   posts          plain, one request in four a POST with a body: logged, as every write
-#                  is (fsync: batch by default), but with no owners, neither pinned nor fenced
+#                  is, and given a generated idempotency key (the defaults: fsync: batch,
+#                  idempotency: generate), but with no owners, neither pinned nor fenced
 #   writes         posts, with one region owning every partition: each write pinned to
-#                  it, fenced, and given a generated idempotency key
+#                  it and fenced
 #   all            every feature above at once (compare.sh's and run.sh's features-*)
 # `posts` against `plain` is what a logged write with a body costs beyond a
 # GET; `writes` against `posts`, what pinning and fencing it add.
