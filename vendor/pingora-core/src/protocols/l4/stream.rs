@@ -32,7 +32,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+
+use super::write_buffer::WriteBuffer;
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -424,17 +426,17 @@ impl L4BufferSettings {
 ///
 /// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
+/// an empty `BufReader`. A [`WriteBuffer`] of zero capacity writes straight
 /// through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(WriteBuffer<RawStreamWrapper>),
+    BufferedRead(BufReader<WriteBuffer<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = WriteBuffer::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -442,14 +444,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &WriteBuffer<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut WriteBuffer<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -486,8 +488,8 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `BufWriter` under it, so write to the `BufWriter`
-// directly.
+// `BufReader` only forwards writes to the `WriteBuffer` under it, so write to the
+// `WriteBuffer` directly.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -857,11 +859,11 @@ impl Peek for Stream {
             return Ok(false);
         }
         // Nothing to read and, once flushed, nothing to write: the write
-        // buffer is given back while the stream waits, and taken again when
-        // it wakes (or when the wait is dropped), so an idle connection does
+        // buffer's memory is given back while the stream waits, and taken
+        // again by the next write that needs it, so an idle connection does
         // not hold it.
-        let idle = IdleBuffers::release(self);
-        let raw = &idle.stream.stream_mut().get_mut().stream;
+        release_idle_write_buffer(self);
+        let raw = &self.stream_mut().get_mut().stream;
         match raw {
             RawStream::Tcp(s) => s.readable().await.map(|_| true),
             #[cfg(unix)]
@@ -871,33 +873,14 @@ impl Peek for Stream {
     }
 }
 
-/// A stream whose write buffer is given back while it waits; it is taken
-/// again when this is dropped. Only on a stream without a read buffer: the
-/// read buffer cannot be set aside without dropping it, and taking a new one
-/// (zeroed, 64 KiB by default) on every wait costs more than it saves; a
-/// server that wants small idle connections reads without one.
-struct IdleBuffers<'a> {
-    stream: &'a mut Stream,
-    released: bool,
-}
-
-impl<'a> IdleBuffers<'a> {
-    fn release(stream: &'a mut Stream) -> Self {
-        let (read, write) = stream.buffer_capacity;
-        let released = read == 0 && write > 0 && stream.stream().writer().buffer().is_empty();
-        if released {
-            stream.rebuffer(0, 0);
-        }
-        IdleBuffers { stream, released }
-    }
-}
-
-impl Drop for IdleBuffers<'_> {
-    fn drop(&mut self) {
-        if self.released {
-            let (read, write) = self.stream.buffer_capacity;
-            self.stream.rebuffer(read, write);
-        }
+/// Gives back the write buffer's memory of a stream without a read buffer.
+/// A stream with one keeps both: the read buffer cannot be set aside without
+/// dropping what it holds, and taking a new one (zeroed, 64 KiB by default)
+/// on every wait costs more than it saves; a server that wants small idle
+/// connections reads without one.
+fn release_idle_write_buffer(stream: &mut Stream) {
+    if let BufferedStream::UnbufferedRead(writer) = stream.stream_mut() {
+        writer.release();
     }
 }
 
