@@ -315,6 +315,110 @@ mod tests {
         w.flush().await.unwrap();
     }
 
+    /// A stream that takes a random part of each write, and now and then
+    /// none (not ready yet), keeping all it took.
+    struct Choppy {
+        taken: Vec<u8>,
+        rng: rand::rngs::StdRng,
+        vectored: bool,
+    }
+
+    impl AsyncWrite for Choppy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            use rand::Rng;
+            if data.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            if self.rng.gen_bool(0.2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = self.rng.gen_range(1..=data.len());
+            self.taken.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+            self.poll_write(cx, first)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Whatever the sizes of the writes, the capacity and how much the
+    /// stream takes at a time, the stream gets every byte once, in order,
+    /// and a flush leaves nothing buffered.
+    #[tokio::test]
+    async fn every_byte_arrives_once_in_order_under_random_writes() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let capacity = rng.gen_range(0..64);
+            let inner = Choppy {
+                taken: Vec::new(),
+                rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed),
+                vectored: rng.gen_bool(0.5),
+            };
+            let mut w = WriteBuffer::with_capacity(capacity, inner);
+            let mut sent = Vec::new();
+            let mut next = 0u8;
+            let mut bytes = |n: usize| -> Vec<u8> {
+                (0..n)
+                    .map(|_| {
+                        next = next.wrapping_add(1);
+                        next
+                    })
+                    .collect()
+            };
+            for _ in 0..50 {
+                match rng.gen_range(0..5) {
+                    0 | 1 => {
+                        let data = bytes(rng.gen_range(0..100));
+                        w.write_all(&data).await.unwrap();
+                        sent.extend_from_slice(&data);
+                    }
+                    2 => {
+                        let a = bytes(rng.gen_range(0..40));
+                        let b = bytes(rng.gen_range(0..40));
+                        let n = w
+                            .write_vectored(&[IoSlice::new(&a), IoSlice::new(&b)])
+                            .await
+                            .unwrap();
+                        // Only what it took was written.
+                        let both = [a, b].concat();
+                        sent.extend_from_slice(&both[..n]);
+                    }
+                    3 => {
+                        w.flush().await.unwrap();
+                        assert!(w.buffer().is_empty(), "seed {seed}");
+                    }
+                    _ => w.release(),
+                }
+            }
+            w.flush().await.unwrap();
+            assert_eq!(w.get_ref().taken, sent, "seed {seed}");
+        }
+    }
+
     #[tokio::test]
     async fn shutdown_writes_out_what_is_buffered() {
         let mock = Builder::new().write(b"bye").build();
