@@ -47,8 +47,9 @@ pub(crate) const TRACEPARENT: Field = Field(16);
 pub(crate) const REQUEST_TIMEOUT: Field = Field(17);
 pub(crate) const CONTENT_TYPE: Field = Field(18);
 pub(crate) const GRPC_TIMEOUT: Field = Field(19);
-// What a write's path reads: the op log keeps the first four with the
-// write, the last two scope and name its idempotency key.
+// What a write's path reads: the op log keeps the first three (and
+// CONTENT_TYPE) with the write; the last two scope and name its
+// idempotency key.
 pub(crate) const CONTENT_ENCODING: Field = Field(20);
 pub(crate) const CONTENT_LANGUAGE: Field = Field(21);
 pub(crate) const ACCEPT: Field = Field(22);
