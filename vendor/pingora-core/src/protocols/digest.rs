@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use once_cell::sync::OnceCell;
 
+use super::http::v1::ReadTimer;
 use super::l4::ext::{get_original_dest, get_recv_buf, get_snd_buf, get_tcp_info, TCP_INFO};
 use super::l4::socket::SocketAddr;
 use super::raw_connect::ProxyDigest;
@@ -252,6 +253,15 @@ pub trait GetTimingDigest {
     /// that serves many requests needs to make it once, not per request. A
     /// stream that does not keep one drops it.
     fn keep_digest(&mut self, _digest: Box<Digest>) {}
+    /// The read timer a session on this stream gave back when it was done
+    /// with it ([`Self::keep_read_timer`]), if the stream kept one.
+    fn take_kept_read_timer(&mut self) -> Option<ReadTimer> {
+        None
+    }
+    /// Keeps the timer a session's reads waited under, for the next session
+    /// on this stream to move on rather than make its own (see
+    /// [`ReadTimer`]). A stream that does not keep one drops it.
+    fn keep_read_timer(&mut self, _timer: ReadTimer) {}
 }
 
 /// The interface to set or return proxy information

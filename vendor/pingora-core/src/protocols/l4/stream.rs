@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
+use crate::protocols::http::v1::ReadTimer;
 use crate::protocols::l4::ext::{set_tcp_keepalive, TcpKeepalive};
 use crate::protocols::l4::virt;
 use crate::protocols::l4::write_buffer::WriteBuffer;
@@ -553,6 +554,9 @@ pub struct Stream {
     /// ([`GetTimingDigest::keep_digest`]); dropped when what it was made
     /// from changes.
     kept_digest: Option<Box<Digest>>,
+    /// The timer the last session's reads waited under, kept for the next
+    /// ([`GetTimingDigest::keep_read_timer`]).
+    kept_read_timer: Option<ReadTimer>,
 }
 
 impl Stream {
@@ -701,6 +705,8 @@ impl Stream {
         };
         self.stream = Some(BufferedStream::with_capacity(read, write, raw));
         self.registered_on = here;
+        // It belongs to the other thread's runtime.
+        self.kept_read_timer = None;
         Ok(())
     }
 }
@@ -744,6 +750,7 @@ impl From<TcpStream> for Stream {
             rx_ts: None,
             registered_on: thread_slot(),
             kept_digest: None,
+            kept_read_timer: None,
         }
     }
 }
@@ -770,6 +777,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             rx_ts: None,
             registered_on: thread_slot(),
             kept_digest: None,
+            kept_read_timer: None,
         }
     }
 }
@@ -797,6 +805,7 @@ impl From<UnixStream> for Stream {
             rx_ts: None,
             registered_on: thread_slot(),
             kept_digest: None,
+            kept_read_timer: None,
         }
     }
 }
@@ -917,6 +926,14 @@ impl GetTimingDigest for Stream {
 
     fn keep_digest(&mut self, digest: Box<Digest>) {
         self.kept_digest = Some(digest);
+    }
+
+    fn take_kept_read_timer(&mut self) -> Option<ReadTimer> {
+        self.kept_read_timer.take()
+    }
+
+    fn keep_read_timer(&mut self, timer: ReadTimer) {
+        self.kept_read_timer = Some(timer);
     }
 }
 

@@ -20,7 +20,8 @@ use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::fields::{self as field, FieldSet};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use super::timeout::timeout;
+use super::timeout::{timeout, timeout_read};
+use super::ReadTimer;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
+    /// The timer this connection's reads wait under (see [`ReadTimer`]).
+    read_timer: Option<ReadTimer>,
     response_header: Option<Box<ResponseHeader>>,
     /// What the session still needs of a response header that
     /// [`Self::read_response_task()`] handed over: its status, and the
@@ -84,6 +87,7 @@ impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(mut stream: Stream) -> Self {
         let digest = digest_of(&mut stream);
+        let read_timer = read_timer_of(&mut stream);
         HttpSession {
             underlying_stream: stream,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
@@ -100,6 +104,7 @@ impl HttpSession {
             read_timeout: None,
             write_timeout: None,
             digest,
+            read_timer,
             bytes_sent: 0,
             body_recv: 0,
             upgraded: false,
@@ -469,7 +474,7 @@ impl HttpSession {
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
             let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
+                Some(t) => match timeout_read(&mut self.read_timer, t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
@@ -563,23 +568,18 @@ impl HttpSession {
         }
     }
 
-    async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
-        self.init_body_reader();
-        self.body_reader
-            .read_body(&mut self.underlying_stream)
-            .await
-    }
-
     /// Read the response body into the internal buffer.
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
+        self.init_body_reader();
+        let read = self.body_reader.read_body(&mut self.underlying_stream);
         let result = match self.read_timeout {
-            Some(t) => match timeout(t, self.do_read_body()).await {
+            Some(t) => match timeout_read(&mut self.read_timer, t, read).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
             },
-            None => self.do_read_body().await,
+            None => read.await,
         };
 
         result.map(|maybe_body| {
@@ -795,8 +795,11 @@ impl HttpSession {
             KeepaliveStatus::Off => Err(self.underlying_stream),
             _ => {
                 let mut stream = self.underlying_stream;
-                // The next session on the pooled connection takes it.
+                // The next session on the pooled connection takes them.
                 stream.keep_digest(self.digest);
+                if let Some(timer) = self.read_timer {
+                    stream.keep_read_timer(timer);
+                }
                 Ok(stream)
             }
         }

@@ -23,6 +23,7 @@ use std::str;
 use std::time::Duration;
 
 use super::body::BodyWriter;
+use super::ReadTimer;
 use crate::protocols::{Digest, Stream};
 use crate::utils::KVRef;
 
@@ -41,6 +42,13 @@ pub(super) fn digest_of(stream: &mut Stream) -> Box<Digest> {
             socket_digest: stream.get_socket_digest(),
         })
     })
+}
+
+/// The read timer a new HTTP/1 session on `stream` takes over from the last
+/// one ([`GetTimingDigest::keep_read_timer`]), if the stream kept one this
+/// thread can use.
+pub(super) fn read_timer_of(stream: &mut Stream) -> Option<ReadTimer> {
+    stream.take_kept_read_timer().filter(ReadTimer::usable_here)
 }
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;

@@ -21,6 +21,8 @@ pub(crate) mod header;
 pub mod server;
 mod timeout;
 
+pub use timeout::ReadTimer;
+
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
 pub(crate) mod test_util {

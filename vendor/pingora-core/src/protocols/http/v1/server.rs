@@ -26,7 +26,8 @@ use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use pingora_http::fields as field;
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use super::timeout::timeout;
+use super::timeout::{timeout, timeout_read};
+use super::ReadTimer;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -129,6 +130,8 @@ pub struct HttpSession {
     upgraded: bool,
     /// Digest to track underlying connection metrics
     digest: Box<Digest>,
+    /// The timer this connection's reads wait under (see [`ReadTimer`]).
+    read_timer: Option<ReadTimer>,
     /// Minimum send rate to the client
     min_send_rate: Option<usize>,
     /// When this is enabled informational response headers will not be proxied downstream
@@ -209,6 +212,7 @@ impl HttpSession {
     /// any other operations.
     pub fn new(mut underlying_stream: Stream) -> Self {
         let digest = digest_of(&mut underlying_stream);
+        let read_timer = read_timer_of(&mut underlying_stream);
 
         HttpSession {
             underlying_stream,
@@ -235,6 +239,7 @@ impl HttpSession {
             retry_buffer: None,
             upgraded: false,
             digest,
+            read_timer,
             min_send_rate: None,
             ignore_info_resp: false,
             // default on to avoid rejecting requests after body as pipelined
@@ -258,26 +263,28 @@ impl HttpSession {
         let read_result = {
             let read_event = read_unheld(&mut self.underlying_stream, buf);
             match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
-                        if already_read > 0 {
-                            return Error::e_explain(
-                                ReadTimedout,
-                                format!("while reading request headers, timeout: {d:?}"),
-                            );
+                KeepaliveStatus::Timeout(d) => {
+                    match timeout_read(&mut self.read_timer, d, read_event).await {
+                        Ok(res) => res,
+                        Err(e) => {
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            if already_read > 0 {
+                                return Error::e_explain(
+                                    ReadTimedout,
+                                    format!("while reading request headers, timeout: {d:?}"),
+                                );
+                            }
+                            self.idle_timed_out = true;
+                            return Ok(None);
                         }
-                        self.idle_timed_out = true;
-                        return Ok(None);
                     }
-                },
+                }
                 KeepaliveStatus::Infinite => {
                     // FIXME: this should only apply to reads between requests
                     read_event.await
                 }
                 KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+                    Some(t) => match timeout_read(&mut self.read_timer, t, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
                             debug!("read timeout {t:?} reached, {e}");
@@ -706,21 +713,16 @@ impl HttpSession {
         }))
     }
 
-    async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
-        self.init_body_reader();
-        self.body_reader
-            .read_body(&mut self.underlying_stream)
-            .await
-    }
-
     /// Read the body into the internal buffer
     async fn read_body(&mut self) -> Result<Option<BufRef>> {
+        self.init_body_reader();
+        let read = self.body_reader.read_body(&mut self.underlying_stream);
         match self.read_timeout {
-            Some(t) => match timeout(t, self.do_read_body()).await {
+            Some(t) => match timeout_read(&mut self.read_timer, t, read).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
             },
-            None => self.do_read_body().await,
+            None => read.await,
         }
     }
 
@@ -1637,6 +1639,9 @@ impl HttpSession {
         let mut stream = self.underlying_stream;
         // The next request's session takes it instead of making its own.
         stream.keep_digest(self.digest);
+        if let Some(timer) = self.read_timer {
+            stream.keep_read_timer(timer);
+        }
         ReusableHttpStream::new(stream, pipelined_prefix)
     }
 
@@ -2114,6 +2119,39 @@ mod tests_stream {
         assert_eq!(res, input3.as_slice());
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
         assert_eq!(http_stream.body_bytes_read(), 3);
+    }
+
+    /// The next request's session on a kept-alive connection waits under
+    /// the timer its last session's reads made, not a new one.
+    #[tokio::test]
+    async fn a_kept_alive_connection_keeps_its_read_timer() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(crate::protocols::l4::stream::Stream::from(accepted));
+
+        let mut first = HttpSession::new(stream);
+        first.read_timeout = Some(Duration::from_secs(5));
+        // The read waits (nothing sent yet), so it makes the timer.
+        let read = tokio::spawn(async move {
+            first.read_request().await.unwrap().unwrap();
+            first
+        });
+        tokio::task::yield_now().await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let first = read.await.unwrap();
+        let made = first.read_timer.as_ref().expect("no read timer made").id();
+
+        let (stream, _) = first.into_reusable(None).into_parts();
+        let second = HttpSession::new(stream);
+        let kept = second.read_timer.as_ref().expect("the timer was not kept");
+        assert_eq!(kept.id(), made);
     }
 
     #[tokio::test]
