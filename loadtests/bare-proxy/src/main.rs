@@ -7,7 +7,6 @@
 //! With `TLS_LISTEN`, it also takes TLS there (HTTP/2 by ALPN), with pingora's
 //! defaults otherwise.
 
-use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
@@ -22,7 +21,6 @@ struct Bare {
     upstream: SocketAddr,
 }
 
-#[async_trait]
 impl ProxyHttp for Bare {
     type CTX = ();
 

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -307,7 +306,6 @@ impl Edge {
     }
 }
 
-#[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
 

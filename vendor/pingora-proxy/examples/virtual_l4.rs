@@ -116,8 +116,6 @@ impl VirtualProxy {
         }
     }
 }
-
-#[async_trait::async_trait]
 impl ProxyHttp for VirtualProxy {
     type CTX = ();
 

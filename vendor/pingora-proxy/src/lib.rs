@@ -2075,8 +2075,6 @@ mod tests {
     }
 
     struct DefaultRetryProxy;
-
-    #[async_trait]
     impl ProxyHttp for DefaultRetryProxy {
         type CTX = ();
 
@@ -2683,8 +2681,6 @@ mod tests {
     }
 
     struct NoopProxy;
-
-    #[async_trait]
     impl ProxyHttp for NoopProxy {
         type CTX = ();
         fn new_ctx(&self) -> Self::CTX {}

@@ -1391,8 +1391,6 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     struct ResponseFilter101;
-
-    #[async_trait]
     impl ProxyHttp for ResponseFilter101 {
         type CTX = ();
 
