@@ -705,8 +705,6 @@ impl Stream {
         };
         self.stream = Some(BufferedStream::with_capacity(read, write, raw));
         self.registered_on = here;
-        // It belongs to the other thread's runtime.
-        self.kept_read_timer = None;
         Ok(())
     }
 }

@@ -796,10 +796,7 @@ impl HttpSession {
             _ => {
                 let mut stream = self.underlying_stream;
                 // The next session on the pooled connection takes them.
-                stream.keep_digest(self.digest);
-                if let Some(timer) = self.read_timer {
-                    stream.keep_read_timer(timer);
-                }
+                keep_for_next_session(&mut stream, self.digest, self.read_timer);
                 Ok(stream)
             }
         }

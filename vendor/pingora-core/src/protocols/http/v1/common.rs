@@ -51,6 +51,20 @@ pub(super) fn read_timer_of(stream: &mut Stream) -> Option<ReadTimer> {
     stream.take_kept_read_timer().filter(ReadTimer::usable_here)
 }
 
+/// Gives what a session that is done with `stream` made of it, its digest
+/// and its read timer, back to the stream for the next session on it to
+/// take ([`digest_of`], [`read_timer_of`]).
+pub(super) fn keep_for_next_session(
+    stream: &mut Stream,
+    digest: Box<Digest>,
+    read_timer: Option<ReadTimer>,
+) {
+    stream.keep_digest(digest);
+    if let Some(timer) = read_timer {
+        stream.keep_read_timer(timer);
+    }
+}
+
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 /// Room left in a parsed message's header map for the fields a proxy adds on its way through
 /// (`Date`, `Connection`, `X-Forwarded-For`, a request id, ...), so that adding them does not

@@ -1637,11 +1637,8 @@ impl HttpSession {
     /// said it can be reused (with the prefix it returned).
     pub fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
         let mut stream = self.underlying_stream;
-        // The next request's session takes it instead of making its own.
-        stream.keep_digest(self.digest);
-        if let Some(timer) = self.read_timer {
-            stream.keep_read_timer(timer);
-        }
+        // The next request's session takes them instead of making its own.
+        keep_for_next_session(&mut stream, self.digest, self.read_timer);
         ReusableHttpStream::new(stream, pipelined_prefix)
     }
 

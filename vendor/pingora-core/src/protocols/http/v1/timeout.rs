@@ -2,7 +2,8 @@
 //! only once the I/O has to wait (most writes, and reads of bytes already
 //! arrived, never do), and held in the future itself rather than boxed.
 //!
-//! Reads wait under a [`ReadTimer`] instead: one per connection, moved on
+//! Reads (all but the request body's drain, whose total timeout encloses
+//! reads) wait under a [`ReadTimer`] instead: one per connection, moved on
 //! for each wait rather than made, registered and cancelled every time.
 
 use crate::protocols::l4::stream::thread_slot;
