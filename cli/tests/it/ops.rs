@@ -517,3 +517,67 @@ async fn a_disk_slow_to_sync_does_not_hold_batch_writes_back() {
         "a write waited {slowest:?} while the disk synced"
     );
 }
+
+/// The router turns transparent huge pages off for itself: a heap that grows
+/// while serving must not stall a worker while the kernel zeroes 2 MiB at a
+/// time. The process says so in `/proc`, and a heap grown by concurrent
+/// large writes (16 at a time, 512 KiB each) adds no huge page, whatever the
+/// system-wide setting. Before the switch, the same writes added 16 MiB of
+/// huge pages here.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_router_keeps_its_memory_off_huge_pages() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&dir, "", &a);
+    let router = Router::start_in(dir, &cfg);
+    let proc_file = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{}/{name}", router.pid())).expect("/proc readable")
+    };
+    let huge_kib = |rollup: String| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("AnonHugePages:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("AnonHugePages in smaps_rollup")
+    };
+    let status = proc_file("status");
+    assert!(
+        status.lines().any(|l| l == "THP_enabled:\t0"),
+        "huge pages still on: {}",
+        status
+            .lines()
+            .find(|l| l.starts_with("THP_"))
+            .unwrap_or("no THP_enabled line")
+    );
+    let before = huge_kib(proc_file("smaps_rollup"));
+    let client = reqwest::Client::new();
+    let body = bytes::Bytes::from(vec![b'x'; 512 * 1024]);
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, body, url) = (
+                client.clone(),
+                body.clone(),
+                router.url(&format!("/kv/k{w}")),
+            );
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    let put = client
+                        .put(&url)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("put");
+                    assert!(put.status().is_success(), "{}", put.status());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let after = huge_kib(proc_file("smaps_rollup"));
+    assert_eq!(
+        after, before,
+        "huge pages grew while serving: {before} -> {after} KiB"
+    );
+}

@@ -19,6 +19,7 @@ use crate::route::topology::Topology;
 use crate::store::oplog::OpLog;
 
 mod handover;
+mod huge_pages;
 mod listeners;
 pub(crate) mod open_files;
 mod secrets;
@@ -86,6 +87,7 @@ impl App {
         for w in config.warnings() {
             tracing::warn!("{}: {w}", config_path.display());
         }
+        huge_pages::keep_memory_off_huge_pages();
         let files = open_files::raise_open_files(config.limits.max_connections);
         tracing::info!(
             soft = files.soft,
