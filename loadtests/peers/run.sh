@@ -90,22 +90,23 @@ measure() { # name port workers client-cpus [script]
   SYS[$name,$w]=$(per_request $((s1 - s0)) "$n" 1)
 }
 
-declare -A RATE_P50 RATE_P99 RATE_GOT RATE_ASKED RATE_CPU
+declare -A RATE_P50 RATE_P99 RATE_GOT RATE_ASKED RATE_CPU RATE_SPLIT
 # constant_rate name port pct workers client-cpus: rate-load at pct% of
 # nginx's maximum with this many workers.
 # switchyard+features gets compare.sh's mix (one request in four a write).
 constant_rate() {
-  local name=$1 port=$2 pct=$3 w=$4 cpus=$5 rate out writes=0 pids="" c0=0 c1=0 sent
+  local name=$1 port=$2 pct=$3 w=$4 cpus=$5 rate out writes=0 pids="" u0=0 s0=0 u1=0 s1=0 sent
   [[ $name == switchyard+features ]] && writes=4
   [[ $name != backend ]] && pids=$(pids_of "$name")
   rate=$(awk -v r="${RPS[nginx,$w]}" -v p="$pct" 'BEGIN { printf "%.0f", r * p / 100 }')
-  [[ -n $pids ]] && c0=$(cpu_of $pids)
+  [[ -n $pids ]] && read -r u0 s0 < <(cpu_split_of $pids)
   out=$(taskset -c "$cpus" "$BIN/rate-load" --addr "127.0.0.1:$port" --rate "$rate" --secs "$RATE_SECS" \
     --connections "$CONNECTIONS" --write-every "$writes")
-  [[ -n $pids ]] && c1=$(cpu_of $pids)
+  [[ -n $pids ]] && read -r u1 s1 < <(cpu_split_of $pids)
   sent=$(sed -n 's/.* sent=\([0-9]*\).*/\1/p' <<<"$out")
   if [[ -n $pids && ${sent:-0} -gt 0 ]]; then
-    RATE_CPU[$name,$w,$pct]=$(per_request $((c1 - c0)) "$sent" 1)
+    RATE_CPU[$name,$w,$pct]=$(per_request $((u1 - u0 + s1 - s0)) "$sent" 1)
+    RATE_SPLIT[$name,$w,$pct]="$(per_request $((u1 - u0)) "$sent" 1) + $(per_request $((s1 - s0)) "$sent" 1)"
   fi
   RATE_P50[$name,$w,$pct]=$(sed -n 's/.*p50_ms=\([^ ]*\).*/\1/p' <<<"$out")
   RATE_P99[$name,$w,$pct]=$(sed -n 's/.*p99_ms=\([^ ]*\).*/\1/p' <<<"$out")
@@ -151,15 +152,15 @@ echo
 echo "switchyard+features: one request in four a write (POST /kv/x), logged with fsync: batch."
 [[ -z "$RATES" ]] && exit 0
 printf '\nConstant rate (latency from when each request was due), added over the backend alone (GETs):\n'
-printf '%-20s %7s %6s %9s %10s %12s %12s %12s %11s\n' target workers "% max" "rate" "achieved" "p50 added" "p99 added" "p99" "CPU µs/req"
+printf '%-20s %7s %6s %9s %10s %12s %12s %12s %11s %13s\n' target workers "% max" "rate" "achieved" "p50 added" "p99 added" "p99" "CPU µs/req" "user + system"
 for w in $WORKERS; do
   for pct in $RATES; do
     for t in backend nginx haproxy bare-pingora switchyard switchyard+features; do
-      printf '%-20s %7s %6s %9s %10s %9.3f ms %9.3f ms %9s ms %11s\n' "$t" "$w" "$pct" "${RATE_ASKED[$w,$pct]}" \
+      printf '%-20s %7s %6s %9s %10s %9.3f ms %9.3f ms %9s ms %11s %13s\n' "$t" "$w" "$pct" "${RATE_ASKED[$w,$pct]}" \
         "${RATE_GOT[$t,$w,$pct]}" \
         "$(awk -v a="${RATE_P50[$t,$w,$pct]}" -v b="${RATE_P50[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
         "$(awk -v a="${RATE_P99[$t,$w,$pct]}" -v b="${RATE_P99[backend,$w,$pct]}" 'BEGIN{print a-b}')" \
-        "${RATE_P99[$t,$w,$pct]}" "${RATE_CPU[$t,$w,$pct]:--}"
+        "${RATE_P99[$t,$w,$pct]}" "${RATE_CPU[$t,$w,$pct]:--}" "${RATE_SPLIT[$t,$w,$pct]:--}"
     done
   done
 done
