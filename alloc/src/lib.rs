@@ -21,7 +21,8 @@
 #![allow(unsafe_code)]
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::c_void;
+use core::ffi::{c_int, c_long, c_void};
+use core::time::Duration;
 
 use libmimalloc_sys::{
     mi_free, mi_malloc, mi_malloc_aligned, mi_realloc, mi_realloc_aligned, mi_zalloc,
@@ -42,6 +43,39 @@ fn plain_is_aligned(size: usize, align: usize) -> bool {
 
 /// mimalloc as the global allocator.
 pub struct Allocator;
+
+/// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (include/mimalloc.h).
+const MI_OPTION_PURGE_DELAY: c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: c_int, value: c_long);
+    fn mi_option_get(option: c_int) -> c_long;
+}
+
+/// Keeps memory the program frees for `delay` before handing it back to
+/// the system (mimalloc's purge delay; 10 ms by default, and ten times it
+/// for its large regions).
+///
+/// Memory handed back is zeroed page by page on its next touch, each page
+/// a fault. A router reading bursts of large request bodies frees and
+/// takes back megabytes each time: with the default, bursts of sixteen
+/// 1 MiB uploads every 0.3 s cost 125,000 page faults in 6 s, and each
+/// burst's faults delayed every request on the worker; kept for 1 s, the
+/// same bursts cost 12,000 (`loadtests/RESULTS.md`). What a quiet router
+/// holds on to is returned a second after it goes quiet.
+pub fn keep_freed_memory_for(delay: Duration) {
+    let ms = c_long::try_from(delay.as_millis()).unwrap_or(c_long::MAX);
+    // SAFETY: sets one of mimalloc's options, which it reads atomically
+    // whenever it decides whether to purge; callable at any time.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+}
+
+/// How long freed memory is kept now; `None` when it is never handed back.
+pub fn freed_memory_kept_for() -> Option<Duration> {
+    // SAFETY: reads one of mimalloc's options.
+    let ms = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}
 
 // SAFETY: every pointer returned comes from mimalloc with at least the
 // layout's size and alignment (plain blocks only when `plain_is_aligned`
@@ -83,6 +117,14 @@ unsafe impl GlobalAlloc for Allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_purge_delay_set_is_the_one_in_force() {
+        keep_freed_memory_for(Duration::from_secs(2));
+        assert_eq!(freed_memory_kept_for(), Some(Duration::from_secs(2)));
+        keep_freed_memory_for(Duration::from_secs(1));
+        assert_eq!(freed_memory_kept_for(), Some(Duration::from_secs(1)));
+    }
 
     /// The promise the fast path rests on, checked over every size class a
     /// request allocates from (and past the small and medium ones), many

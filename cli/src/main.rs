@@ -69,7 +69,13 @@ enum Command {
     },
 }
 
+/// How long freed memory stays with the process before it goes back to the
+/// system: long enough that a burst of large bodies does not fault its
+/// pages in again on the next burst (`switchyard_alloc::keep_freed_memory_for`).
+const KEEP_FREED_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
+    switchyard_alloc::keep_freed_memory_for(KEEP_FREED_MEMORY);
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_core::connectors=off")

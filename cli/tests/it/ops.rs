@@ -581,3 +581,66 @@ async fn the_router_keeps_its_memory_off_huge_pages() {
         "huge pages grew while serving: {before} -> {after} KiB"
     );
 }
+
+/// Memory the router frees is kept for a second before it goes back to the
+/// system: bursts of large writes (sixteen 1 MiB bodies at once, every
+/// 0.3 s) under a steady stream of small requests reuse the pages the
+/// bursts before them touched instead of faulting each in again.
+#[tokio::test(flavor = "multi_thread")]
+async fn bursts_of_large_writes_reuse_the_memory_of_the_bursts_before() {
+    let a = region("a").await;
+    let dir = TempDir::new();
+    let cfg = one_region(&dir, "", &a);
+    let router = Router::start_in(dir, &cfg);
+    let pid = router.pid();
+    let faults = move || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        // minflt, the 10th field; the command name before it is in parentheses.
+        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+        after_name
+            .split(' ')
+            .nth(7)
+            .and_then(|f| f.parse().ok())
+            .expect("minflt")
+    };
+    let client = reqwest::Client::new();
+    let steady = {
+        let (client, url) = (client.clone(), router.url("/kv/small"));
+        tokio::spawn(async move {
+            loop {
+                let get = client.get(&url).send().await.expect("get");
+                assert!(get.status().as_u16() < 500, "{}", get.status());
+            }
+        })
+    };
+    let body = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let mut per_burst = Vec::new();
+    for _ in 0..6 {
+        let before = faults();
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let (client, body, url) = (
+                    client.clone(),
+                    body.clone(),
+                    router.url(&format!("/kv/b{w}")),
+                );
+                tokio::spawn(async move {
+                    let put = client.put(&url).body(body).send().await.expect("put");
+                    assert!(put.status().is_success(), "{}", put.status());
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
+        per_burst.push(faults() - before);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    steady.abort();
+    eprintln!("page faults per burst: {per_burst:?}");
+    let later: u64 = per_burst[1..].iter().sum();
+    assert!(
+        later < 10_000,
+        "bursts after the first faulted pages in again: {per_burst:?}"
+    );
+}
