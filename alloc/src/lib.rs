@@ -59,9 +59,9 @@ extern "C" {
 /// Memory handed back is zeroed page by page on its next touch, each page
 /// a fault. A router reading bursts of large request bodies frees and
 /// takes back megabytes each time: with the default, bursts of sixteen
-/// 1 MiB uploads every 0.3 s cost 125,000 page faults in 6 s, and each
+/// 1 MiB uploads every 0.3 s cost 138,000 page faults in 6 s, and each
 /// burst's faults delayed every request on the worker; kept for 1 s, the
-/// same bursts cost 12,000 (`loadtests/RESULTS.md`). What a quiet router
+/// same bursts cost 11,600 (`loadtests/RESULTS.md`). What a quiet router
 /// holds on to is returned a second after it goes quiet.
 pub fn keep_freed_memory_for(delay: Duration) {
     let ms = c_long::try_from(delay.as_millis()).unwrap_or(c_long::MAX);

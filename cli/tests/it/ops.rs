@@ -518,6 +518,40 @@ async fn a_disk_slow_to_sync_does_not_hold_batch_writes_back() {
     );
 }
 
+/// Sixteen writers at once, each PUTting `body` to `/kv/{prefix}{writer}`
+/// `each` times in turn; every answer a success.
+async fn concurrent_puts(
+    client: &reqwest::Client,
+    router: &Router,
+    prefix: &str,
+    body: &bytes::Bytes,
+    each: usize,
+) {
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, body, url) = (
+                client.clone(),
+                body.clone(),
+                router.url(&format!("/kv/{prefix}{w}")),
+            );
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    let put = client
+                        .put(&url)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("put");
+                    assert!(put.status().is_success(), "{}", put.status());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+}
+
 /// The router turns transparent huge pages off for itself: a heap that grows
 /// while serving must not stall a worker while the kernel zeroes 2 MiB at a
 /// time. The process says so in `/proc`, and a heap grown by concurrent
@@ -552,29 +586,7 @@ async fn the_router_keeps_its_memory_off_huge_pages() {
     let before = huge_kib(proc_file("smaps_rollup"));
     let client = reqwest::Client::new();
     let body = bytes::Bytes::from(vec![b'x'; 512 * 1024]);
-    let writers: Vec<_> = (0..16)
-        .map(|w| {
-            let (client, body, url) = (
-                client.clone(),
-                body.clone(),
-                router.url(&format!("/kv/k{w}")),
-            );
-            tokio::spawn(async move {
-                for _ in 0..8 {
-                    let put = client
-                        .put(&url)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .expect("put");
-                    assert!(put.status().is_success(), "{}", put.status());
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("writer");
-    }
+    concurrent_puts(&client, &router, "k", &body, 8).await;
     let after = huge_kib(proc_file("smaps_rollup"));
     assert_eq!(
         after, before,
@@ -617,22 +629,7 @@ async fn bursts_of_large_writes_reuse_the_memory_of_the_bursts_before() {
     let mut per_burst = Vec::new();
     for _ in 0..6 {
         let before = faults();
-        let writers: Vec<_> = (0..16)
-            .map(|w| {
-                let (client, body, url) = (
-                    client.clone(),
-                    body.clone(),
-                    router.url(&format!("/kv/b{w}")),
-                );
-                tokio::spawn(async move {
-                    let put = client.put(&url).body(body).send().await.expect("put");
-                    assert!(put.status().is_success(), "{}", put.status());
-                })
-            })
-            .collect();
-        for w in writers {
-            w.await.expect("writer");
-        }
+        concurrent_puts(&client, &router, "b", &body, 1).await;
         per_burst.push(faults() - before);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

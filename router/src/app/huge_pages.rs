@@ -13,10 +13,9 @@
 //! 20 ms in 8 with huge pages allowed and in 2 without (medians 23 and
 //! 5.3 ms; the bare pingora proxy's, 3.5 ms). One of the two left, traced,
 //! was the host taking the CPU away for 70 ms, which nothing in the process
-//! changes. Neither the
-//! requests a second nor the CPU per request of the closed-loop drill moved
-//! (`loadtests/RESULTS.md`): a proxy's working set is small, and the fewer
-//! TLB misses huge pages buy it do not show.
+//! changes. Neither the requests a second nor the CPU per request of the
+//! closed-loop drill moved (`loadtests/RESULTS.md`): a proxy's working set
+//! is small, and the fewer TLB misses huge pages buy it do not show.
 //!
 //! `PR_SET_THP_DISABLE` is the process's own switch: it holds whatever the
 //! system-wide setting (`always` or `madvise`), is inherited by a re-executed
